@@ -1,0 +1,27 @@
+/** Error codes of the response envelope (spec: "Error codes and statuses"). */
+export const ERROR_STATUS = {
+  OK: 200,
+  BAD_REQUEST: 400,
+  MISSING_API_KEY: 401,
+  INVALID_API_KEY: 401,
+  KEY_REVOKED: 403,
+  KEY_EXPIRED: 403,
+  LRS_NOT_ENABLED: 403,
+  UNKNOWN_ASSET: 404,
+  NOT_FOUND: 404,
+  RATE_LIMITED: 429,
+  QUOTA_EXCEEDED: 429,
+  NO_FRESH_PRICE: 503,
+  SYSTEM_BUSY: 503,
+  MAINTENANCE: 503,
+  INTERNAL: 500
+} as const
+
+export type ResponseCode = keyof typeof ERROR_STATUS
+export type ErrorCode = Exclude<ResponseCode, "OK">
+
+export const RESPONSE_CODES = Object.keys(ERROR_STATUS) as ReadonlyArray<ResponseCode>
+
+export const isResponseCode = (s: string): s is ResponseCode => Object.hasOwn(ERROR_STATUS, s)
+
+export const statusOf = (code: ResponseCode): number => ERROR_STATUS[code]
