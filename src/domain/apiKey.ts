@@ -1,0 +1,61 @@
+/**
+ * API key format and hashing. Only `hashApiKey(key)` and `displayPrefix(key)` are stored;
+ * the plaintext key is shown once, at creation.
+ */
+import { createHash, timingSafeEqual } from "node:crypto"
+
+export const API_KEY_PREFIX = "tb_"
+
+const MIN_RANDOM_BYTES = 32
+const MIN_BODY_CHARS = 40
+const MAX_BODY_CHARS = 128
+/** The most random bytes whose base64url body still fits MAX_BODY_CHARS (so every key we issue is accepted). */
+const MAX_RANDOM_BYTES = (MAX_BODY_CHARS / 4) * 3
+const DISPLAY_PREFIX_CHARS = 10
+
+/**
+ * "tb_" + base64url(random) without padding. `random` must hold 32..96 bytes (RangeError otherwise):
+ * at least 256 bits of entropy, and short enough to pass `looksLikeApiKey`.
+ */
+export const generateApiKey = (random: Uint8Array): string => {
+  if (random.length < MIN_RANDOM_BYTES || random.length > MAX_RANDOM_BYTES) {
+    throw new RangeError(
+      `generateApiKey: need ${MIN_RANDOM_BYTES}..${MAX_RANDOM_BYTES} random bytes, got ${random.length}`
+    )
+  }
+  return API_KEY_PREFIX + Buffer.from(random.buffer, random.byteOffset, random.length).toString("base64url")
+}
+
+/**
+ * Hex SHA-256 of the key. A slow password hash (bcrypt, scrypt) guards low-entropy secrets
+ * against brute force; a key holds >= 256 random bits, so no guess can succeed and a fast hash
+ * is as safe while keeping the lookup on every request cheap.
+ */
+export const hashApiKey = (key: string): string => createHash("sha256").update(key, "utf8").digest("hex")
+
+/** Short prefix stored beside the hash so operators and users can tell keys apart, e.g. "tb_AbCdEfG". */
+export const displayPrefix = (key: string): string => key.slice(0, DISPLAY_PREFIX_CHARS)
+
+const isBase64UrlChar = (c: number): boolean =>
+  (c >= 0x30 && c <= 0x39) || // 0-9
+  (c >= 0x41 && c <= 0x5a) || // A-Z
+  (c >= 0x61 && c <= 0x7a) || // a-z
+  c === 0x5f || // _
+  c === 0x2d // -
+
+/** Cheap syntactic check before hashing: "tb_" + 40..128 chars of [A-Za-z0-9_-]. */
+export const looksLikeApiKey = (s: string): boolean => {
+  const bodyLength = s.length - API_KEY_PREFIX.length
+  if (bodyLength < MIN_BODY_CHARS || bodyLength > MAX_BODY_CHARS || !s.startsWith(API_KEY_PREFIX)) return false
+  for (let i = API_KEY_PREFIX.length; i < s.length; i++) {
+    if (!isBase64UrlChar(s.charCodeAt(i))) return false
+  }
+  return true
+}
+
+/** Constant-time equality of two hex hashes; false when the lengths differ. */
+export const hashesEqual = (a: string, b: string): boolean => {
+  const left = Buffer.from(a, "utf8")
+  const right = Buffer.from(b, "utf8")
+  return left.length === right.length && timingSafeEqual(left, right)
+}

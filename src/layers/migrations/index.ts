@@ -1,0 +1,17 @@
+import { Effect } from "effect"
+import { Migrator } from "effect/sql"
+import schema from "./0001_schema.ts"
+import seed from "./0002_seed.ts"
+import { maintainUsagePartitions } from "./partitions.ts"
+
+const runMigrator = Migrator.make({})
+
+/** Schema and seed migrations, then today's usage partitions. Idempotent. */
+export const migrate = Effect.gen(function*() {
+  const applied = yield* runMigrator({
+    loader: Migrator.fromRecord({ "0001_schema": schema, "0002_seed": seed }),
+    table: "tb_migrations"
+  })
+  const partitions = yield* maintainUsagePartitions({ now: Date.now(), daysAhead: 7, retentionDays: 93 })
+  return { applied, partitions }
+})
