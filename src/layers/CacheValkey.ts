@@ -1,0 +1,103 @@
+import { Effect, Layer, Redacted } from "effect"
+import { Redis } from "ioredis"
+import { Cache, CacheError } from "../services/Cache.ts"
+
+const fail = (cause: unknown) =>
+  new CacheError({ reason: "Command", message: cause instanceof Error ? cause.message : String(cause) })
+
+/**
+ * Valkey / ElastiCache through ioredis (`rediss://` = TLS). Commands fail fast while the server is
+ * unreachable (no offline queue), so callers degrade (per-node limits) instead of piling up;
+ * ioredis keeps reconnecting in the background.
+ */
+export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
+  Effect.gen(function*() {
+    const options = { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: false }
+    const client = yield* Effect.acquireRelease(
+      Effect.sync(() => new Redis(Redacted.value(url), options)),
+      (c) => Effect.promise(() => c.quit().catch(() => c.disconnect()))
+    )
+    // Errors are surfaced per command; the connection-level event only needs a listener.
+    client.on("error", () => {})
+    // Give a reachable server a moment so the first batch does not fail; an unreachable one
+    // does not hold up start-up (the service runs degraded until it appears).
+    yield* Effect.promise(() =>
+      new Promise<void>((resolve) => {
+        if (client.status === "ready") return resolve()
+        const timer = setTimeout(resolve, 2000)
+        client.once("ready", () => {
+          clearTimeout(timer)
+          resolve()
+        })
+      })
+    )
+    const run = <A>(f: (c: Redis) => Promise<A>) =>
+      Effect.tryPromise({
+        try: () => {
+          if (client.status !== "ready") return Promise.reject(new Error(`valkey ${client.status}`))
+          return f(client)
+        },
+        catch: (cause) =>
+          client.status === "ready" ? fail(cause) : new CacheError({ reason: "Unavailable", message: String(cause) })
+      })
+    const execPipeline = <A>(build: (p: ReturnType<Redis["pipeline"]>) => void, read: (results: Array<[Error | null, unknown]>) => A) =>
+      run(async (c) => {
+        const p = c.pipeline()
+        build(p)
+        const results = (await p.exec()) ?? []
+        const firstError = results.find(([e]) => e !== null)
+        if (firstError?.[0]) throw firstError[0]
+        return read(results)
+      })
+
+    return Cache.of({
+      kind: "valkey",
+      ping: run((c) => c.ping()).pipe(Effect.asVoid),
+      get: (key) => run((c) => c.get(key)).pipe(Effect.map((v) => v ?? undefined)),
+      getMany: (keys) => keys.length === 0 ? Effect.succeed([]) : run((c) => c.mget(...keys)).pipe(Effect.map((vs) => vs.map((v) => v ?? undefined))),
+      set: (key, value, ttlMs) => run((c) => ttlMs === undefined ? c.set(key, value) : c.set(key, value, "PX", ttlMs)).pipe(Effect.asVoid),
+      setIfAbsent: (key, value, ttlMs) =>
+        run((c) => ttlMs === undefined ? c.set(key, value, "NX") : c.set(key, value, "PX", ttlMs, "NX")).pipe(Effect.map((r) => r === "OK")),
+      hgetall: (key) => run((c) => c.hgetall(key)),
+      hsetMany: (writes) =>
+        writes.length === 0 ? Effect.void : execPipeline((p) => {
+          for (const w of writes) {
+            p.hset(w.key, w.values)
+            if (w.ttlMs !== undefined) p.pexpire(w.key, w.ttlMs)
+          }
+        }, () => undefined),
+      del: (keys) => keys.length === 0 ? Effect.void : run((c) => c.del(...keys)).pipe(Effect.asVoid),
+      incrMany: (increments) =>
+        increments.length === 0 ? Effect.succeed([]) : execPipeline((p) => {
+          for (const i of increments) {
+            p.incrby(i.key, i.by)
+            p.pexpire(i.key, i.ttlMs)
+          }
+        }, (results) => increments.map((_, n) => Number(results[n * 2]?.[1] ?? 0))),
+      zadd: (key, entries, ttlMs) =>
+        entries.length === 0 ? Effect.void : execPipeline((p) => {
+          p.zadd(key, ...entries.flatMap((e) => [e.score, e.member]))
+          if (ttlMs !== undefined) p.pexpire(key, ttlMs)
+        }, () => undefined),
+      zrangeByScore: (key, min, max) => run((c) => c.zrangebyscore(key, min, max)),
+      zremRangeByScore: (key, min, max) => run((c) => c.zremrangebyscore(key, min, max)).pipe(Effect.asVoid),
+      publish: (channel, message) => run((c) => c.publish(channel, message)).pipe(Effect.asVoid),
+      subscribe: (channel, onMessage) =>
+        Effect.acquireRelease(
+          Effect.sync(() => {
+            // A subscriber connection cannot run other commands: it gets its own, which also
+            // re-subscribes by itself after a reconnect.
+            const sub = client.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null })
+            sub.on("error", () => {})
+            sub.on("message", (ch: string, msg: string) => {
+              if (ch === channel) onMessage(msg)
+            })
+            void sub.subscribe(channel).catch(() => {})
+            return sub
+          }),
+          (sub) => Effect.promise(() => sub.quit().catch(() => sub.disconnect()))
+        ).pipe(Effect.asVoid)
+    })
+  })
+
+export const cacheValkeyLayer = (url: Redacted.Redacted<string>) => Layer.effect(Cache, makeValkeyCache(url))
