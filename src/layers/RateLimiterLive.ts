@@ -1,0 +1,176 @@
+import { Effect, Layer } from "effect"
+import { SqlClient } from "effect/sql"
+import { monthKey, othersConsumption, secondsToNextMonth, shedFraction } from "../domain/clusterLimits.ts"
+import { type BucketLimits, type BucketState, debit, fullBucket, tryTake } from "../domain/tokenBucket.ts"
+import type { ApiKeyRecord } from "../services/ApiKeys.ts"
+import { Cache } from "../services/Cache.ts"
+import { Params } from "../services/Params.ts"
+import { type Admission, RateLimiter } from "../services/RateLimiter.ts"
+import { withModule } from "./Logging.ts"
+import { spacedByParam } from "./paramSchedule.ts"
+
+const RATE_COUNTER_TTL_MS = 3_600_000
+const QUOTA_COUNTER_TTL_MS = 40 * 86_400_000
+const GOVERNOR_TTL_MS = 10_000
+/** Keys idle this long are no longer reconciled (and forgotten after ten times that). */
+const ACTIVE_WINDOW_MS = 60_000
+
+interface KeyState {
+  limits: BucketLimits | undefined
+  bucket: BucketState | undefined
+  /** Requests taken here and not yet pushed to the cluster counter. */
+  pendingRequests: number
+  /** Cluster rate counter as last seen (undefined before the first reconcile). */
+  lastSeenTotal: number | undefined
+  month: string
+  /** Cluster quota usage at the last reconcile, ours included. */
+  quotaClusterUsed: number
+  pendingQueries: number
+  lastActive: number
+}
+
+const rateKey = (id: string) => `rl:${id}`
+const quotaKey = (id: string, month: string) => `quota:${id}:${month}`
+const governorKey = (second: number) => `gov:${second}`
+
+/**
+ * Local decisions, batched reconciliation. Every `rate_reconcile_ms` this node pushes what it
+ * consumed (one pipelined round trip for all active keys) and learns what the other nodes
+ * consumed, debiting that from its own buckets. With Valkey unreachable it keeps deciding alone:
+ * exact per-node limits, with the pending consumption pushed once Valkey is back.
+ */
+export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() {
+  const cache = yield* Cache
+  const params = yield* Params
+  const sql = yield* SqlClient.SqlClient
+  const states = new Map<string, KeyState>()
+  let offeredSinceReconcile = 0
+  let lastSecondOffered = 0
+  let currentSecond = Math.floor(Date.now() / 1000)
+  let currentSecondOffered = 0
+  let shed = 0
+  let clusterRps = 0
+  let clusterReachable = true
+  let reconciles = 0
+  let reconcileFailures = 0
+
+  const limitsOf = (key: ApiKeyRecord): BucketLimits | undefined =>
+    key.tier.ratePerSec === null || key.tier.burst === null ? undefined : { ratePerSec: key.tier.ratePerSec, burst: key.tier.burst }
+
+  const stateOf = (key: ApiKeyRecord, now: number): KeyState => {
+    let s = states.get(key.id)
+    const month = monthKey(now)
+    if (s === undefined) {
+      s = { limits: undefined, bucket: undefined, pendingRequests: 0, lastSeenTotal: undefined, month, quotaClusterUsed: 0, pendingQueries: 0, lastActive: now }
+      states.set(key.id, s)
+    } else if (s.month !== month) {
+      s.month = month
+      s.quotaClusterUsed = 0
+      s.pendingQueries = 0
+    }
+    return s
+  }
+
+  const countOffered = (now: number) => {
+    offeredSinceReconcile++
+    const second = Math.floor(now / 1000)
+    if (second !== currentSecond) {
+      lastSecondOffered = second === currentSecond + 1 ? currentSecondOffered : 0
+      currentSecond = second
+      currentSecondOffered = 0
+    }
+    currentSecondOffered++
+  }
+
+  const admit = (key: ApiKeyRecord, requests: number, queries: number, now: number): Admission => {
+    countOffered(now)
+    if (shed > 0 && Math.random() < shed) return { _tag: "Busy" }
+    const s = stateOf(key, now)
+    s.lastActive = now
+    const quota = key.tier.monthlyQueries
+    if (quota !== null && s.quotaClusterUsed + s.pendingQueries + queries > quota) {
+      return { _tag: "QuotaExceeded", retryAfterSec: secondsToNextMonth(now) }
+    }
+    const limits = limitsOf(key)
+    s.limits = limits
+    if (limits === undefined) {
+      s.pendingQueries += queries
+      return { _tag: "Admitted", limit: undefined, remaining: 0, resetSec: 0 }
+    }
+    const taken = tryTake(s.bucket ?? fullBucket(limits, now), limits, now, requests)
+    s.bucket = taken.state
+    if (!taken.allowed) {
+      return { _tag: "RateLimited", limit: limits.burst, remaining: 0, retryAfterSec: Math.max(1, Math.ceil(taken.retryAfterMs / 1000)) }
+    }
+    s.pendingRequests += requests
+    s.pendingQueries += queries
+    const missing = limits.burst - taken.state.tokens
+    return { _tag: "Admitted", limit: limits.burst, remaining: taken.remaining, resetSec: limits.ratePerSec > 0 ? Math.ceil(missing / limits.ratePerSec) : 0 }
+  }
+
+  const reconcile = Effect.gen(function*() {
+    const now = Date.now()
+    const active = [...states].filter(([, s]) => s.pendingRequests > 0 || s.pendingQueries > 0 || now - s.lastActive < ACTIVE_WINDOW_MS)
+    for (const [id, s] of states) if (now - s.lastActive > 10 * ACTIVE_WINDOW_MS && s.pendingRequests === 0 && s.pendingQueries === 0) states.delete(id)
+    const pushed = active.map(([id, s]) => ({ id, s, requests: s.pendingRequests, queries: s.pendingQueries, month: s.month }))
+    const offered = offeredSinceReconcile
+    const second = Math.floor(now / 1000)
+    const totals = yield* cache.incrMany([
+      { key: governorKey(second), by: offered, ttlMs: GOVERNOR_TTL_MS },
+      ...pushed.flatMap((p) => [
+        { key: rateKey(p.id), by: p.requests, ttlMs: RATE_COUNTER_TTL_MS },
+        { key: quotaKey(p.id, p.month), by: p.queries, ttlMs: QUOTA_COUNTER_TTL_MS }
+      ])
+    ])
+    const previous = yield* cache.get(governorKey(second - 1))
+    offeredSinceReconcile -= offered
+    pushed.forEach((p, i) => {
+      const rateTotal = totals[1 + i * 2] ?? 0
+      const quotaTotal = totals[2 + i * 2] ?? 0
+      const others = othersConsumption(rateTotal, p.s.lastSeenTotal, p.requests)
+      p.s.lastSeenTotal = rateTotal
+      p.s.pendingRequests -= p.requests
+      p.s.pendingQueries -= p.queries
+      if (p.s.month === p.month) p.s.quotaClusterUsed = quotaTotal
+      if (others > 0 && p.s.bucket !== undefined && p.s.limits !== undefined) p.s.bucket = debit(p.s.bucket, p.s.limits, now, others)
+    })
+    clusterRps = Number(previous ?? lastSecondOffered)
+    clusterReachable = true
+    reconciles++
+  }).pipe(
+    Effect.catch(() =>
+      Effect.sync(() => {
+        // Valkey unreachable: per-node limits; pending consumption stays queued for the next push.
+        clusterReachable = false
+        reconcileFailures++
+        clusterRps = lastSecondOffered
+      })
+    ),
+    Effect.ensuring(Effect.sync(() => void (shed = shedFraction(clusterRps, params.int("governor_max_rps")))))
+  )
+
+  // This month's usage already in the database seeds the quota counters (a fresh in-process cache
+  // or a new Valkey must not hand out a second month's worth).
+  const month = monthKey(Date.now())
+  const monthStart = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1))
+  const used = yield* sql<{ id: string; n: number }>`
+    SELECT api_key_id::text AS id,
+           sum(CASE WHEN endpoint = '/prices' THEN coalesce(array_length(string_to_array(asset, ','), 1), 1) ELSE 1 END)::float8 AS n
+    FROM usage_logs WHERE created_at >= ${monthStart} AND api_key_id IS NOT NULL AND service = 'LPO' AND status_code = 200
+    GROUP BY api_key_id`.pipe(Effect.catch(() => Effect.succeed([])))
+  yield* Effect.forEach(used, (u) => cache.setIfAbsent(quotaKey(u.id, month), String(u.n), QUOTA_COUNTER_TTL_MS), { discard: true, concurrency: 16 }).pipe(Effect.ignore)
+  const seeded = yield* cache.getMany(used.map((u) => quotaKey(u.id, month))).pipe(Effect.catch(() => Effect.succeed([])))
+  used.forEach((u, i) => {
+    const n = Number(seeded[i] ?? u.n)
+    states.set(u.id, { limits: undefined, bucket: undefined, pendingRequests: 0, lastSeenTotal: undefined, month, quotaClusterUsed: n, pendingQueries: 0, lastActive: 0 })
+  })
+
+  yield* reconcile.pipe(Effect.repeat(spacedByParam(params, "rate_reconcile_ms")), Effect.forkScoped)
+  yield* Effect.addFinalizer(() => reconcile)
+
+  return RateLimiter.of({
+    admit,
+    reconcile,
+    snapshot: () => ({ trackedKeys: states.size, clusterReachable, reconciles, reconcileFailures, clusterRps, shedFraction: shed })
+  })
+}).pipe(withModule("rate-limiter")))

@@ -1,0 +1,55 @@
+import { Context, Data, type Effect } from "effect"
+import type { ErrorCode } from "../domain/errorCodes.ts"
+
+export interface TierLimits {
+  readonly tier: string
+  /** null = not rate limited. */
+  readonly ratePerSec: number | null
+  readonly burst: number | null
+  /** null = unlimited. */
+  readonly monthlyQueries: number | null
+  /** null = unlimited; 0 = LRS not available on this tier. */
+  readonly lrsReportsPerMonth: number | null
+  readonly lrsRequiresAddon: boolean
+  readonly webhookAssets: number
+  readonly partnerWs: boolean
+}
+
+export interface ApiKeyRecord {
+  readonly id: string
+  readonly hash: string
+  readonly prefix: string
+  readonly tier: TierLimits
+  readonly lrsEnabled: boolean
+  readonly status: "active" | "revoked"
+  readonly expiresAt: number | undefined
+  readonly email: string | undefined
+  readonly createdAt: number
+}
+
+export type AuthResult =
+  | { readonly _tag: "Authorized"; readonly key: ApiKeyRecord }
+  | { readonly _tag: "Refused"; readonly code: Extract<ErrorCode, "MISSING_API_KEY" | "INVALID_API_KEY" | "KEY_REVOKED" | "KEY_EXPIRED">; readonly keyId: string | undefined }
+  /** Not in this node's cache: ask `authenticateSlow` (a key created moments ago on another node). */
+  | { readonly _tag: "Unknown"; readonly hash: string }
+
+export class ApiKeysError extends Data.TaggedError("ApiKeysError")<{
+  readonly reason: "UnknownTier" | "NotFound" | "Storage"
+  readonly message: string
+}> {}
+
+export interface CreatedKey { readonly key: string; readonly key_id: string; readonly tier: string; readonly prefix: string }
+
+export class ApiKeys extends Context.Service<ApiKeys, {
+  /** Hot path: in-process lookup, no I/O. */
+  readonly authenticate: (plainKey: string | undefined, now: number) => AuthResult
+  /** Cache miss: one database lookup (misses are remembered briefly so random keys cannot flood the database). */
+  readonly authenticateSlow: (hash: string, now: number) => Effect.Effect<AuthResult>
+  readonly create: (input: { readonly tier: string; readonly email?: string | undefined; readonly lrs?: boolean | undefined; readonly expiresAt?: Date | undefined }) => Effect.Effect<CreatedKey, ApiKeysError>
+  readonly list: Effect.Effect<ReadonlyArray<Omit<ApiKeyRecord, "hash" | "tier"> & { readonly tier: string }>, ApiKeysError>
+  readonly revoke: (keyId: string) => Effect.Effect<void, ApiKeysError>
+  /** Reload one key from the database on every node (Valkey pub/sub). */
+  readonly invalidate: (keyId: string) => Effect.Effect<void, ApiKeysError>
+  readonly tiers: () => ReadonlyMap<string, TierLimits>
+  readonly reload: Effect.Effect<void, ApiKeysError>
+}>()("tb/ApiKeys") {}

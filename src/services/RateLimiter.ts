@@ -1,0 +1,29 @@
+import { Context, type Effect } from "effect"
+import type { ApiKeyRecord } from "./ApiKeys.ts"
+
+export type Admission =
+  | { readonly _tag: "Admitted"; readonly limit: number | undefined; readonly remaining: number; readonly resetSec: number }
+  | { readonly _tag: "RateLimited"; readonly limit: number; readonly remaining: 0; readonly retryAfterSec: number }
+  | { readonly _tag: "QuotaExceeded"; readonly retryAfterSec: number }
+  | { readonly _tag: "Busy" }
+
+export interface LimiterSnapshot {
+  readonly trackedKeys: number
+  readonly clusterReachable: boolean
+  readonly reconciles: number
+  readonly reconcileFailures: number
+  readonly clusterRps: number
+  readonly shedFraction: number
+}
+
+/**
+ * Tier rate limits, monthly quotas and the load-shedding governor. `admit` is synchronous: it
+ * decides from this node's state; consumption is reconciled with the cluster in the background.
+ */
+export class RateLimiter extends Context.Service<RateLimiter, {
+  /** `requests` tokens from the rate bucket, `queries` against the monthly quota. */
+  readonly admit: (key: ApiKeyRecord, requests: number, queries: number, now: number) => Admission
+  readonly snapshot: () => LimiterSnapshot
+  /** Push pending consumption now (also runs on its Schedule and at shutdown). */
+  readonly reconcile: Effect.Effect<void>
+}>()("tb/RateLimiter") {}
