@@ -1,0 +1,33 @@
+import { Schema } from "effect"
+
+/** One `usage_logs` row: the 18 fields of the spec, `created_at` as epoch ms in memory. */
+export const UsageRow = Schema.Struct({
+  id: Schema.String,
+  request_id: Schema.String,
+  api_key_id: Schema.NullOr(Schema.String),
+  service: Schema.Literals(["LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"]),
+  protocol: Schema.Literals(["http", "udp", "ws"]),
+  endpoint: Schema.String,
+  asset: Schema.NullOr(Schema.String),
+  quote: Schema.NullOr(Schema.String),
+  source: Schema.NullOr(Schema.String),
+  price: Schema.NullOr(Schema.Number),
+  status_code: Schema.Int,
+  error_code: Schema.NullOr(Schema.String),
+  latency_us: Schema.Int,
+  client_ip: Schema.String,
+  node: Schema.String,
+  region: Schema.String,
+  bytes_out: Schema.Int,
+  created_at: Schema.Number
+})
+export type UsageRow = typeof UsageRow.Type
+
+export const USAGE_COLUMNS = [
+  "id", "request_id", "api_key_id", "service", "protocol", "endpoint", "asset", "quote", "source", "price",
+  "status_code", "error_code", "latency_us", "client_ip", "node", "region", "bytes_out", "created_at"
+] as const satisfies ReadonlyArray<keyof UsageRow>
+
+/** A batch as it travels through SQS or the on-disk spool. */
+export const UsageBatch = Schema.Struct({ rows: Schema.Array(UsageRow) })
+export const UsageBatchJson = Schema.fromJsonString(UsageBatch)

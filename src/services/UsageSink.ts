@@ -1,0 +1,34 @@
+import { Context, Data, type Effect } from "effect"
+import type { UsageRow } from "../domain/usage.ts"
+
+export class UsageWriteError extends Data.TaggedError("UsageWriteError")<{
+  readonly reason: "Database" | "Queue"
+  readonly message: string
+}> {}
+
+/** Where batches of usage rows go: the database (multi-row insert) or SQS. */
+export class UsageWriter extends Context.Service<UsageWriter, {
+  readonly kind: "database" | "sqs"
+  readonly write: (rows: ReadonlyArray<UsageRow>) => Effect.Effect<void, UsageWriteError>
+}>()("tb/UsageWriter") {}
+
+export interface UsageSinkStats {
+  readonly buffered: number
+  readonly written: number
+  readonly batches: number
+  readonly failures: number
+  readonly spooled: number
+  readonly replayed: number
+  readonly lastBatchMs: number
+}
+
+/**
+ * Every served request's usage row. `record` is synchronous and never blocks the answer; rows are
+ * written in batches in the background, spilled to disk when the writer is down, and flushed on
+ * shutdown.
+ */
+export class UsageSink extends Context.Service<UsageSink, {
+  readonly record: (row: UsageRow) => void
+  readonly flush: Effect.Effect<void>
+  readonly stats: () => UsageSinkStats
+}>()("tb/UsageSink") {}
