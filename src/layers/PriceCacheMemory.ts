@@ -1,0 +1,98 @@
+import { Effect, Layer } from "effect"
+import { type CompiledAnswer, compileAnswer } from "../domain/priceAnswer.ts"
+import type { Exchange, Tick } from "../domain/price.ts"
+import { Params } from "../services/Params.ts"
+import { type MarketInfo, PriceCache, type PriceLookup } from "../services/PriceCache.ts"
+
+interface AssetEntry {
+  /** Latest tick per "exchange|quote". */
+  readonly ticks: Map<string, Tick>
+  version: number
+  readonly answers: Map<string, { readonly version: number; readonly answer: CompiledAnswer | undefined; readonly validUntil: number }>
+}
+
+const USD = "USD"
+
+/**
+ * Latest tick per (exchange, market) and answers compiled from them, reused until a new tick
+ * arrives for the asset or a used source turns stale.
+ */
+export const makePriceCacheMemory = (params: Params["Service"]) => {
+  const assets = new Map<string, AssetEntry>()
+  const usdEquivalent = new Set<string>()
+  let ticks = 0
+  let newestTick: number | undefined
+
+  const entry = (asset: string): AssetEntry => {
+    let e = assets.get(asset)
+    if (e === undefined) {
+      e = { ticks: new Map(), version: 0, answers: new Map() }
+      assets.set(asset, e)
+    }
+    return e
+  }
+
+  /** Ticks usable for `quote`: for USD, one market per exchange, the USD one first, else a USD-equivalent one. */
+  const ticksFor = (e: AssetEntry, asset: string, quote: string): Array<Tick> => {
+    if (quote !== USD) return [...e.ticks.values()].filter((t) => t.quote === quote)
+    const byExchange = new Map<Exchange, Tick>()
+    for (const t of e.ticks.values()) {
+      if (t.quote === USD) byExchange.set(t.exchange, t)
+      else if (usdEquivalent.has(`${t.exchange}|${asset}|${t.quote}`) && !byExchange.has(t.exchange)) byExchange.set(t.exchange, t)
+    }
+    return [...byExchange.values()]
+  }
+
+  const lookup = (asset: string, quote: string, source: Exchange | undefined, now: number): PriceLookup => {
+    const e = assets.get(asset)
+    if (e === undefined) return { _tag: "UnknownAsset" }
+    const cacheKey = source === undefined ? quote : `${quote}|${source}`
+    const cached = e.answers.get(cacheKey)
+    let answer: CompiledAnswer | undefined
+    if (cached !== undefined && cached.version === e.version && now < cached.validUntil) {
+      answer = cached.answer
+    } else {
+      const staleMs = params.int("price_stale_ms")
+      answer = compileAnswer(asset, quote, ticksFor(e, asset, quote), source, now, staleMs, Number(params.current().consensus_max_deviation_bps))
+      // No answer now may be an answer after the next tick, which bumps the version anyway.
+      e.answers.set(cacheKey, { version: e.version, answer, validUntil: answer === undefined ? now + 250 : answer.oldestTs + staleMs })
+    }
+    return answer === undefined ? { _tag: "NoFreshPrice" } : { _tag: "Found", answer }
+  }
+
+  return PriceCache.of({
+    ingest: (tick) => {
+      const e = entry(tick.asset)
+      e.ticks.set(`${tick.exchange}|${tick.quote}`, tick)
+      e.version++
+      ticks++
+      newestTick = tick.receivedAt
+    },
+    lookup,
+    setMarkets: (markets: ReadonlyArray<MarketInfo>) => {
+      for (const m of markets) {
+        entry(m.asset)
+        if (m.usdEquivalent) usdEquivalent.add(`${m.exchange}|${m.asset}|${m.quote}`)
+      }
+    },
+    isWarm: (now) => {
+      let fresh = 0
+      for (const asset of assets.keys()) if (lookup(asset, USD, undefined, now)._tag === "Found") fresh++
+      return assets.size > 0 && fresh * 2 >= assets.size
+    },
+    snapshot: (now) => {
+      let fresh = 0
+      let markets = 0
+      for (const [asset, e] of assets) {
+        markets += e.ticks.size
+        if (lookup(asset, USD, undefined, now)._tag === "Found") fresh++
+      }
+      return { assets: assets.size, markets, freshAssets: fresh, ticks, newestTickAgeMs: newestTick === undefined ? undefined : now - newestTick }
+    },
+    latestTicks: () => [...assets.values()].flatMap((e) => [...e.ticks.values()])
+  })
+}
+
+export const PriceCacheMemory = Layer.effect(PriceCache, Effect.gen(function*() {
+  return makePriceCacheMemory(yield* Params)
+}))
