@@ -44,18 +44,17 @@ export const refill = (state: BucketState, limits: BucketLimits, now: number): B
 const remainingOf = (tokens: number): number => Math.max(0, Math.floor(tokens))
 
 /**
- * Whole ms from `refilled.updatedAt` until `n` tokens are there. The closed form can land one
- * float ulp short of `n`, so it is checked against `refill` itself and nudged forward: waiting
- * the returned time then always succeeds.
+ * Whole ms from `refilled.updatedAt` until `n` tokens are there. The closed form can be one ms
+ * off either way through float rounding, so it is checked against `refill` itself: waiting the
+ * returned time always succeeds, and waiting one ms less does not.
  */
 const msUntil = (refilled: BucketState, limits: BucketLimits, n: number): number => {
   if (n > limits.burst || !(limits.ratePerSec > 0)) return Number.POSITIVE_INFINITY
+  const enoughAfter = (ms: number): boolean => refill(refilled, limits, refilled.updatedAt + ms).tokens >= n
   let wait = Math.max(1, Math.ceil(((n - refilled.tokens) * 1000) / limits.ratePerSec))
   if (!(wait <= Number.MAX_SAFE_INTEGER)) return Number.POSITIVE_INFINITY
-  for (let nudge = 0; nudge < 4; nudge++) {
-    if (refill(refilled, limits, refilled.updatedAt + wait).tokens >= n) return wait
-    wait += 1
-  }
+  for (let step = 0; step < 4 && !enoughAfter(wait); step++) wait += 1
+  for (let step = 0; step < 4 && wait > 1 && enoughAfter(wait - 1); step++) wait -= 1
   return wait
 }
 

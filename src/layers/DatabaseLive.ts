@@ -5,7 +5,7 @@ import { SqlClient } from "effect/sql"
 import { AppConfig } from "../config/AppConfig.ts"
 import { DatabaseInfo, ReaderSql } from "../services/Database.ts"
 import { Secrets } from "../services/Secrets.ts"
-import { startEmbeddedPostgres } from "./EmbeddedPostgres.ts"
+import { runningEmbeddedUrl, startEmbeddedPostgres } from "./EmbeddedPostgres.ts"
 
 const pool = (url: Redacted.Redacted<string>, applicationName: string, maxConnections: number) =>
   Effect.gen(function*() {
@@ -29,16 +29,20 @@ const pool = (url: Redacted.Redacted<string>, applicationName: string, maxConnec
 export const DatabaseLive = Layer.unwrap(Effect.gen(function*() {
   const config = yield* AppConfig
   const build = Effect.gen(function*() {
-    const embedded = Option.isNone(config.databaseUrl) ? yield* startEmbeddedPostgres(config.dataDir) : undefined
-    const writerUrl = embedded === undefined ? Option.getOrThrow(config.databaseUrl) : Redacted.make(embedded.url)
-    const writer = yield* pool(writerUrl, `tb-${config.nodeId}-writer`, embedded === undefined ? 10 : 4)
-    const reader = Option.isSome(config.databaseReaderUrl) && embedded === undefined
+    const shared = Option.isNone(config.databaseUrl) ? yield* runningEmbeddedUrl(config.dataDir) : undefined
+    const embedded = Option.isNone(config.databaseUrl) && shared === undefined ? yield* startEmbeddedPostgres(config.dataDir) : undefined
+    const writerUrl = shared !== undefined
+      ? Redacted.make(shared)
+      : embedded === undefined ? Option.getOrThrow(config.databaseUrl) : Redacted.make(embedded.url)
+    const local = embedded !== undefined || shared !== undefined
+    const writer = yield* pool(writerUrl, `tb-${config.nodeId}-writer`, local ? 4 : 10)
+    const reader = Option.isSome(config.databaseReaderUrl) && !local
       ? yield* pool(config.databaseReaderUrl.value, `tb-${config.nodeId}-reader`, 10)
       : writer
     return Context.make(SqlClient.SqlClient, writer).pipe(
       Context.add(PgClient.PgClient, writer),
       Context.add(ReaderSql, reader),
-      Context.add(DatabaseInfo, DatabaseInfo.of({ kind: embedded === undefined ? "postgres" : "embedded", embeddedUrl: embedded?.url }))
+      Context.add(DatabaseInfo, DatabaseInfo.of({ kind: local ? "embedded" : "postgres", embeddedUrl: embedded?.url ?? shared }))
     )
   })
   return Layer.effectContext(build).pipe(Layer.provide(Reactivity.layer))

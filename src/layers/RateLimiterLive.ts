@@ -94,16 +94,14 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
     const limits = limitsOf(key)
     s.limits = limits
     if (limits === undefined) {
-      s.pendingQueries += queries
       return { _tag: "Admitted", limit: undefined, remaining: 0, resetSec: 0 }
     }
     const taken = tryTake(s.bucket ?? fullBucket(limits, now), limits, now, requests)
     s.bucket = taken.state
     if (!taken.allowed) {
-      return { _tag: "RateLimited", limit: limits.burst, remaining: 0, retryAfterSec: Math.max(1, Math.ceil(taken.retryAfterMs / 1000)) }
+      return { _tag: "RateLimited", limit: limits.burst, remaining: 0, retryAfterSec: Math.max(1, Math.ceil(Math.min(taken.retryAfterMs, 3_600_000) / 1000)) }
     }
     s.pendingRequests += requests
-    s.pendingQueries += queries
     const missing = limits.burst - taken.state.tokens
     return { _tag: "Admitted", limit: limits.burst, remaining: taken.remaining, resetSec: limits.ratePerSec > 0 ? Math.ceil(missing / limits.ratePerSec) : 0 }
   }
@@ -170,6 +168,7 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
 
   return RateLimiter.of({
     admit,
+    chargeQueries: (key, queries, now) => void (stateOf(key, now).pendingQueries += queries),
     reconcile,
     snapshot: () => ({ trackedKeys: states.size, clusterReachable, reconciles, reconcileFailures, clusterRps, shedFraction: shed })
   })

@@ -21,8 +21,12 @@ export interface LimiterSnapshot {
  * decides from this node's state; consumption is reconciled with the cluster in the background.
  */
 export class RateLimiter extends Context.Service<RateLimiter, {
-  /** `requests` tokens from the rate bucket, `queries` against the monthly quota. */
+  /**
+   * Takes `requests` tokens from the rate bucket and checks that `queries` more fit in the
+   * monthly quota (without charging them: only answered queries are charged, see `chargeQueries`).
+   */
   readonly admit: (key: ApiKeyRecord, requests: number, queries: number, now: number) => Admission
+  readonly chargeQueries: (key: ApiKeyRecord, queries: number, now: number) => void
   readonly snapshot: () => LimiterSnapshot
   /** Push pending consumption now (also runs on its Schedule and at shutdown). */
   readonly reconcile: Effect.Effect<void>

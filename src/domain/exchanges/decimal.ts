@@ -4,16 +4,27 @@
  * zero or a negative, so no parser has to re-check what it reads.
  */
 
-/** Plain decimal notation only: rejects "0x10", "Infinity", " 1", "1_0" that `Number` would accept. */
-const DECIMAL = /^(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$/
-/** Longer strings are not prices; the bound also keeps the regex cheap on garbage. */
+/** Longer strings are not prices. */
 const MAX_DECIMAL_LENGTH = 64
+
+const isDigitOrDot = (code: number): boolean => (code >= 48 && code <= 57) || code === 46
+
+/**
+ * Plain decimal notation only. `Number` also accepts surrounding whitespace, a sign, and
+ * "0x…"/"0o…"/"0b…"; these character checks rule those out without the cost of a regex on the
+ * ingest hot path (everything else `Number` accepts is decimal, or NaN / Infinity).
+ */
+const looksDecimal = (s: string): boolean => {
+  if (!isDigitOrDot(s.charCodeAt(0)) || !isDigitOrDot(s.charCodeAt(s.length - 1))) return false
+  const second = s.charCodeAt(1) | 0x20 // lower-cased
+  return second !== 120 && second !== 111 && second !== 98 // x, o, b
+}
 
 /** A price or size: a JSON number or a decimal string, finite and > 0; otherwise undefined. */
 export const positiveDecimal = (value: unknown): number | undefined => {
   if (typeof value === "number") return value > 0 && value < Infinity ? value : undefined
   if (typeof value !== "string" || value.length === 0 || value.length > MAX_DECIMAL_LENGTH) return undefined
-  if (!DECIMAL.test(value)) return undefined
+  if (!looksDecimal(value)) return undefined
   const n = Number(value)
   return n > 0 && n < Infinity ? n : undefined
 }

@@ -1,0 +1,125 @@
+import type { IncomingMessage, ServerResponse } from "node:http"
+import { randomBytes } from "node:crypto"
+import { envelopeJson, rfc3339, type ServiceName } from "../domain/envelope.ts"
+import { type ResponseCode, statusOf } from "../domain/errorCodes.ts"
+import { type Lang, messageFor, negotiateLang } from "../domain/messages.ts"
+
+export interface ServerMeta {
+  readonly node: string
+  readonly region: string
+  readonly version: string
+}
+
+/** What every handler needs to know about a request, parsed once. */
+export interface RequestInfo {
+  readonly startedAt: number
+  readonly receivedAt: number
+  readonly method: string
+  readonly path: string
+  readonly query: URLSearchParams
+  readonly requestId: string
+  readonly lang: Lang
+  readonly clientIp: string
+}
+
+const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
+const processTag = randomBytes(4).toString("hex")
+let requestSeq = 0
+
+/** Unique across nodes and restarts: a random per-process tag plus a counter. */
+export const newRequestId = (): string => `${processTag}-${(requestSeq++).toString(36)}`
+
+const header = (req: IncomingMessage, name: string): string | undefined => {
+  const v = req.headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+export const parseRequest = (req: IncomingMessage): RequestInfo => {
+  const startedAt = performance.now()
+  const url = req.url ?? "/"
+  const q = url.indexOf("?")
+  const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
+  const clientId = header(req, "x-request-id")
+  return {
+    startedAt,
+    receivedAt: Date.now(),
+    method: req.method ?? "GET",
+    path: q === -1 ? url : url.slice(0, q),
+    query,
+    requestId: clientId !== undefined && CLIENT_REQUEST_ID.test(clientId) ? clientId : newRequestId(),
+    lang: negotiateLang(query.get("lang"), header(req, "accept-language")),
+    clientIp: req.socket.remoteAddress ?? ""
+  }
+}
+
+/** X-API-Key, or Authorization: Bearer. */
+export const apiKeyOf = (req: IncomingMessage): string | undefined => {
+  const direct = header(req, "x-api-key")
+  if (direct !== undefined) return direct.trim()
+  const auth = header(req, "authorization")
+  return auth !== undefined && auth.length > 7 && auth.slice(0, 7).toLowerCase() === "bearer " ? auth.slice(7).trim() : undefined
+}
+
+export const latencyUs = (info: RequestInfo): number => Math.max(0, Math.round((performance.now() - info.startedAt) * 1000))
+
+/** Send one envelope; returns the number of body bytes written (for usage rows). */
+export const sendEnvelope = (
+  res: ServerResponse,
+  info: RequestInfo,
+  meta: ServerMeta,
+  service: ServiceName,
+  code: ResponseCode,
+  dataJson: string,
+  extraHeaders?: Readonly<Record<string, string | number>>,
+  status: number = statusOf(code),
+  message: string = messageFor(code, info.lang)
+): number => {
+  const body = envelopeJson(
+    {
+      service,
+      request_id: info.requestId,
+      timestamp: rfc3339(Date.now()),
+      latency_us: latencyUs(info),
+      node: meta.node,
+      region: meta.region,
+      version: meta.version,
+      lang: info.lang
+    },
+    code,
+    message,
+    dataJson
+  )
+  const bytes = Buffer.byteLength(body)
+  const headers: Record<string, string | number> = {
+    "content-type": "application/json; charset=utf-8",
+    "content-length": bytes,
+    "x-request-id": info.requestId,
+    ...extraHeaders
+  }
+  res.writeHead(status, headers)
+  res.end(body)
+  return bytes
+}
+
+/** Read a small JSON body (admin endpoints). Resolves undefined for invalid JSON or oversize bodies. */
+export const readJsonBody = (req: IncomingMessage, maxBytes = 64 * 1024): Promise<unknown> =>
+  new Promise((resolve) => {
+    const chunks: Array<Buffer> = []
+    let size = 0
+    req.on("data", (c: Buffer) => {
+      size += c.length
+      if (size > maxBytes) {
+        resolve(undefined)
+        req.destroy()
+      } else chunks.push(c)
+    })
+    req.on("end", () => {
+      if (size === 0) return resolve({})
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString("utf8")))
+      } catch {
+        resolve(undefined)
+      }
+    })
+    req.on("error", () => resolve(undefined))
+  })

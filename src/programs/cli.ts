@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Console, Effect, Layer, Option, Runtime } from "effect"
+import { Argument, Command, Flag } from "effect/cli"
+import { SqlClient } from "effect/sql"
+import cluster from "node:cluster"
+import { appConfig, SERVER_TYPES } from "../config/AppConfig.ts"
+import { migrateLocked } from "../layers/MigrationsLive.ts"
+import { AdminToken } from "../services/AdminToken.ts"
+import { ApiKeys } from "../services/ApiKeys.ts"
+import { KeysLive, StorageLive } from "./layers.ts"
+import { serveLayer } from "./serve.ts"
+import { stressCli } from "./stress.ts"
+import { runWorkers } from "./workers.ts"
+
+const json = Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print JSON"))
+
+const serve = Command.make("serve", {
+  mode: Flag.Literals("mode", SERVER_TYPES).pipe(Flag.optional, Flag.withDescription("overrides SERVER_TYPE"))
+}, ({ mode }) =>
+  Effect.gen(function*() {
+    if (Option.isSome(mode)) process.env["SERVER_TYPE"] = mode.value
+    const config = yield* appConfig
+    if (config.lpoWorkers > 1 && cluster.isPrimary && process.env["TB_WORKER"] === undefined) {
+      return yield* runWorkers.pipe(Effect.provide(Layer.mergeAll(AdminToken.layer).pipe(Layer.provideMerge(StorageLive))), Effect.scoped)
+    }
+    return yield* Layer.launch(serveLayer(config.serverType))
+  })).pipe(Command.withDescription("run the server (SERVER_TYPE picks the listeners)"))
+
+const migrate = Command.make("migrate", {}, () =>
+  Effect.gen(function*() {
+    const result = yield* migrateLocked
+    yield* Console.log(JSON.stringify(result))
+  }).pipe(Effect.provide(StorageLive))).pipe(Command.withDescription("apply schema migrations and seed data (idempotent)"))
+
+const keysCreate = Command.make("create", {
+  tier: Flag.String("tier"),
+  email: Flag.String("email").pipe(Flag.optional),
+  lrs: Flag.Boolean("lrs").pipe(Flag.withDefault(false)),
+  json
+}, ({ tier, email, lrs, json }) =>
+  Effect.gen(function*() {
+    const keys = yield* ApiKeys
+    const created = yield* keys.create({ tier, email: Option.getOrUndefined(email), lrs: lrs ? true : undefined })
+    yield* Console.log(json
+      ? JSON.stringify(created)
+      : `key:    ${created.key}\nkey_id: ${created.key_id}\ntier:   ${created.tier}\n(the key is shown only now; store it safely)`)
+  }).pipe(Effect.provide(KeysLive)))
+
+const keysList = Command.make("list", { json }, ({ json }) =>
+  Effect.gen(function*() {
+    const keys = yield* ApiKeys
+    const list = yield* keys.list
+    if (json) return yield* Console.log(JSON.stringify(list))
+    for (const k of list) {
+      yield* Console.log(`${k.id}  ${k.prefix}…  ${k.tier.padEnd(10)} ${k.status.padEnd(8)} ${k.email ?? ""}`)
+    }
+  }).pipe(Effect.provide(KeysLive)))
+
+const keysRevoke = Command.make("revoke", { id: Argument.String("id") }, ({ id }) =>
+  Effect.gen(function*() {
+    const keys = yield* ApiKeys
+    yield* keys.revoke(id)
+    yield* Console.log(`revoked ${id}`)
+  }).pipe(Effect.provide(KeysLive)))
+
+const keys = Command.make("keys").pipe(
+  Command.withSubcommands([keysCreate, keysList, keysRevoke]),
+  Command.withDescription("create, list and revoke API keys")
+)
+
+const usageCount = Command.make("usage-count", { json }, ({ json }) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    const rows = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM usage_logs`
+    const n = rows[0]?.n ?? 0
+    yield* Console.log(json ? JSON.stringify({ rows: n }) : String(n))
+  }).pipe(Effect.provide(StorageLive))).pipe(Command.withDescription("count usage_logs rows (operations, benchmarks)"))
+
+const stress = Command.make("stress", {
+  args: Argument.String("args").pipe(Argument.variadic())
+}).pipe(Command.withDescription("load client: tb stress [--http URL] [--udp HOST:PORT] [--key KEY] [--asset BTC] [--connections 64] [--duration 10s] [--json]"))
+
+const tb = Command.make("tb").pipe(
+  Command.withSubcommands([serve, migrate, keys, usageCount, stress]),
+  Command.withDescription("Trinity Beast price oracle")
+)
+
+const argv = process.argv.slice(2)
+// The load client parses its own flags (it runs outside Effect for speed).
+if (argv[0] === "stress") {
+  void stressCli(argv.slice(1)).then((code) => process.exit(code))
+} else {
+  const version = (process.env["npm_package_version"] ?? "0.1.0")
+  const program = Command.run(tb, { version }).pipe(
+    Effect.provide(NodeServices.layer)
+  )
+  const timeout = Number(process.env["SHUTDOWN_TIMEOUT_MS"] ?? 10_000)
+  process.once("SIGTERM", () => {
+    // Last resort: a shutdown that hangs past SHUTDOWN_TIMEOUT_MS must still end the process.
+    setTimeout(() => {
+      console.error(JSON.stringify({ level: "ERROR", module: "serve", message: `shutdown exceeded SHUTDOWN_TIMEOUT_MS=${timeout}; exiting` }))
+      process.exit(1)
+    }, timeout + 1000).unref()
+  })
+  NodeRuntime.runMain(program, {
+    teardown: (exit, onExit) => Runtime.defaultTeardown(exit, (code) => onExit(code === 130 ? 0 : code))
+  })
+}

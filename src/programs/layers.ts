@@ -1,0 +1,35 @@
+import { Effect, Layer, Option } from "effect"
+import { AppConfig, packageVersion } from "../config/AppConfig.ts"
+import { ApiKeysLive } from "../layers/ApiKeysLive.ts"
+import { CacheLive } from "../layers/CacheLive.ts"
+import { DatabaseLive } from "../layers/DatabaseLive.ts"
+import { LoggingLive } from "../layers/Logging.ts"
+import { MigrationsLive } from "../layers/MigrationsLive.ts"
+import { ParamsLive } from "../layers/ParamsLive.ts"
+import { SecretsLive } from "../layers/SecretsLive.ts"
+import { UsageWriterDatabase } from "../layers/UsageWriterDatabase.ts"
+import { usageWriterSqs } from "../layers/UsageWriterSqs.ts"
+import { ServerInfo } from "./lpo/LpoHttpServer.ts"
+
+/** Configuration, logging and secrets: what every program needs first. */
+export const BaseLive = SecretsLive.pipe(Layer.provideMerge(Layer.mergeAll(AppConfig.layer, LoggingLive)))
+
+/** Database (migrated) and cache, on top of the base. Closed last at shutdown. */
+export const StorageLive = MigrationsLive.pipe(
+  Layer.provideMerge(Layer.mergeAll(DatabaseLive, CacheLive)),
+  Layer.provideMerge(BaseLive)
+)
+
+/** Parameters and API keys: what the key-management CLI needs. */
+export const KeysLive = ApiKeysLive.pipe(Layer.provideMerge(ParamsLive), Layer.provideMerge(StorageLive))
+
+/** SQS when SQS_QUEUE_URL is set, else straight to the database. */
+export const UsageWriterLive = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* AppConfig
+  return Option.match(config.sqsQueueUrl, { onNone: () => UsageWriterDatabase, onSome: usageWriterSqs })
+}))
+
+export const ServerInfoLive = Layer.effect(ServerInfo, Effect.gen(function*() {
+  const config = yield* AppConfig
+  return ServerInfo.of({ node: config.nodeId, region: config.region, version: yield* packageVersion })
+}))

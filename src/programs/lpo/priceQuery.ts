@@ -1,0 +1,104 @@
+import { Effect } from "effect"
+import type { ErrorCode, ResponseCode } from "../../domain/errorCodes.ts"
+import { type Exchange, isExchange } from "../../domain/price.ts"
+import type { CompiledAnswer } from "../../domain/priceAnswer.ts"
+import { COUNTER } from "../../domain/runtimeCounters.ts"
+import type { ApiKeyRecord, ApiKeys, AuthResult } from "../../services/ApiKeys.ts"
+import type { Params } from "../../services/Params.ts"
+import type { PriceCache } from "../../services/PriceCache.ts"
+import type { Admission, RateLimiter } from "../../services/RateLimiter.ts"
+import type { RuntimeStats } from "../../services/RuntimeStats.ts"
+
+/** The services a price query touches, resolved once at start. All calls here are synchronous. */
+export interface PriceDeps {
+  readonly apiKeys: ApiKeys["Service"]
+  readonly limiter: RateLimiter["Service"]
+  readonly prices: PriceCache["Service"]
+  readonly params: Params["Service"]
+  readonly stats: RuntimeStats["Service"]
+}
+
+export const MAX_ASSETS_PER_REQUEST = 100
+const SYMBOL = /^[A-Za-z0-9]{1,15}$/
+
+export type QueryOutcome =
+  | { readonly code: "OK"; readonly answers: ReadonlyArray<CompiledAnswer>; readonly missing: ReadonlyArray<string>; readonly admission: Admission | undefined }
+  | { readonly code: ErrorCode; readonly admission: Admission | undefined; readonly detail?: string }
+
+export interface QueryRequest {
+  readonly assets: ReadonlyArray<string>
+  readonly quote: string
+  readonly source: Exchange | undefined
+  /** /prices answers what it can and lists the rest as missing; /price fails on its one asset. */
+  readonly many: boolean
+}
+
+/** Validate query parameters into a request, or the reason they are bad. */
+export const parseQuery = (rawAssets: string | null, rawQuote: string | null, rawSource: string | null, many: boolean): QueryRequest | string => {
+  if (rawAssets === null || rawAssets === "") return many ? "assets is required, e.g. assets=BTC,ETH" : "asset is required, e.g. asset=BTC"
+  const assets = many ? [...new Set(rawAssets.split(",").map((a) => a.trim().toUpperCase()))] : [rawAssets.toUpperCase()]
+  if (assets.length > MAX_ASSETS_PER_REQUEST) return `at most ${MAX_ASSETS_PER_REQUEST} assets per request`
+  for (const a of assets) if (!SYMBOL.test(a)) return `invalid asset ${JSON.stringify(a).slice(0, 40)}`
+  const quote = (rawQuote ?? "USD").toUpperCase()
+  if (!SYMBOL.test(quote)) return "invalid quote"
+  let source: Exchange | undefined
+  if (rawSource !== null && rawSource !== "") {
+    const s = rawSource.toLowerCase()
+    if (!isExchange(s)) return `unknown source ${JSON.stringify(rawSource).slice(0, 40)}; one of coinbase, gemini, kraken, gateio, cryptocom, okx`
+    source = s
+  }
+  return { assets, quote, source, many }
+}
+
+const admissionCode = (a: Admission): ErrorCode | undefined =>
+  a._tag === "RateLimited" ? "RATE_LIMITED" : a._tag === "QuotaExceeded" ? "QUOTA_EXCEEDED" : a._tag === "Busy" ? "SYSTEM_BUSY" : undefined
+
+/** Everything after authentication: maintenance, admission, lookup, quota charge. No I/O. */
+export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryRequest, now: number): QueryOutcome => {
+  const { stats } = deps
+  if (deps.params.current().system_mode === "maintenance") {
+    stats.values[COUNTER.maintenance_refusals]!++
+    return { code: "MAINTENANCE", admission: undefined }
+  }
+  const admission = deps.limiter.admit(key, 1, request.assets.length, now)
+  const refused = admissionCode(admission)
+  if (refused !== undefined) {
+    stats.values[refused === "RATE_LIMITED" ? COUNTER.rate_limited : refused === "QUOTA_EXCEEDED" ? COUNTER.quota_exceeded : COUNTER.system_busy]!++
+    return { code: refused, admission }
+  }
+  const answers: Array<CompiledAnswer> = []
+  const missing: Array<string> = []
+  let firstFailure: "UNKNOWN_ASSET" | "NO_FRESH_PRICE" | undefined
+  for (const asset of request.assets) {
+    const found = deps.prices.lookup(asset, request.quote, request.source, now)
+    if (found._tag === "Found") answers.push(found.answer)
+    else {
+      missing.push(asset)
+      firstFailure ??= found._tag === "UnknownAsset" ? "UNKNOWN_ASSET" : "NO_FRESH_PRICE"
+    }
+  }
+  if (!request.many && firstFailure !== undefined) {
+    stats.values[firstFailure === "UNKNOWN_ASSET" ? COUNTER.unknown_asset : COUNTER.no_fresh_price]!++
+    return { code: firstFailure, admission }
+  }
+  stats.values[COUNTER.price_hits]! += answers.length
+  if (answers.length > 0) deps.limiter.chargeQueries(key, answers.length, now)
+  return { code: "OK", answers, missing, admission }
+}
+
+/**
+ * Authenticate from the in-process cache; on a miss, one database lookup (off the hot path: only a
+ * key this node has never seen pays it). Calls `k` synchronously whenever possible.
+ */
+export const authenticateThen = (deps: PriceDeps, plainKey: string | undefined, now: number, k: (auth: AuthResult) => void): void => {
+  const auth = deps.apiKeys.authenticate(plainKey, now)
+  if (auth._tag !== "Unknown") return k(auth)
+  deps.stats.values[COUNTER.key_cache_misses]!++
+  deps.stats.values[COUNTER.db_lookups_in_flight]!++
+  void Effect.runPromise(deps.apiKeys.authenticateSlow(auth.hash, now)).then((slow) => {
+    deps.stats.values[COUNTER.db_lookups_in_flight]!--
+    k(slow)
+  })
+}
+
+export const codeOf = (o: QueryOutcome): ResponseCode => o.code

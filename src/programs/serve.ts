@@ -1,0 +1,51 @@
+import { Effect, Layer } from "effect"
+import type { ServerType } from "../config/AppConfig.ts"
+import { FeedsLive } from "../layers/feeds/FeedsLive.ts"
+import { withModule } from "../layers/Logging.ts"
+import { PartitionMaintenance } from "../layers/MigrationsLive.ts"
+import { PriceCacheMemory } from "../layers/PriceCacheMemory.ts"
+import { RateLimiterLive } from "../layers/RateLimiterLive.ts"
+import { UsageSinkLive } from "../layers/UsageSinkLive.ts"
+import { AdminToken } from "../services/AdminToken.ts"
+import { Probes } from "../services/Probes.ts"
+import { RuntimeStats } from "../services/RuntimeStats.ts"
+import { KeysLive, ServerInfoLive, UsageWriterLive } from "./layers.ts"
+import { LpoHttpServer } from "./lpo/LpoHttpServer.ts"
+import { LpoUdpServer } from "./lpo/LpoUdpServer.ts"
+import { publishStats } from "./lpo/statsPublisher.ts"
+import { AppConfig } from "../config/AppConfig.ts"
+
+/**
+ * The LPO: listeners on top, then feeds and the usage sink, then limits, keys and parameters,
+ * then storage. Layers are released in reverse order of construction, which gives the spec's
+ * shutdown: stop accepting and drain, flush usage rows, close feeds, close database and cache.
+ */
+export const LpoLive = Layer.mergeAll(
+  LpoHttpServer,
+  LpoUdpServer,
+  Layer.effectDiscard(Effect.gen(function*() {
+    const config = yield* AppConfig
+    yield* publishStats(config.nodeId)
+  })),
+  PartitionMaintenance
+).pipe(
+  Layer.provideMerge(Layer.mergeAll(UsageSinkLive, FeedsLive, AdminToken.layer, ServerInfoLive)),
+  Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, UsageWriterLive, RuntimeStats.layer, Probes.layer)),
+  Layer.provideMerge(KeysLive)
+)
+
+/** `tb serve`: the listeners SERVER_TYPE asks for. */
+export const serveLayer = (mode: ServerType) => {
+  switch (mode) {
+    case "APP_SERVER":
+      return LpoLive
+    case "APP_REPORT_SERVER":
+      return Layer.mergeAll(
+        LpoLive,
+        Layer.effectDiscard(Effect.logWarning("the report server (LRS) is not part of this build yet; serving LPO only").pipe(withModule("serve")))
+      )
+    case "REPORT_SERVER":
+    case "WEBHOOK_SERVER":
+      return Layer.effectDiscard(Effect.die(new Error(`SERVER_TYPE=${mode} is not part of this build yet (LPO only: APP_SERVER or APP_REPORT_SERVER)`)))
+  }
+}
