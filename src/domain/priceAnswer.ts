@@ -26,6 +26,9 @@ const tickTs = (t: Tick): number => t.exchangeTs ?? t.receivedAt
 
 const num = (x: number | undefined): string => (x === undefined ? "null" : String(x))
 
+/** Mids and medians are halves of sums: 12 significant digits drops float noise (…35500000001). */
+const round = (x: number): number => Number(x.toPrecision(12))
+
 /**
  * Build the answer for `asset` in `quote` from the latest tick of each source.
  * `source` restricts to one exchange ("single"), otherwise the consensus median of fresh sources.
@@ -46,10 +49,11 @@ export const compileAnswer = (
     if (now - ts > staleMs) continue
     const p = sourcePrice(tick)
     if (p === undefined) continue
-    quotes.push({ exchange: tick.exchange, price: p.price, bid: tick.bid ?? null, ask: tick.ask ?? null, ts, age_ms: 0, tick })
+    quotes.push({ exchange: tick.exchange, price: round(p.price), bid: tick.bid ?? null, ask: tick.ask ?? null, ts, age_ms: 0, tick })
   }
-  const result = consensus(quotes, maxDeviationBps)
-  if (result === undefined) return undefined
+  const agreed = consensus(quotes, maxDeviationBps)
+  if (agreed === undefined) return undefined
+  const result = { ...agreed, price: round(agreed.price) }
   const used = [...result.used].sort((a, b) => (a.exchange < b.exchange ? -1 : 1))
   const ts = Math.max(...used.map((u) => u.ts))
   const oldestTs = Math.min(...used.map((u) => u.ts))

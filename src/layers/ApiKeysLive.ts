@@ -1,4 +1,4 @@
-import { Effect, Layer, Schedule } from "effect"
+import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
 import { displayPrefix, generateApiKey, hashApiKey, hashesEqual, looksLikeApiKey } from "../domain/apiKey.ts"

@@ -5,6 +5,7 @@ import { Argument, Command, Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import cluster from "node:cluster"
 import { appConfig, SERVER_TYPES } from "../config/AppConfig.ts"
+import { LoggingLive } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
 import { AdminToken } from "../services/AdminToken.ts"
 import { ApiKeys } from "../services/ApiKeys.ts"
@@ -93,7 +94,7 @@ if (argv[0] === "stress") {
 } else {
   const version = (process.env["npm_package_version"] ?? "0.1.0")
   const program = Command.run(tb, { version }).pipe(
-    Effect.provide(NodeServices.layer)
+    Effect.provide(Layer.mergeAll(NodeServices.layer, LoggingLive))
   )
   const timeout = Number(process.env["SHUTDOWN_TIMEOUT_MS"] ?? 10_000)
   process.once("SIGTERM", () => {

@@ -211,9 +211,10 @@ export const startSimulatorServer = async (options: SimulatorServerOptions): Pro
       heartbeatTimeoutMs,
       record: {
         subscribe: () => void stats.subscribeFrames++,
-        heartbeat: () => void stats.heartbeatsSent++,
+        // A silent server sends nothing, so it neither sends heartbeats nor answers pings.
+        heartbeat: () => void (silent || stats.heartbeatsSent++),
         heartbeatAnswer: () => void stats.heartbeatAnswers++,
-        pingAnswered: () => void stats.pingsAnswered++
+        pingAnswered: () => void (silent || stats.pingsAnswered++)
       }
     }
     const handler = simulator.openSession(io)

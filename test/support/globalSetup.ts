@@ -1,2 +1,6 @@
-/** Placeholder: replaced by the service start-up (PostgreSQL, Redis) in the integration setup. */
-export default function setup(): void {}
+import { ensureServices } from "./services.ts"
+
+/** Integration tests use the machine's real PostgreSQL and Redis; start them if they are down. */
+export default async function setup(): Promise<void> {
+  await ensureServices()
+}

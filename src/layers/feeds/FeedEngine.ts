@@ -280,9 +280,7 @@ export const runFeed = (options: FeedEngineOptions, health: FeedHealthRecorder):
         }
       })
 
-      const reason = yield* Effect.raceFirst(Effect.promise(() => closed),
-        watchdog
-      )
+      const reason = yield* Effect.raceFirst(Effect.promise(() => closed), watchdog)
       health.recordError(reason)
       yield* Effect.logWarning(`feed disconnected: ${reason}`)
       return { healthy: connection.ticks > 0, reason }

@@ -45,10 +45,14 @@ export const coinbaseSimulator: ExchangeSimulator = {
         channels: [...subscriptions].map(([name, ids]) => ({ name, product_ids: [...ids], account_ids: null }))
       })
 
-    const tickerFrame = (productId: string): string | undefined => {
+    /** The ticker sent right after subscribing lacks the trade fields, as live (§1.3). */
+    const tickerFrame = (productId: string, initial = false): string | undefined => {
       const market = io.market(productId)
       if (market === undefined) return undefined
       const q = io.quote(market)
+      const trade = initial
+        ? {}
+        : { side: q.side, time: isoMicros(io.now()), trade_id: tradeId++, last_size: formatQuantity(q.lastSize) }
       return JSON.stringify({
         type: "ticker",
         sequence: nextSequence(productId),
@@ -63,10 +67,7 @@ export const coinbaseSimulator: ExchangeSimulator = {
         best_bid_size: formatQuantity(q.bidSize),
         best_ask: formatDecimal(q.ask),
         best_ask_size: formatQuantity(q.askSize),
-        side: q.side,
-        time: isoMicros(io.now()),
-        trade_id: tradeId++,
-        last_size: formatQuantity(q.lastSize)
+        ...trade
       })
     }
 
@@ -116,7 +117,7 @@ export const coinbaseSimulator: ExchangeSimulator = {
       io.send(ackFrame())
       // A ticker follows right after subscribing, as on the live feed.
       for (const id of fresh) {
-        const frame = tickerFrame(id)
+        const frame = tickerFrame(id, true)
         if (frame !== undefined) io.send(frame)
       }
     }
