@@ -2,6 +2,13 @@ import { Effect, Layer, Redacted } from "effect"
 import { Redis } from "ioredis"
 import { Cache, CacheError } from "../services/Cache.ts"
 
+/** QUIT waits for a reply: only ask a connected client; otherwise just drop the socket. */
+const closeClient = (c: Redis) =>
+  Effect.promise(() => (c.status === "ready" ? c.quit().then(() => undefined, () => c.disconnect()) : Promise.resolve(c.disconnect()))).pipe(
+    Effect.timeout("2 seconds"),
+    Effect.catch(() => Effect.sync(() => c.disconnect()))
+  )
+
 const fail = (cause: unknown) =>
   new CacheError({ reason: "Command", message: cause instanceof Error ? cause.message : String(cause) })
 
@@ -15,7 +22,7 @@ export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
     const options = { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: false }
     const client = yield* Effect.acquireRelease(
       Effect.sync(() => new Redis(Redacted.value(url), options)),
-      (c) => Effect.promise(() => c.quit().catch(() => c.disconnect()))
+      closeClient
     )
     // Errors are surfaced per command; the connection-level event only needs a listener.
     client.on("error", () => {})
@@ -95,7 +102,7 @@ export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
             void sub.subscribe(channel).catch(() => {})
             return sub
           }),
-          (sub) => Effect.promise(() => sub.quit().catch(() => sub.disconnect()))
+          closeClient
         ).pipe(Effect.asVoid)
     })
   })

@@ -87,6 +87,13 @@ const tb = Command.make("tb").pipe(
   Command.withDescription("Trinity Beast price oracle")
 )
 
+/** "SchemaError(Expected …\n  at [\"LPO_HTTP_PORT\"])" → "configuration error: LPO_HTTP_PORT: Expected …" */
+const configErrorLine = (message: string): string => {
+  const variable = /at \["([^"]+)"/.exec(message)?.[1] ?? "unknown setting"
+  const reason = message.replace(/^SchemaError\(/, "").split("\n")[0]?.trim() ?? message
+  return `configuration error: ${variable}: ${reason}`
+}
+
 const argv = process.argv.slice(2)
 // The load client parses its own flags (it runs outside Effect for speed).
 if (argv[0] === "stress") {
@@ -94,7 +101,18 @@ if (argv[0] === "stress") {
 } else {
   const version = (process.env["npm_package_version"] ?? "0.1.0")
   const program = Command.run(tb, { version }).pipe(
-    Effect.provide(Layer.mergeAll(NodeServices.layer, LoggingLive))
+    // A bad setting ends start-up with one line naming the variable, never a half-started server.
+    Effect.catchTag("ConfigError", (e) =>
+      Effect.sync(() => {
+        console.error(configErrorLine(e.message))
+        process.exitCode = 2
+      })),
+    Effect.catchTag("SecretsError", (e) =>
+      Effect.sync(() => {
+        console.error(`secrets error: ${e.message}`)
+        process.exitCode = 2
+      })),
+    Effect.provide(Layer.mergeAll(NodeServices.layer, LoggingLive.pipe(Layer.catch(() => Layer.empty))))
   )
   const timeout = Number(process.env["SHUTDOWN_TIMEOUT_MS"] ?? 10_000)
   process.once("SIGTERM", () => {
