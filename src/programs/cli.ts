@@ -23,7 +23,8 @@ const serve = Command.make("serve", {
     if (Option.isSome(mode)) process.env["SERVER_TYPE"] = mode.value
     const config = yield* appConfig
     if (config.lpoWorkers > 1 && cluster.isPrimary && process.env["TB_WORKER"] === undefined) {
-      return yield* runWorkers.pipe(Effect.provide(Layer.mergeAll(AdminToken.layer).pipe(Layer.provideMerge(StorageLive))), Effect.scoped)
+      // Workers are stopped (scope) before storage closes (layer): they flush through it.
+      return yield* Effect.scoped(runWorkers).pipe(Effect.provide(AdminToken.layer.pipe(Layer.provideMerge(StorageLive))))
     }
     return yield* Layer.launch(serveLayer(config.serverType))
   })).pipe(Command.withDescription("run the server (SERVER_TYPE picks the listeners)"))

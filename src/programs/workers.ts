@@ -27,6 +27,7 @@ export const runWorkers = Effect.gen(function*() {
   const config = yield* AppConfig
   const admin = yield* AdminToken
   const workers: Array<Worker> = []
+  let stopping = false
   yield* Effect.acquireRelease(
     Effect.sync(() => {
       for (let i = 0; i < config.lpoWorkers; i++) {
@@ -35,6 +36,7 @@ export const runWorkers = Effect.gen(function*() {
     }),
     () =>
       Effect.forEach(workers, (w) => {
+        stopping = true
         w.process.kill("SIGTERM")
         return waitForExit(w, config.shutdownTimeoutMs)
       }, { concurrency: "unbounded", discard: true })
@@ -43,7 +45,7 @@ export const runWorkers = Effect.gen(function*() {
   // A worker that dies unexpectedly is replaced, so one crash does not shrink the pool for good.
   cluster.on("exit", (worker, code, signal) => {
     const index = workers.indexOf(worker)
-    if (index === -1 || signal === "SIGTERM") return
+    if (stopping || index === -1 || signal === "SIGTERM") return
     workers[index] = cluster.fork({ ADMIN_TOKEN: Redacted.value(admin.token), NODE_ID: `${config.nodeId}-w${index}`, TB_WORKER: "1" })
     Effect.runFork(Effect.logWarning("worker replaced", { index, code }).pipe(withModule("workers")))
   })
