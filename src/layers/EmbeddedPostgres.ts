@@ -1,32 +1,39 @@
-import { PGlite } from "@electric-sql/pglite"
-import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
 import { Effect } from "effect"
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises"
+import { type ChildProcess, fork } from "node:child_process"
+import { readFile } from "node:fs/promises"
 import { join } from "node:path"
+import { fileURLToPath } from "node:url"
 
 /**
- * Embedded PostgreSQL (PGlite, Postgres compiled to WASM) in DATA_DIR/pgdata, exposed on a loopback
- * socket that speaks the PostgreSQL wire protocol. The app then connects with the same
- * @effect/sql-pg client it uses against Aurora, so one set of SQL serves both.
+ * Embedded PostgreSQL (PGlite, Postgres compiled to WASM) in DATA_DIR/pgdata, run in a child
+ * process (src/programs/embeddedPostgres.ts) and exposed on a loopback socket that speaks the
+ * PostgreSQL wire protocol. The app connects with the same @effect/sql-pg client it uses against
+ * Aurora, so one set of SQL serves both, and the database's CPU stays off the serving process.
  */
 export const startEmbeddedPostgres = (dataDir: string) =>
   Effect.acquireRelease(
-    Effect.promise(async () => {
-      const dir = join(dataDir, "pgdata")
-      await mkdir(dir, { recursive: true })
-      const db = await PGlite.create(dir)
-      const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections: 32 })
-      await server.start()
-      const [host = "127.0.0.1", port = "0"] = server.getServerConn().split(":")
-      const url = `postgres://postgres@${host}:${port}/postgres`
-      await writeFile(ownerFile(dataDir), JSON.stringify({ pid: process.pid, url }))
-      return { db, server, host, port: Number(port), url }
+    Effect.callback<{ readonly child: ChildProcess; readonly url: string }, Error>((resume) => {
+      // Built code runs the .js beside it; tests running the sources run the .ts (Node 24 strips types).
+      const extension = import.meta.url.endsWith(".ts") ? "ts" : "js"
+      const script = fileURLToPath(new URL(`../programs/embeddedPostgres.${extension}`, import.meta.url))
+      const child = fork(script, [dataDir], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
+      const onExit = (code: number | null) => resume(Effect.fail(new Error(`embedded PostgreSQL exited (${code}) before it was ready`)))
+      child.once("exit", onExit)
+      child.once("message", (m: unknown) => {
+        child.off("exit", onExit)
+        const url = typeof m === "object" && m !== null && "url" in m && typeof m.url === "string" ? m.url : ""
+        resume(Effect.succeed({ child, url }))
+      })
     }),
-    ({ db, server }) =>
-      Effect.promise(async () => {
-        await rm(ownerFile(dataDir), { force: true })
-        await server.stop()
-        await db.close()
+    ({ child }) =>
+      Effect.callback<void>((resume) => {
+        if (child.exitCode !== null) return resume(Effect.void)
+        const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
+        child.once("exit", () => {
+          clearTimeout(timer)
+          resume(Effect.void)
+        })
+        child.kill("SIGTERM")
       })
   )
 
