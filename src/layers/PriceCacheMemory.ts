@@ -22,6 +22,7 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
   const usdEquivalent = new Set<string>()
   let ticks = 0
   let newestTick: number | undefined
+  let missListener: ((asset: string, quote: string, source: Exchange | undefined) => void) | undefined
 
   const entry = (asset: string): AssetEntry => {
     let e = assets.get(asset)
@@ -43,7 +44,8 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
     return [...byExchange.values()]
   }
 
-  const lookup = (asset: string, quote: string, source: Exchange | undefined, now: number): PriceLookup => {
+  /** Without telling the miss listener: for health and warmth checks, which must not trigger refills. */
+  const lookupQuiet = (asset: string, quote: string, source: Exchange | undefined, now: number): PriceLookup => {
     const e = assets.get(asset)
     if (e === undefined) return { _tag: "UnknownAsset" }
     const cacheKey = source === undefined ? quote : `${quote}|${source}`
@@ -60,6 +62,12 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
     return answer === undefined ? { _tag: "NoFreshPrice" } : { _tag: "Found", answer }
   }
 
+  const lookup = (asset: string, quote: string, source: Exchange | undefined, now: number): PriceLookup => {
+    const found = lookupQuiet(asset, quote, source, now)
+    if (found._tag === "NoFreshPrice" && missListener !== undefined) missListener(asset, quote, source)
+    return found
+  }
+
   return PriceCache.of({
     ingest: (tick) => {
       const e = entry(tick.asset)
@@ -69,6 +77,10 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
       newestTick = tick.receivedAt
     },
     lookup,
+    onMiss: (listener) => {
+      missListener = listener
+    },
+    marketTick: (exchange, asset, quote) => assets.get(asset)?.ticks.get(`${exchange}|${quote}`),
     setMarkets: (markets: ReadonlyArray<MarketInfo>) => {
       for (const m of markets) {
         entry(m.asset)
@@ -77,7 +89,7 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
     },
     isWarm: (now) => {
       let fresh = 0
-      for (const asset of assets.keys()) if (lookup(asset, USD, undefined, now)._tag === "Found") fresh++
+      for (const asset of assets.keys()) if (lookupQuiet(asset, USD, undefined, now)._tag === "Found") fresh++
       return assets.size > 0 && fresh * 2 >= assets.size
     },
     snapshot: (now) => {
@@ -85,7 +97,7 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
       let markets = 0
       for (const [asset, e] of assets) {
         markets += e.ticks.size
-        if (lookup(asset, USD, undefined, now)._tag === "Found") fresh++
+        if (lookupQuiet(asset, USD, undefined, now)._tag === "Found") fresh++
       }
       return { assets: assets.size, markets, freshAssets: fresh, ticks, newestTickAgeMs: newestTick === undefined ? undefined : now - newestTick }
     },

@@ -28,7 +28,15 @@ export interface PriceCacheSnapshot {
  */
 export class PriceCache extends Context.Service<PriceCache, {
   readonly ingest: (tick: Tick) => void
+  /** The hot path's read. A NoFreshPrice for a known asset is also reported to the miss listener. */
   readonly lookup: (asset: string, quote: string, source: Exchange | undefined, now: number) => PriceLookup
+  /**
+   * Register the one listener told (synchronously) about every NoFreshPrice `lookup` answers, so
+   * the slower tiers can refill in the background. It must only enqueue, never block.
+   */
+  readonly onMiss: (listener: (asset: string, quote: string, source: Exchange | undefined) => void) => void
+  /** Latest tick of one market, if any. */
+  readonly marketTick: (exchange: Exchange, asset: string, quote: string) => Tick | undefined
   readonly setMarkets: (markets: ReadonlyArray<MarketInfo>) => void
   /** Warm when at least half of the known assets have a fresh price. */
   readonly isWarm: (now: number) => boolean

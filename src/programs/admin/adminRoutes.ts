@@ -1,5 +1,6 @@
 import { Effect } from "effect"
 import type { ResponseCode } from "../../domain/errorCodes.ts"
+import { isExchange } from "../../domain/price.ts"
 import { ApiKeys } from "../../services/ApiKeys.ts"
 import { Cache } from "../../services/Cache.ts"
 import { FeedStatus } from "../../services/FeedStatus.ts"
@@ -91,11 +92,28 @@ const paramsRoute = (method: string, body: unknown) =>
     return ok({ params: yield* params.list, profiles })
   })
 
-const feedStatus = Effect.gen(function*() {
+/** `?exchange=` narrows to one exchange, `?stale_only=true` lists only its stale markets. */
+const feedStatus = (query: unknown) =>
+  Effect.gen(function*() {
+    const feeds = yield* FeedStatus
+    const prices = yield* PriceCache
+    const params = yield* Params
+    const exchange = isRecord(query) && typeof query["exchange"] === "string" ? query["exchange"].toLowerCase() : undefined
+    if (exchange !== undefined && !isExchange(exchange)) return bad(`unknown exchange ${JSON.stringify(exchange).slice(0, 40)}`)
+    const staleOnly = isRecord(query) && query["stale_only"] === "true"
+    const now = Date.now()
+    const exchanges = feeds.snapshot(now, { markets: true })
+      .filter((e) => exchange === undefined || e.exchange === exchange)
+      .map((e) => (staleOnly ? { ...e, marketHealth: e.marketHealth?.filter((m) => m.stale) } : e))
+    return ok({ mode: feeds.mode, stale_after_ms: params.int("price_stale_ms"), exchanges, prices: prices.snapshot(now) })
+  })
+
+const feedReload = Effect.gen(function*() {
   const feeds = yield* FeedStatus
-  const prices = yield* PriceCache
-  const now = Date.now()
-  return ok({ mode: feeds.mode, exchanges: feeds.snapshot(now), prices: prices.snapshot(now) })
+  return yield* feeds.reload.pipe(
+    Effect.map((result) => ok(result)),
+    Effect.catchTag("FeedReloadError", (e) => Effect.succeed<AdminResult>({ code: "INTERNAL", data: { error: e.message } }))
+  )
 })
 
 const stressStats = Effect.map(currentStats, ok)
@@ -130,7 +148,8 @@ export const adminRoute = (method: string, path: string, body: unknown): Effect.
     case "POST /admin/invalidate-key": return invalidateKey(body)
     case "GET /admin/system-mode":
     case "POST /admin/system-mode": return systemMode(method, body)
-    case "GET /admin/feed-status": return feedStatus
+    case "GET /admin/feed-status": return feedStatus(body)
+    case "POST /admin/feed-reload": return feedReload
     case "GET /admin/stress-stats": return stressStats
     case "POST /admin/stress-reset": return stressReset
     case "GET /admin/cluster-stats": return cluster

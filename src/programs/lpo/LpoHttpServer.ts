@@ -91,7 +91,8 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     if (!admin.matches(given)) return finish("INVALID_API_KEY", { error: "invalid admin token" })
     const route = adminRoute(info.method, info.path, undefined)
     if (route === undefined) return finish("NOT_FOUND", null)
-    void (info.method === "POST" ? readJsonBody(req) : Promise.resolve({})).then((body) => {
+    // A GET route reads its query string where a POST route reads its body.
+    void (info.method === "POST" ? readJsonBody(req) : Promise.resolve(Object.fromEntries(info.query))).then((body) => {
       if (body === undefined) return finish("BAD_REQUEST", { error: "body must be JSON" })
       const effect = adminRoute(info.method, info.path, body)
       if (effect === undefined) return finish("NOT_FOUND", null)
