@@ -61,7 +61,7 @@ export const assertLoopback = (host: string): void => {
   const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase()
   if (!LOOPBACK_HOSTS.has(bare)) {
     throw new Error(
-      `stress: refusing target "${host}": load tests may only target 127.0.0.1, localhost or ::1`
+      `stress: refusing target "${host}": load tests may only target loopback (127.0.0.1, localhost or ::1)`
     )
   }
 }
@@ -226,6 +226,8 @@ const HEADER_END = Buffer.from("\r\n\r\n")
 const MAX_HEADER_BYTES = 64 * 1024
 const FRAMING_HEADER = /\r\n(content-length|transfer-encoding|connection)[ \t]*:[ \t]*([^\r\n]*)/giu
 const RECONNECT_DELAY_MS = 20
+/** Every socket reads into this one buffer (reads are handled synchronously), saving an allocation per response. */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024)
 
 const INCOMPLETE = 0
 const INVALID = -1
@@ -349,13 +351,17 @@ class HttpConnection {
     this.failed = false
     this.answered = false
     this.connectingSince = performance.now()
-    const socket = net.connect({ host: this.target.host, port: this.target.port, noDelay: true })
+    const socket = net.connect({
+      host: this.target.host,
+      port: this.target.port,
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n) => this.onRead(n) }
+    })
     this.socket = socket
     socket.on("connect", () => {
       this.connectingSince = 0
       this.send()
     })
-    socket.on("data", (chunk: Buffer) => this.onData(chunk))
     socket.on("error", () => {
       this.failed = true
       this.stats.error()
@@ -389,27 +395,30 @@ class HttpConnection {
     this.socket.write(this.target.request)
   }
 
-  private onData(chunk: Buffer): void {
+  private onRead(bytes: number): boolean {
     const now = performance.now()
+    const chunk = READ_BUFFER.subarray(0, bytes)
     const buf = this.pending === undefined ? chunk : Buffer.concat([this.pending, chunk])
     this.pending = undefined
     const parsed = parseHttpResponse(buf)
     if (parsed === INCOMPLETE) {
-      this.pending = buf
-      return
+      // The shared read buffer is overwritten by the next read: keep a copy.
+      this.pending = buf === chunk ? Buffer.from(chunk) : buf
+      return true
     }
     // With one request in flight, bytes after the response (or without a request) are a protocol error.
     if (parsed === INVALID || !this.inFlight || parsed.end !== buf.length) {
       this.failed = true
       this.stats.error()
       this.socket?.destroy()
-      return
+      return true
     }
     this.inFlight = false
     this.answered = true
     this.stats.response(String(parsed.status), now - this.sentAt)
     if (parsed.close) this.socket?.end()
     else this.send()
+    return true
   }
 
   private onClose(socket: net.Socket): void {
@@ -694,7 +703,8 @@ export const stressCli = async (
       }
     }
   } catch (error) {
-    write(`tb stress: ${error instanceof Error ? error.message : String(error)}`)
+    const message = error instanceof Error ? error.message : String(error)
+    write(message.startsWith("stress: ") ? `tb ${message}` : `tb stress: ${message}`)
     return 1
   }
   if (options.json) write(JSON.stringify(results))
