@@ -1,8 +1,7 @@
 import { Effect } from "effect"
-import { type ChildProcess, fork } from "node:child_process"
 import { readFile } from "node:fs/promises"
 import { join } from "node:path"
-import { fileURLToPath } from "node:url"
+import { forkChildService } from "./childService.ts"
 
 /**
  * Embedded PostgreSQL (PGlite, Postgres compiled to WASM) in DATA_DIR/pgdata, run in a child
@@ -11,31 +10,8 @@ import { fileURLToPath } from "node:url"
  * Aurora, so one set of SQL serves both, and the database's CPU stays off the serving process.
  */
 export const startEmbeddedPostgres = (dataDir: string) =>
-  Effect.acquireRelease(
-    Effect.callback<{ readonly child: ChildProcess; readonly url: string }, Error>((resume) => {
-      // Built code runs the .js beside it; tests running the sources run the .ts (Node 24 strips types).
-      const extension = import.meta.url.endsWith(".ts") ? "ts" : "js"
-      const script = fileURLToPath(new URL(`../programs/embeddedPostgres.${extension}`, import.meta.url))
-      const child = fork(script, [dataDir], { stdio: ["ignore", "inherit", "inherit", "ipc"] })
-      const onExit = (code: number | null) => resume(Effect.fail(new Error(`embedded PostgreSQL exited (${code}) before it was ready`)))
-      child.once("exit", onExit)
-      child.once("message", (m: unknown) => {
-        child.off("exit", onExit)
-        const url = typeof m === "object" && m !== null && "url" in m && typeof m.url === "string" ? m.url : ""
-        resume(Effect.succeed({ child, url }))
-      })
-    }),
-    ({ child }) =>
-      Effect.callback<void>((resume) => {
-        if (child.exitCode !== null) return resume(Effect.void)
-        const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
-        child.once("exit", () => {
-          clearTimeout(timer)
-          resume(Effect.void)
-        })
-        child.kill("SIGTERM")
-      })
-  )
+  forkChildService("embeddedPostgres", [dataDir], undefined, (m) =>
+    typeof m === "object" && m !== null && "url" in m && typeof m.url === "string" ? { url: m.url } : undefined)
 
 /** Which process serves the embedded database of a DATA_DIR, and where. */
 const ownerFile = (dataDir: string) => join(dataDir, "embedded-postgres.json")

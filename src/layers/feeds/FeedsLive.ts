@@ -7,7 +7,7 @@ import { ReaderSql } from "../../services/Database.ts"
 import { type ExchangeHealth, FeedReloadError, type FeedReloadResult, FeedStatus, type MarketHealth } from "../../services/FeedStatus.ts"
 import { Params } from "../../services/Params.ts"
 import { PriceCache } from "../../services/PriceCache.ts"
-import { startSimulators } from "../../simulators/index.ts"
+import { forkChildService } from "../childService.ts"
 import { withModule } from "../Logging.ts"
 import { type FeedHealthRecorder, makeFeedHealth, runFeed } from "./FeedEngine.ts"
 import { type CarrierMarket, makePriceRefill } from "./PriceRefill.ts"
@@ -80,10 +80,10 @@ const FeedsCore = Layer.effect(FeedStatus, Effect.gen(function*() {
 
   let simulatorUrls: Readonly<Record<Exchange, { readonly ws: string; readonly rest: string }>> | undefined
   if (config.feeds === "simulated") {
-    const sims = yield* Effect.acquireRelease(
-      Effect.promise(() => startSimulators({ seed: SIMULATOR_SEED, markets: initial.plans.flatMap((p) => p.markets.map((m) => ({ ...m, exchange: p.exchange }))) })),
-      (s) => Effect.promise(() => s.close())
-    )
+    const sims = yield* forkChildService("simulatorProcess", [], {
+      seed: SIMULATOR_SEED,
+      markets: initial.plans.flatMap((p) => p.markets.map((m) => ({ ...m, exchange: p.exchange })))
+    }, (m) => (typeof m === "object" && m !== null && "urls" in m ? (m as { urls: NonNullable<typeof simulatorUrls> }) : undefined))
     simulatorUrls = sims.urls
     yield* Effect.logInfo("exchange simulators started on loopback", Object.fromEntries(EXCHANGES.map((e) => [e, sims.urls[e].ws])))
   }
