@@ -99,11 +99,21 @@ export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
             sub.on("message", (ch: string, msg: string) => {
               if (ch === channel) onMessage(msg)
             })
-            void sub.subscribe(channel).catch(() => {})
             return sub
           }),
           closeClient
-        ).pipe(Effect.asVoid)
+        ).pipe(
+          // Return once the server confirmed the subscription, so a message published after this
+          // returns is delivered. An unreachable server does not hold the caller up: ioredis
+          // subscribes by itself once it connects.
+          Effect.tap((sub): Effect.Effect<void> => {
+            const confirmed = Effect.tryPromise(() => sub.subscribe(channel)).pipe(Effect.ignore)
+            return client.status === "ready"
+              ? confirmed.pipe(Effect.timeoutOption("2 seconds"), Effect.asVoid)
+              : Effect.forkDetach(confirmed).pipe(Effect.asVoid)
+          }),
+          Effect.asVoid
+        )
     })
   })
 

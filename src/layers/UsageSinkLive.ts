@@ -105,6 +105,9 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
   })
 
   const waitForWork = Effect.callback<void>((resume) => {
+    // A batch filled while no one was waiting (before the loop first ran, or during a write)
+    // found no `wake` to call: start on it now rather than at the timer.
+    if (consecutiveFailures === 0 && buffer.length >= params.int("usage_batch_size")) return resume(Effect.void)
     const backoff = consecutiveFailures === 0 ? 0 : Math.min(5_000, 100 * 2 ** Math.min(consecutiveFailures, 6))
     const timer = setTimeout(() => resume(Effect.void), params.int("usage_flush_ms") + backoff)
     if (consecutiveFailures === 0) wake = () => resume(Effect.void)
