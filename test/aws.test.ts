@@ -1,0 +1,262 @@
+import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from "@aws-sdk/client-sqs"
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { randomUUID } from "node:crypto"
+import { afterAll, beforeAll, expect, it as vitestIt } from "vitest"
+import { AppConfig } from "../src/config/AppConfig.ts"
+import { UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
+import { SecretsLive } from "../src/layers/SecretsLive.ts"
+import { usageWriterSqs } from "../src/layers/UsageWriterSqs.ts"
+import { Secrets } from "../src/services/Secrets.ts"
+import { UsageWriter } from "../src/services/UsageSink.ts"
+import {
+  AWS_TEST_ENV, type SqsStandIn, SQS_MAX_BATCH_BYTES, SQS_MAX_BATCH_ENTRIES, startSecretsManagerStandIn, startSqsStandIn
+} from "./support/awsStandIns.ts"
+import { createKey, priceWith, runCli, startServer, usageCount } from "./support/server.ts"
+import { dropDatabase, freshDatabase } from "./support/services.ts"
+
+const decodeBatch = Schema.decodeUnknownSync(UsageBatchJson)
+const rowsOf = (bodies: ReadonlyArray<string>) => bodies.flatMap((b) => decodeBatch(b).rows)
+
+const makeRow = (): UsageRow => ({
+  id: randomUUID(),
+  request_id: `req-${randomUUID()}`,
+  api_key_id: randomUUID(),
+  service: "LPO",
+  protocol: "udp",
+  endpoint: "price",
+  asset: "ETH",
+  quote: "USD",
+  source: "consensus",
+  price: 3_456.789,
+  status_code: 200,
+  error_code: null,
+  latency_us: 17,
+  client_ip: "10.1.2.3",
+  node: "node-a",
+  region: "us-east-1",
+  bytes_out: 321,
+  created_at: Date.now()
+})
+
+const byId = (rows: ReadonlyArray<UsageRow>) => [...rows].sort((a, b) => (a.id < b.id ? -1 : 1))
+
+beforeAll(() => {
+  Object.assign(process.env, AWS_TEST_ENV)
+})
+
+/** A fresh SQS stand-in for one test, with the SDK pointed at it through the environment. */
+const sqsStandIn = Effect.acquireRelease(
+  Effect.promise(() => startSqsStandIn()).pipe(Effect.tap((sqs) => Effect.sync(() => void (process.env["AWS_ENDPOINT_URL_SQS"] = sqs.url)))),
+  (sqs) => Effect.promise(() => sqs.close())
+)
+
+const sendBatchRequests = (sqs: SqsStandIn) => sqs.requests.filter((r) => r.target === "AmazonSQS.SendMessageBatch")
+const entriesOf = (body: Record<string, unknown>) => body["Entries"] as Array<{ Id: string; MessageBody: string }>
+
+describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
+  it.live("sends 3000 rows as SendMessageBatch requests within SQS limits, decoding to exactly those rows", () =>
+    Effect.gen(function*() {
+      const sqs = yield* sqsStandIn
+      const writer = yield* Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
+      const rows = Array.from({ length: 3000 }, makeRow)
+      yield* writer.write(rows)
+      const sends = sendBatchRequests(sqs)
+      assert.isAbove(sends.length, 1, "3000 rows cannot fit one request")
+      for (const request of sends) {
+        assert.strictEqual(request.contentType, "application/x-amz-json-1.0")
+        assert.match(request.authorization, /^AWS4-HMAC-SHA256 Credential=AKIDTESTSTANDIN\/\d{8}\/us-east-1\/sqs\/aws4_request/)
+        assert.strictEqual(request.body["QueueUrl"], sqs.queueUrl)
+        const entries = entriesOf(request.body)
+        assert.isAtMost(entries.length, SQS_MAX_BATCH_ENTRIES)
+        assert.isAtMost(entries.reduce((n, e) => n + Buffer.byteLength(e.MessageBody), 0), SQS_MAX_BATCH_BYTES)
+      }
+      assert.deepStrictEqual(sqs.violations, [])
+      const received = rowsOf(sqs.acceptedBodies)
+      assert.strictEqual(received.length, 3000)
+      assert.deepStrictEqual(byId(received), byId(rows))
+    }))
+
+  it.live("retries only the entries SQS reports Failed, and fails the write when they keep failing", () =>
+    Effect.gen(function*() {
+      const sqs = yield* sqsStandIn
+      const writer = yield* Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
+      const rows = Array.from({ length: 600 }, makeRow)
+      sqs.failEntries(["1", "3"], 1)
+      yield* writer.write(rows)
+      const sends = sendBatchRequests(sqs)
+      // The request after the first carries just the two failed entries again.
+      assert.deepStrictEqual(entriesOf(sends[1]!.body).map((e) => e.Id).sort(), ["1", "3"])
+      assert.deepStrictEqual(entriesOf(sends[1]!.body).map((e) => e.MessageBody), entriesOf(sends[0]!.body).filter((e) => e.Id === "1" || e.Id === "3").map((e) => e.MessageBody))
+      const received = rowsOf(sqs.acceptedBodies)
+      assert.strictEqual(received.length, 600)
+      assert.deepStrictEqual(byId(received), byId(rows))
+
+      // An entry failing on every attempt fails the write (the sink then keeps the rows).
+      sqs.failEntries(["0"], 100)
+      const error = yield* Effect.flip(writer.write(Array.from({ length: 5 }, makeRow)))
+      assert.strictEqual(error._tag, "UsageWriteError")
+      assert.strictEqual(error.reason, "Queue")
+    }))
+
+  it.live("supports a consumer: ReceiveMessage (MD5-checked by the SDK) and DeleteMessageBatch drain the queue", () =>
+    Effect.gen(function*() {
+      const sqs = yield* sqsStandIn
+      const writer = yield* Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
+      const rows = Array.from({ length: 1500 }, makeRow)
+      yield* writer.write(rows)
+      const client = yield* Effect.acquireRelease(Effect.sync(() => new SQSClient({})), (c) => Effect.sync(() => c.destroy()))
+      const consumed: Array<UsageRow> = []
+      for (let round = 0; round < 50 && sqs.inQueue() > 0; round++) {
+        const out = yield* Effect.promise(() =>
+          client.send(new ReceiveMessageCommand({ QueueUrl: sqs.queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, VisibilityTimeout: 30 }))
+        )
+        const messages = out.Messages ?? []
+        consumed.push(...rowsOf(messages.map((m) => m.Body ?? "")))
+        const deleted = yield* Effect.promise(() =>
+          client.send(new DeleteMessageBatchCommand({ QueueUrl: sqs.queueUrl, Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle ?? "" })) }))
+        )
+        assert.strictEqual(deleted.Successful?.length, messages.length)
+      }
+      assert.strictEqual(sqs.inQueue(), 0)
+      assert.deepStrictEqual(byId(consumed), byId(rows))
+      // Nothing is left to receive.
+      const empty = yield* Effect.promise(() => client.send(new ReceiveMessageCommand({ QueueUrl: sqs.queueUrl, MaxNumberOfMessages: 10 })))
+      assert.deepStrictEqual(empty.Messages ?? [], [])
+    }))
+})
+
+describe("tb serve with SQS_QUEUE_URL (end to end)", () => {
+  let sqs: SqsStandIn
+  let dbUrl: string
+  beforeAll(async () => {
+    sqs = await startSqsStandIn()
+    dbUrl = freshDatabase("aws_e2e")
+  })
+  afterAll(async () => {
+    await sqs.close()
+    dropDatabase(dbUrl)
+  })
+
+  vitestIt("N price requests arrive as exactly N usage rows in SQS messages after a SIGTERM flush", async () => {
+    const env = { ...AWS_TEST_ENV, DATABASE_URL: dbUrl, SQS_QUEUE_URL: sqs.queueUrl, AWS_ENDPOINT_URL_SQS: sqs.url }
+    const server = await startServer(env)
+    const N = 40
+    const requestIds: Array<string> = []
+    try {
+      const { key } = await createKey(server, "associate")
+      for (let i = 0; i < N; i++) {
+        const r = await priceWith(server, key, i % 2 === 0 ? "asset=BTC" : "asset=ETH")
+        expect(r.status).toBe(200)
+        requestIds.push(String(r.body["request_id"]))
+      }
+    } finally {
+      expect(await server.stop("SIGTERM")).toBe(0)
+    }
+    expect(sqs.violations).toEqual([])
+    const rows = rowsOf(sqs.acceptedBodies)
+    expect(new Set(rows.map((r) => r.id)).size).toBe(rows.length)
+    const priceRows = rows.filter((r) => r.service === "LPO" && r.endpoint === "/price")
+    expect(priceRows).toHaveLength(N)
+    expect(priceRows.map((r) => r.request_id).sort()).toEqual([...requestIds].sort())
+    expect(priceRows.every((r) => r.status_code === 200 && r.protocol === "http")).toBe(true)
+    // The rows went to the queue, not to the database.
+    expect(await usageCount({ DATABASE_URL: dbUrl })).toBe(0)
+  }, 90_000)
+})
+
+const configWithSecret = (secretName: string) =>
+  AppConfig.layerFrom({
+    serverType: "APP_SERVER",
+    databaseUrl: Option.none(),
+    databaseReaderUrl: Option.none(),
+    valkeyUrl: Option.none(),
+    sqsQueueUrl: Option.none(),
+    feeds: "simulated",
+    lpoHttpPort: 0,
+    lpoUdpPort: 0,
+    lrsHttpPort: 0,
+    lrsUdpPort: 0,
+    bindHost: "127.0.0.1",
+    dbSecretName: Option.some(secretName),
+    awsRegion: Option.some("us-east-1"),
+    dataDir: "/tmp",
+    nodeId: "test-node",
+    region: "local",
+    shutdownTimeoutMs: 5_000,
+    lpoWorkers: 1
+  })
+
+/** A port nothing listens on: a stand-in started and closed again. */
+const closedEndpoint = async () => {
+  const gone = await startSecretsManagerStandIn({})
+  await gone.close()
+  return gone.url
+}
+
+describe("SecretsLive against the Secrets Manager stand-in (AWS JSON 1.1)", () => {
+  const SECRET = "tb/test/db"
+  beforeAll(() => {
+    // The environment wins over the secret; these must come from the stand-in.
+    for (const name of ["ADMIN_TOKEN", "DB_PASSWORD", "DB_USERNAME", "STRIPE_SECRET_KEY"]) delete process.env[name]
+  })
+
+  it.live("reads ADMIN_TOKEN and DB_PASSWORD from the DB_SECRET_NAME secret", () =>
+    Effect.gen(function*() {
+      const secretsManager = yield* Effect.acquireRelease(
+        Effect.promise(() => startSecretsManagerStandIn({ [SECRET]: JSON.stringify({ username: "tb_app", password: "s3cret-pw", admin_token: "admin-from-aws" }) })),
+        (s) => Effect.promise(() => s.close())
+      )
+      process.env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = secretsManager.url
+      const secrets = yield* Layer.build(SecretsLive.pipe(Layer.provide(configWithSecret(SECRET)))).pipe(
+        Effect.map((ctx) => Context.get(ctx, Secrets))
+      )
+      const value = (o: Option.Option<Redacted.Redacted<string>>) => Option.getOrUndefined(Option.map(o, Redacted.value))
+      assert.strictEqual(value(yield* secrets.get("ADMIN_TOKEN")), "admin-from-aws")
+      assert.strictEqual(value(yield* secrets.get("DB_PASSWORD")), "s3cret-pw")
+      assert.strictEqual(value(yield* secrets.get("DB_USERNAME")), "tb_app")
+      assert.isTrue(Option.isNone(yield* secrets.get("STRIPE_SECRET_KEY")))
+      // Read once at start, over the JSON 1.1 protocol.
+      assert.strictEqual(secretsManager.requests.length, 1)
+      const request = secretsManager.requests[0]!
+      assert.strictEqual(request.target, "secretsmanager.GetSecretValue")
+      assert.strictEqual(request.contentType, "application/x-amz-json-1.1")
+      assert.deepStrictEqual(request.body, { SecretId: SECRET })
+      assert.match(request.authorization, /\/us-east-1\/secretsmanager\/aws4_request/)
+    }))
+
+  it.live("fails start-up with a SecretsError naming DB_SECRET_NAME when Secrets Manager is down", () =>
+    Effect.gen(function*() {
+      process.env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = yield* Effect.promise(closedEndpoint)
+      const started = Date.now()
+      const error = yield* Effect.flip(Layer.build(SecretsLive.pipe(Layer.provide(configWithSecret(SECRET)))))
+      assert.strictEqual(error._tag, "SecretsError")
+      assert.strictEqual(error.reason, "Unavailable")
+      assert.include(error.message, `DB_SECRET_NAME=${SECRET}`)
+      assert.isBelow(Date.now() - started, 15_000)
+    }), 20_000)
+
+  it.live("fails with SecretsError Malformed when the secret is not a JSON object", () =>
+    Effect.gen(function*() {
+      const secretsManager = yield* Effect.acquireRelease(
+        Effect.promise(() => startSecretsManagerStandIn({ [SECRET]: "just-a-password" })),
+        (s) => Effect.promise(() => s.close())
+      )
+      process.env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = secretsManager.url
+      const error = yield* Effect.flip(Layer.build(SecretsLive.pipe(Layer.provide(configWithSecret(SECRET)))))
+      assert.strictEqual(error._tag, "SecretsError")
+      assert.strictEqual(error.reason, "Malformed")
+    }))
+
+  vitestIt("`tb migrate` with Secrets Manager down exits non-zero with one clear secrets line", async () => {
+    const r = await runCli(["migrate"], {
+      ...AWS_TEST_ENV,
+      DB_SECRET_NAME: SECRET,
+      AWS_ENDPOINT_URL_SECRETS_MANAGER: await closedEndpoint(),
+      // Unreachable on purpose: start-up must stop at the secrets, before any database work.
+      DATABASE_URL: "postgres://postgres@127.0.0.1:1/none"
+    })
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toContain(`secrets error: DB_SECRET_NAME=${SECRET}`)
+  }, 30_000)
+})
