@@ -9,7 +9,7 @@ import { LoggingLive } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
 import { AdminToken } from "../services/AdminToken.ts"
 import { ApiKeys } from "../services/ApiKeys.ts"
-import { KeysLive, StorageLive } from "./layers.ts"
+import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"
 import { serveLayer } from "./serve.ts"
 import { stressCli } from "./stress.ts"
 import { runWorkers } from "./workers.ts"
@@ -33,7 +33,7 @@ const migrate = Command.make("migrate", {}, () =>
   Effect.gen(function*() {
     const result = yield* migrateLocked
     yield* Console.log(JSON.stringify(result))
-  }).pipe(Effect.provide(StorageLive))).pipe(Command.withDescription("apply schema migrations and seed data (idempotent)"))
+  }).pipe(Effect.provide(StorageUnmigratedLive))).pipe(Command.withDescription("apply schema migrations and seed data (idempotent)"))
 
 const keysCreate = Command.make("create", {
   tier: Flag.String("tier"),
@@ -107,6 +107,11 @@ if (argv[0] === "stress") {
       Effect.sync(() => {
         console.error(configErrorLine(e.message))
         process.exitCode = 2
+      })),
+    Effect.catchTag("ApiKeysError", (e) =>
+      Effect.sync(() => {
+        console.error(`error: ${e.message}`)
+        process.exitCode = 1
       })),
     Effect.catchTag("SecretsError", (e) =>
       Effect.sync(() => {

@@ -14,11 +14,11 @@ import { ServerInfo } from "./lpo/LpoHttpServer.ts"
 /** Configuration, logging and secrets: what every program needs first. */
 export const BaseLive = SecretsLive.pipe(Layer.provideMerge(Layer.mergeAll(AppConfig.layer, LoggingLive)))
 
+/** Database and cache as they are (for `tb migrate`, which reports what it applies). */
+export const StorageUnmigratedLive = Layer.mergeAll(DatabaseLive, CacheLive).pipe(Layer.provideMerge(BaseLive))
+
 /** Database (migrated) and cache, on top of the base. Closed last at shutdown. */
-export const StorageLive = MigrationsLive.pipe(
-  Layer.provideMerge(Layer.mergeAll(DatabaseLive, CacheLive)),
-  Layer.provideMerge(BaseLive)
-)
+export const StorageLive = MigrationsLive.pipe(Layer.provideMerge(StorageUnmigratedLive))
 
 /** Parameters and API keys: what the key-management CLI needs. */
 export const KeysLive = ApiKeysLive.pipe(Layer.provideMerge(ParamsLive), Layer.provideMerge(StorageLive))
