@@ -2,7 +2,7 @@
  * API key format and hashing. Only `hashApiKey(key)` and `displayPrefix(key)` are stored;
  * the plaintext key is shown once, at creation.
  */
-import { createHash, timingSafeEqual } from "node:crypto"
+import { hash, timingSafeEqual } from "node:crypto"
 
 export const API_KEY_PREFIX = "tb_"
 
@@ -31,7 +31,7 @@ export const generateApiKey = (random: Uint8Array): string => {
  * against brute force; a key holds >= 256 random bits, so no guess can succeed and a fast hash
  * is as safe while keeping the lookup on every request cheap.
  */
-export const hashApiKey = (key: string): string => createHash("sha256").update(key, "utf8").digest("hex")
+export const hashApiKey = (key: string): string => hash("sha256", key, "hex")
 
 /** Short prefix stored beside the hash so operators and users can tell keys apart, e.g. "tb_AbCdEfG". */
 export const displayPrefix = (key: string): string => key.slice(0, DISPLAY_PREFIX_CHARS)

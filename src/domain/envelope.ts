@@ -21,7 +21,16 @@ export interface EnvelopeMeta {
 }
 
 /** RFC 3339 UTC timestamp for epoch ms. */
-export const rfc3339 = (ms: number): string => new Date(ms).toISOString()
+export const rfc3339 = (ms: number): string => {
+  // Many answers share a millisecond; formatting a Date is the costly part.
+  if (ms !== lastMs) {
+    lastMs = ms
+    lastText = new Date(ms).toISOString()
+  }
+  return lastText
+}
+let lastMs = Number.NaN
+let lastText = ""
 
 const RFC3339_SHAPE = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))$/
 

@@ -70,7 +70,7 @@ export const sendEnvelope = (
   service: ServiceName,
   code: ResponseCode,
   dataJson: string,
-  extraHeaders?: Readonly<Record<string, string | number>>,
+  extraHeaders?: ReadonlyArray<string | number>,
   status: number = statusOf(code),
   message: string = messageFor(code, info.lang)
 ): number => {
@@ -90,13 +90,10 @@ export const sendEnvelope = (
     dataJson
   )
   const bytes = Buffer.byteLength(body)
-  const headers: Record<string, string | number> = {
-    "content-type": "application/json; charset=utf-8",
-    "content-length": bytes,
-    "x-request-id": info.requestId,
-    ...extraHeaders
-  }
-  res.writeHead(status, headers)
+  // A flat [name, value, …] list: node:http takes it without building a header object.
+  const headers: Array<string | number> = ["content-type", "application/json; charset=utf-8", "content-length", bytes, "x-request-id", info.requestId]
+  if (extraHeaders !== undefined) for (const h of extraHeaders) headers.push(h)
+  res.writeHead(status, headers as unknown as Array<string>)
   res.end(body)
   return bytes
 }

@@ -57,9 +57,23 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
   const limitsOf = (key: ApiKeyRecord): BucketLimits | undefined =>
     key.tier.ratePerSec === null || key.tier.burst === null ? undefined : { ratePerSec: key.tier.ratePerSec, burst: key.tier.burst }
 
+  // The quota period changes once a month: recompute its key only when `now` leaves it.
+  let periodStart = 0
+  let periodEnd = -1
+  let currentMonth = ""
+  const monthOf = (now: number): string => {
+    if (now < periodStart || now >= periodEnd) {
+      const d = new Date(now)
+      periodStart = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)
+      periodEnd = Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1)
+      currentMonth = monthKey(now)
+    }
+    return currentMonth
+  }
+
   const stateOf = (key: ApiKeyRecord, now: number): KeyState => {
     let s = states.get(key.id)
-    const month = monthKey(now)
+    const month = monthOf(now)
     if (s === undefined) {
       s = { limits: undefined, bucket: undefined, pendingRequests: 0, lastSeenTotal: undefined, month, quotaClusterUsed: 0, pendingQueries: 0, lastActive: now }
       states.set(key.id, s)

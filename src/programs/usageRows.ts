@@ -1,7 +1,8 @@
-import { randomUUID } from "node:crypto"
+import { randomFillSync } from "node:crypto"
 import type { ServiceName } from "../domain/envelope.ts"
 import { statusOf, type ResponseCode } from "../domain/errorCodes.ts"
 import type { UsageRow } from "../domain/usage.ts"
+import { uuidv7 } from "../domain/uuidv7.ts"
 import type { ServerMeta } from "../http/httpKit.ts"
 
 export interface UsageFacts {
@@ -22,9 +23,22 @@ export interface UsageFacts {
   readonly createdAt: number
 }
 
+// Random bits for row ids, drawn from the CSPRNG in blocks rather than per row.
+const pool = new Uint8Array(16_384)
+let poolOffset = pool.length
+const nextRandom = (): Uint8Array => {
+  if (poolOffset + 10 > pool.length) {
+    randomFillSync(pool)
+    poolOffset = 0
+  }
+  const out = pool.subarray(poolOffset, poolOffset + 10)
+  poolOffset += 10
+  return out
+}
+
 /** The one place a served request becomes its `usage_logs` row. */
 export const usageRow = (meta: ServerMeta, f: UsageFacts): UsageRow => ({
-  id: randomUUID(),
+  id: uuidv7(f.createdAt, nextRandom()),
   request_id: f.requestId,
   api_key_id: f.apiKeyId ?? null,
   service: f.service,

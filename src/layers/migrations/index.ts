@@ -2,6 +2,7 @@ import { Effect } from "effect"
 import { Migrator } from "effect/sql"
 import schema from "./0001_schema.ts"
 import seed from "./0002_seed.ts"
+import usageIndexes from "./0003_usage_indexes.ts"
 import { maintainUsagePartitions } from "./partitions.ts"
 
 const runMigrator = Migrator.make({})
@@ -9,7 +10,7 @@ const runMigrator = Migrator.make({})
 /** Schema and seed migrations, then today's usage partitions. Idempotent. */
 export const migrate = Effect.gen(function*() {
   const applied = yield* runMigrator({
-    loader: Migrator.fromRecord({ "0001_schema": schema, "0002_seed": seed }),
+    loader: Migrator.fromRecord({ "0001_schema": schema, "0002_seed": seed, "0003_usage_indexes": usageIndexes }),
     table: "tb_migrations"
   })
   const partitions = yield* maintainUsagePartitions({ now: Date.now(), daysAhead: 7, retentionDays: 93 })

@@ -59,9 +59,9 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
         v[COUNTER.udp_silent_drops]!++
         return
       }
-      socket.send(reply, rinfo.port, rinfo.address, (err) => {
-        if (err) v[COUNTER.udp_send_errors]!++
-      })
+      // No per-datagram callback (it costs an allocation per reply): send errors arrive as
+      // socket "error" events and are counted there.
+      socket.send(reply, rinfo.port, rinfo.address)
       usage.record(usageRow(meta, {
         requestId: newRequestId(), apiKeyId: keyId, service: "LPO", protocol: "udp", endpoint: "price",
         asset: extra?.asset, quote: extra?.quote, source: extra?.source, price: extra?.price, code,
@@ -90,6 +90,7 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
     })
   }
 
-  yield* bindUdp(config.lpoUdpPort, config.bindHost, onMessage)
+  const socket = yield* bindUdp(config.lpoUdpPort, config.bindHost, onMessage)
+  socket.on("error", () => void v[COUNTER.udp_send_errors]!++)
   yield* Effect.logInfo("LPO UDP listening", { port: config.lpoUdpPort, host: config.bindHost }).pipe(withModule("lpo-udp"))
 }))

@@ -12,17 +12,18 @@ export interface PriceHttpDeps extends PriceDeps {
   readonly meta: ServerMeta
 }
 
-const rateHeaders = (a: Admission | undefined): Record<string, string | number> | undefined => {
+/** RateLimit-* and Retry-After, as a flat [name, value, …] list. */
+const rateHeaders = (a: Admission | undefined): ReadonlyArray<string | number> | undefined => {
   if (a === undefined) return undefined
   switch (a._tag) {
     case "Admitted":
-      return a.limit === undefined ? undefined : { "ratelimit-limit": a.limit, "ratelimit-remaining": a.remaining, "ratelimit-reset": a.resetSec }
+      return a.limit === undefined ? undefined : ["ratelimit-limit", a.limit, "ratelimit-remaining", a.remaining, "ratelimit-reset", a.resetSec]
     case "RateLimited":
-      return { "ratelimit-limit": a.limit, "ratelimit-remaining": 0, "ratelimit-reset": a.retryAfterSec, "retry-after": a.retryAfterSec }
+      return ["ratelimit-limit", a.limit, "ratelimit-remaining", 0, "ratelimit-reset", a.retryAfterSec, "retry-after", a.retryAfterSec]
     case "QuotaExceeded":
-      return { "retry-after": a.retryAfterSec }
+      return ["retry-after", a.retryAfterSec]
     case "Busy":
-      return { "retry-after": 1 }
+      return ["retry-after", 1]
   }
 }
 
