@@ -20,6 +20,7 @@ export interface RequestInfo {
   readonly requestId: string
   readonly lang: Lang
   readonly clientIp: string
+  readonly headers: WantedHeaders
 }
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -29,9 +30,42 @@ let requestSeq = 0
 /** Unique across nodes and restarts: a random per-process tag plus a counter. */
 export const newRequestId = (): string => `${processTag}-${(requestSeq++).toString(36)}`
 
-const header = (req: IncomingMessage, name: string): string | undefined => {
-  const v = req.headers[name]
-  return Array.isArray(v) ? v[0] : v
+/** The request headers the handlers read. */
+export interface WantedHeaders {
+  apiKey: string | undefined
+  authorization: string | undefined
+  requestId: string | undefined
+  acceptLanguage: string | undefined
+  adminToken: string | undefined
+}
+
+/**
+ * One pass over `rawHeaders` for the few headers we use. Reading `req.headers` makes node build
+ * an object of every header per request, which costs more than the rest of a price answer.
+ * The first occurrence of a header wins (as `req.headers` gives for these single-value headers).
+ */
+export const wantedHeaders = (req: IncomingMessage): WantedHeaders => {
+  const raw = req.rawHeaders
+  const out: WantedHeaders = { apiKey: undefined, authorization: undefined, requestId: undefined, acceptLanguage: undefined, adminToken: undefined }
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!
+    switch (name.length) {
+      case 9:
+        if (out.apiKey === undefined && name.toLowerCase() === "x-api-key") out.apiKey = raw[i + 1]
+        break
+      case 12:
+        if (out.requestId === undefined && name.toLowerCase() === "x-request-id") out.requestId = raw[i + 1]
+        break
+      case 13:
+        if (name.toLowerCase() === "authorization") out.authorization ??= raw[i + 1]
+        else if (name.toLowerCase() === "x-admin-token") out.adminToken ??= raw[i + 1]
+        break
+      case 15:
+        if (out.acceptLanguage === undefined && name.toLowerCase() === "accept-language") out.acceptLanguage = raw[i + 1]
+        break
+    }
+  }
+  return out
 }
 
 export const parseRequest = (req: IncomingMessage): RequestInfo => {
@@ -39,7 +73,8 @@ export const parseRequest = (req: IncomingMessage): RequestInfo => {
   const url = req.url ?? "/"
   const q = url.indexOf("?")
   const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
-  const clientId = header(req, "x-request-id")
+  const headers = wantedHeaders(req)
+  const clientId = headers.requestId
   return {
     startedAt,
     receivedAt: Date.now(),
@@ -47,16 +82,17 @@ export const parseRequest = (req: IncomingMessage): RequestInfo => {
     path: q === -1 ? url : url.slice(0, q),
     query,
     requestId: clientId !== undefined && CLIENT_REQUEST_ID.test(clientId) ? clientId : newRequestId(),
-    lang: negotiateLang(query.get("lang"), header(req, "accept-language")),
-    clientIp: req.socket.remoteAddress ?? ""
+    lang: negotiateLang(query.get("lang"), headers.acceptLanguage),
+    clientIp: req.socket.remoteAddress ?? "",
+    headers
   }
 }
 
 /** X-API-Key, or Authorization: Bearer. */
-export const apiKeyOf = (req: IncomingMessage): string | undefined => {
-  const direct = header(req, "x-api-key")
+export const apiKeyOf = (info: RequestInfo): string | undefined => {
+  const direct = info.headers.apiKey
   if (direct !== undefined) return direct.trim()
-  const auth = header(req, "authorization")
+  const auth = info.headers.authorization
   return auth !== undefined && auth.length > 7 && auth.slice(0, 7).toLowerCase() === "bearer " ? auth.slice(7).trim() : undefined
 }
 

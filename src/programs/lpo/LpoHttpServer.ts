@@ -85,8 +85,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
         code, status, latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
       }))
     }
-    const token = req.headers["x-admin-token"]
-    const given = Array.isArray(token) ? token[0] : token
+    const given = info.headers.adminToken
     if (given === undefined) return finish("MISSING_API_KEY", { error: "X-Admin-Token header required" })
     if (!admin.matches(given)) return finish("INVALID_API_KEY", { error: "invalid admin token" })
     const route = adminRoute(info.method, info.path, undefined)

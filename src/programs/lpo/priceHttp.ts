@@ -46,7 +46,7 @@ export const handlePriceHttp = (deps: PriceHttpDeps, req: IncomingMessage, res: 
     deps.stats.values[COUNTER.usage_rows_recorded]!++
   }
 
-  authenticateThen(deps, apiKeyOf(req), info.receivedAt, (auth) => {
+  authenticateThen(deps, apiKeyOf(info), info.receivedAt, (auth) => {
     if (auth._tag !== "Authorized") {
       deps.stats.values[COUNTER.auth_failures]!++
       return finish(auth._tag === "Refused" ? auth.code : "INVALID_API_KEY", auth._tag === "Refused" ? auth.keyId : undefined, "null", undefined)
