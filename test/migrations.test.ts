@@ -98,7 +98,7 @@ describe("tb migrate against PostgreSQL", () => {
   it("creates every Storage table, day partitions and the spec's seed data", async () => {
     await migrateOk({ DATABASE_URL: url })
     await checkSchemaAndSeed(query)
-    expect(await query(`SELECT name FROM tb_migrations ORDER BY name`)).toEqual([{ name: "schema" }, { name: "seed" }])
+    expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }])
   })
 
   it("enforces one transaction per payment session id and routes usage rows to today's partition", async () => {
@@ -147,7 +147,7 @@ describe("tb migrate on the embedded default (PGlite in DATA_DIR)", () => {
         return r.rows[0]?.j ?? []
       }
       await checkSchemaAndSeed(query)
-      expect(await query(`SELECT name FROM tb_migrations ORDER BY name`)).toEqual([{ name: "schema" }, { name: "seed" }])
+      expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }])
     } finally {
       await db.close()
     }

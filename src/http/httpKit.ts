@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
+import type { Reply } from "./fastHttp.ts"
 import { randomBytes } from "node:crypto"
 import { envelopeJson, rfc3339, type ServiceName } from "../domain/envelope.ts"
 import { type ResponseCode, statusOf } from "../domain/errorCodes.ts"
@@ -44,8 +45,9 @@ export interface WantedHeaders {
  * an object of every header per request, which costs more than the rest of a price answer.
  * The first occurrence of a header wins (as `req.headers` gives for these single-value headers).
  */
-export const wantedHeaders = (req: IncomingMessage): WantedHeaders => {
-  const raw = req.rawHeaders
+export const wantedHeaders = (req: IncomingMessage): WantedHeaders => wantedHeadersFrom(req.rawHeaders)
+
+export const wantedHeadersFrom = (raw: ReadonlyArray<string>): WantedHeaders => {
   const out: WantedHeaders = { apiKey: undefined, authorization: undefined, requestId: undefined, acceptLanguage: undefined, adminToken: undefined }
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!
@@ -68,24 +70,31 @@ export const wantedHeaders = (req: IncomingMessage): WantedHeaders => {
   return out
 }
 
-export const parseRequest = (req: IncomingMessage): RequestInfo => {
-  const startedAt = performance.now()
-  const url = req.url ?? "/"
+/** What the handlers need of a request, whichever server received it. */
+export const requestInfo = (method: string, url: string, headers: WantedHeaders, clientIp: string, startedAt: number): RequestInfo => {
   const q = url.indexOf("?")
   const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
-  const headers = wantedHeaders(req)
   const clientId = headers.requestId
   return {
     startedAt,
     receivedAt: Date.now(),
-    method: req.method ?? "GET",
+    method,
     path: q === -1 ? url : url.slice(0, q),
     query,
     requestId: clientId !== undefined && CLIENT_REQUEST_ID.test(clientId) ? clientId : newRequestId(),
     lang: negotiateLang(query.get("lang"), headers.acceptLanguage),
-    clientIp: req.socket.remoteAddress ?? "",
+    clientIp,
     headers
   }
+}
+
+export const parseRequest = (req: IncomingMessage): RequestInfo =>
+  requestInfo(req.method ?? "GET", req.url ?? "/", wantedHeaders(req), req.socket.remoteAddress ?? "", performance.now())
+
+/** A node:http response as a Reply. */
+export const nodeReply = (res: ServerResponse): Reply => (status, headers, body) => {
+  res.writeHead(status, headers as unknown as Array<string>)
+  res.end(body)
 }
 
 /** X-API-Key, or Authorization: Bearer. */
@@ -100,7 +109,7 @@ export const latencyUs = (info: RequestInfo): number => Math.max(0, Math.round((
 
 /** Send one envelope; returns the number of body bytes written (for usage rows). */
 export const sendEnvelope = (
-  res: ServerResponse,
+  reply: Reply,
   info: RequestInfo,
   meta: ServerMeta,
   service: ServiceName,
@@ -129,8 +138,7 @@ export const sendEnvelope = (
   // A flat [name, value, …] list: node:http takes it without building a header object.
   const headers: Array<string | number> = ["content-type", "application/json; charset=utf-8", "content-length", bytes, "x-request-id", info.requestId]
   if (extraHeaders !== undefined) for (const h of extraHeaders) headers.push(h)
-  res.writeHead(status, headers as unknown as Array<string>)
-  res.end(body)
+  reply(status, headers, body)
   return bytes
 }
 

@@ -1,7 +1,8 @@
 import { Context, Effect, Layer } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
-import { type RequestInfo, latencyUs, parseRequest, readJsonBody, sendEnvelope, type ServerMeta } from "../../http/httpKit.ts"
+import { type FastHttpServer, type FastRoute, makeFastHttpServer, type Reply } from "../../http/fastHttp.ts"
+import { latencyUs, nodeReply, parseRequest, readJsonBody, type RequestInfo, requestInfo, sendEnvelope, type ServerMeta, wantedHeadersFrom } from "../../http/httpKit.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { AdminToken } from "../../services/AdminToken.ts"
@@ -19,25 +20,31 @@ import { handlePriceHttp, type PriceHttpDeps } from "./priceHttp.ts"
 
 export class ServerInfo extends Context.Service<ServerInfo, ServerMeta>()("tb/ServerInfo") {}
 
-/** Listen, and on scope close: stop accepting, let in-flight requests finish, then close sockets. */
-export const listenHttp = (server: Server, port: number, host: string, drainMs: number, inFlight: () => number) =>
+/**
+ * Listen with the fast server in front and node:http behind it; on scope close: stop accepting,
+ * let in-flight requests finish (closing keep-alive connections as they go idle), then close what
+ * is left.
+ */
+export const listenHttp = (fast: FastHttpServer, fallback: Server, port: number, host: string, drainMs: number, inFlight: () => number) =>
   Effect.acquireRelease(
     Effect.callback<number, Error>((resume) => {
       const onError = (e: Error) => resume(Effect.fail(e))
-      server.once("error", onError)
-      server.listen(port, host, () => {
-        server.off("error", onError)
-        const address = server.address()
+      fast.server.once("error", onError)
+      fast.server.listen(port, host, () => {
+        fast.server.off("error", onError)
+        const address = fast.server.address()
         resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : port))
       })
     }),
     () =>
       Effect.promise(async () => {
-        const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-        server.closeIdleConnections()
+        const closed = new Promise<void>((resolve) => fast.server.close(() => resolve()))
+        fast.drain()
+        fallback.closeIdleConnections()
         const deadline = Date.now() + drainMs
-        while (inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
-        server.closeAllConnections()
+        while (inFlight() + fast.inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+        fallback.closeAllConnections()
+        fast.closeAll()
         await closed
       })
   )
@@ -62,7 +69,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   let inFlight = 0
   let draining = false
 
-  const health = (res: ServerResponse, info: RequestInfo, readiness: boolean) => {
+  const health = (reply: Reply, info: RequestInfo, readiness: boolean) => {
     const now = Date.now()
     const exchanges = feeds.snapshot(now)
     const ages = exchanges.map((e) => e.lastMessageAgeMs).filter((a): a is number => a !== undefined)
@@ -74,12 +81,12 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
       draining
     }
     const ready = data.prices.warm && data.storage.database && !draining
-    sendEnvelope(res, info, meta, "LPO", readiness && !ready ? "SYSTEM_BUSY" : "OK", JSON.stringify(data))
+    sendEnvelope(reply, info, meta, "LPO", readiness && !ready ? "SYSTEM_BUSY" : "OK", JSON.stringify(data))
   }
 
   const handleAdmin = (req: IncomingMessage, res: ServerResponse, info: RequestInfo) => {
     const finish = (code: Parameters<typeof sendEnvelope>[4], data: unknown, status?: number, message?: string) => {
-      const bytes = sendEnvelope(res, info, meta, "ADMIN", code, JSON.stringify(data ?? null), undefined, status, message)
+      const bytes = sendEnvelope(nodeReply(res), info, meta, "ADMIN", code, JSON.stringify(data ?? null), undefined, status, message)
       deps.usage.record(usageRow(meta, {
         requestId: info.requestId, apiKeyId: undefined, service: "ADMIN", protocol: "http", endpoint: info.path,
         code, status, latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
@@ -102,25 +109,48 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     })
   }
 
+  /** The GET routes both servers answer: price, prices, health, readiness. */
+  const getRoute = (path: string): ((reply: Reply, info: RequestInfo) => void) | undefined => {
+    switch (path) {
+      case "/price": return (reply, info) => handlePriceHttp(deps, reply, info, false)
+      case "/prices": return (reply, info) => handlePriceHttp(deps, reply, info, true)
+      case "/health": return (reply, info) => health(reply, info, false)
+      case "/ready": return (reply, info) => health(reply, info, true)
+      default: return undefined
+    }
+  }
+  const countRequest = () => {
+    deps.stats.values[COUNTER.requests_total]!++
+    deps.stats.values[COUNTER.http_requests]!++
+  }
+
+  // The hot path: GET routes on the fast server. Everything else goes to node:http.
+  const fastRoute: FastRoute = (request) => {
+    const q = request.target.indexOf("?")
+    const handler = getRoute(q === -1 ? request.target : request.target.slice(0, q))
+    if (handler === undefined) return undefined
+    return (reply) => {
+      countRequest()
+      handler(reply, requestInfo(request.method, request.target, wantedHeadersFrom(request.rawHeaders), request.clientIp, request.startedAt))
+    }
+  }
+
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
     inFlight++
     res.once("close", () => void inFlight--)
     if (draining) res.setHeader("connection", "close")
     const info = parseRequest(req)
-    const v = deps.stats.values
-    v[COUNTER.requests_total]!++
-    v[COUNTER.http_requests]!++
-    if (info.method === "GET" && info.path === "/price") return handlePriceHttp(deps, req, res, info, false)
-    if (info.method === "GET" && info.path === "/prices") return handlePriceHttp(deps, req, res, info, true)
-    if (info.method === "GET" && info.path === "/health") return health(res, info, false)
-    if (info.method === "GET" && info.path === "/ready") return health(res, info, true)
+    countRequest()
+    const handler = info.method === "GET" ? getRoute(info.path) : undefined
+    if (handler !== undefined) return handler(nodeReply(res), info)
     if (info.path.startsWith("/admin/")) return handleAdmin(req, res, info)
-    v[COUNTER.client_errors]!++
-    sendEnvelope(res, info, meta, "LPO", "NOT_FOUND", "null")
+    deps.stats.values[COUNTER.client_errors]!++
+    sendEnvelope(nodeReply(res), info, meta, "LPO", "NOT_FOUND", "null")
   }
 
-  const server = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000 }, onRequest)
-  const port = yield* listenHttp(server, config.lpoHttpPort, config.bindHost, config.shutdownTimeoutMs / 2, () => inFlight).pipe(
+  const fallback = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000 }, onRequest)
+  const fast = makeFastHttpServer({ route: fastRoute, fallback })
+  const port = yield* listenHttp(fast, fallback, config.lpoHttpPort, config.bindHost, config.shutdownTimeoutMs / 2, () => inFlight).pipe(
     Effect.tap(() => Effect.addFinalizer(() => Effect.sync(() => void (draining = true))))
   )
   yield* Effect.logInfo("LPO HTTP listening", { port, host: config.bindHost }).pipe(withModule("lpo-http"))

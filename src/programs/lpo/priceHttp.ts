@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from "node:http"
+import type { Reply } from "../../http/fastHttp.ts"
 import type { ErrorCode } from "../../domain/errorCodes.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { apiKeyOf, latencyUs, type RequestInfo, sendEnvelope, type ServerMeta } from "../../http/httpKit.ts"
@@ -28,7 +28,7 @@ const rateHeaders = (a: Admission | undefined): ReadonlyArray<string | number> |
 }
 
 /** GET /price and GET /prices: answer first, then hand the usage row to the sink. */
-export const handlePriceHttp = (deps: PriceHttpDeps, req: IncomingMessage, res: ServerResponse, info: RequestInfo, many: boolean): void => {
+export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: RequestInfo, many: boolean): void => {
   const { query } = info
   const endpoint = many ? "/prices" : "/price"
   const parsed = parseQuery(query.get(many ? "assets" : "asset"), query.get("quote"), query.get("source"), many)
@@ -36,7 +36,7 @@ export const handlePriceHttp = (deps: PriceHttpDeps, req: IncomingMessage, res: 
   const quoteField = typeof parsed === "string" ? undefined : parsed.quote
 
   const finish = (code: ErrorCode | "OK", keyId: string | undefined, dataJson: string, outcome: QueryOutcome | undefined, price?: number, source?: string) => {
-    const bytes = sendEnvelope(res, info, deps.meta, "LPO", code, dataJson, rateHeaders(outcome?.admission))
+    const bytes = sendEnvelope(reply, info, deps.meta, "LPO", code, dataJson, rateHeaders(outcome?.admission))
     if (code !== "OK") deps.stats.values[code === "INTERNAL" || code === "NO_FRESH_PRICE" || code === "SYSTEM_BUSY" || code === "MAINTENANCE" ? COUNTER.server_errors : COUNTER.client_errors]!++
     deps.usage.record(usageRow(deps.meta, {
       requestId: info.requestId, apiKeyId: keyId, service: "LPO", protocol: "http", endpoint,
