@@ -1,29 +1,36 @@
 import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
-import { Effect, Layer, Schema } from "effect"
+import { Effect, Layer } from "effect"
 import type { UsageRow } from "../domain/usage.ts"
-import { UsageBatchJson } from "../domain/usage.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 
 /** SQS allows 256 KiB per SendMessageBatch request (all entries together); keep a margin. */
 const MAX_BATCH_BYTES = 240 * 1024
 const MAX_ENTRIES = 10
-const encodeBatch = Schema.encodeSync(UsageBatchJson)
 
-/** Split rows into message bodies of at most `maxBytes` each. */
+/**
+ * Split rows into message bodies of at most `maxBytes` each, encoding every row once and packing
+ * greedily (the body is `{"rows":[…]}`, which decodes with UsageBatchJson). A single row larger
+ * than `maxBytes` still gets a message of its own, for SQS to refuse loudly rather than dropping it.
+ */
 export const packUsageMessages = (rows: ReadonlyArray<UsageRow>, maxBytes: number): ReadonlyArray<string> => {
+  const head = "{\"rows\":["
+  const tail = "]}"
+  const frame = head.length + tail.length
   const bodies: Array<string> = []
-  let start = 0
-  while (start < rows.length) {
-    let end = rows.length
-    let body = encodeBatch({ rows: rows.slice(start, end) })
-    // Halve until it fits: a row is a few hundred bytes, so this ends in a handful of steps.
-    while (Buffer.byteLength(body) > maxBytes && end - start > 1) {
-      end = start + Math.ceil((end - start) / 2)
-      body = encodeBatch({ rows: rows.slice(start, end) })
+  let parts: Array<string> = []
+  let size = frame
+  for (const row of rows) {
+    const encoded = JSON.stringify(row)
+    const bytes = Buffer.byteLength(encoded) + (parts.length > 0 ? 1 : 0)
+    if (parts.length > 0 && size + bytes > maxBytes) {
+      bodies.push(head + parts.join(",") + tail)
+      parts = []
+      size = frame
     }
-    bodies.push(body)
-    start = end
+    size += Buffer.byteLength(encoded) + (parts.length > 0 ? 1 : 0)
+    parts.push(encoded)
   }
+  if (parts.length > 0) bodies.push(head + parts.join(",") + tail)
   return bodies
 }
 
