@@ -4,10 +4,13 @@
  *
  * Each comparison starts the bare server as a child process, stresses it and stops it, then does
  * the same with `tb serve`; after the real server's clean shutdown the usage rows it wrote are
- * counted and compared with the requests it says it served. Prints a table and PASS/FAIL per
- * target; exits non-zero when any target fails (including "server not available").
+ * counted and compared with the requests it says it served. The 1-process comparisons run the
+ * real server twice: usage rows into the embedded database (the default) and to an SQS stand-in
+ * in its own process (production's shape). Server CPU per request is read from /proc around each
+ * measured window. Prints a table and PASS/FAIL per target; exits non-zero when any target fails
+ * (including "server not available").
  *
- *   node dist/bench/run.js [--duration 8s] [--warmup 1.5s]
+ *   node dist/bench/run.js [--duration 6s] [--warmup 1.5s]
  */
 import { spawn, type ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
@@ -20,7 +23,10 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { parseDurationMs, stressHttp, stressUdp, type StressResult } from "../src/programs/stress.ts"
+import { STAND_IN_AWS_ENV } from "../src/simulators/awsJsonProtocol.ts"
+import { SQS_STATS_PATH } from "../src/simulators/sqsStandIn.ts"
 import { feedIngestBenchmark } from "./feedIngest.ts"
+import { canMeasureCpu, cpuBetween, sampleCpu, type CpuSample } from "./processCpu.ts"
 
 // ---------------------------------------------------------------------------------------------
 // What a benchmark reports
@@ -36,6 +42,12 @@ export interface BenchRow {
   readonly errors?: number
   /** This row's rate over its baseline's. */
   readonly ratio?: number
+  /** CPU of the server's own processes (workers included) per request answered in the measured window. */
+  readonly cpuUsPerRequest?: number
+  /** cpuUsPerRequest over its baseline's. */
+  readonly cpuRatio?: number
+  /** CPU of the server's helper processes (embedded database, simulators, SQS stand-in) per request. */
+  readonly helperCpuUsPerRequest?: number
   readonly note?: string
 }
 
@@ -69,6 +81,8 @@ const CHILD_READY_TIMEOUT_MS = 10_000
 /** SHUTDOWN_TIMEOUT_MS (10 s) plus room for the workers and the final flush. */
 const SERVER_EXIT_TIMEOUT_MS = 25_000
 const USAGE_COUNT_TIMEOUT_MS = 60_000
+/** The SQS stand-in decodes every body it received when asked: allow for a few hundred thousand rows. */
+const SQS_STATS_TIMEOUT_MS = 30_000
 /** Lets requests abandoned at the end of a stress run finish before the counters are read. */
 const SETTLE_MS = 500
 
@@ -76,6 +90,7 @@ const distBench = path.dirname(fileURLToPath(import.meta.url))
 const CLI = path.resolve(distBench, "../src/programs/cli.js")
 const BARE_HTTP = path.join(distBench, "bareHttp.js")
 const BARE_UDP = path.join(distBench, "bareUdp.js")
+const SQS_STAND_IN = path.resolve(distBench, "../src/simulators/sqsStandInMain.js")
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
@@ -130,17 +145,17 @@ const stopChild = async (
   return { exit: await child.exited, killed: true }
 }
 
-/** Waits for "ready <port>" on a bare server's stdout. */
-const readyPort = (child: Child): Promise<number> =>
+/** Waits for "ready <port> [rest]" on a helper's stdout (the bare servers, the SQS stand-in). */
+const readyLine = (child: Child): Promise<{ readonly port: number; readonly rest: string }> =>
   new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("no 'ready' line in time")), CHILD_READY_TIMEOUT_MS)
     let seen = ""
     child.proc.stdout?.on("data", (chunk: Buffer) => {
       seen += chunk.toString("utf8")
-      const m = /ready (\d+)/u.exec(seen)
+      const m = /ready (\d+)([^\n]*)\n/u.exec(seen)
       if (m !== null) {
         clearTimeout(timer)
-        resolve(Number(m[1]))
+        resolve({ port: Number(m[1]), rest: (m[2] ?? "").trim() })
       }
     })
     void child.exited.then((code) => {
@@ -182,7 +197,8 @@ const call = (
   method: string,
   urlPath: string,
   headers: Record<string, string> = {},
-  body?: unknown
+  body?: unknown,
+  timeoutMs = 5_000
 ): Promise<Reply> =>
   new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body)
@@ -194,7 +210,7 @@ const call = (
         path: urlPath,
         // A fresh connection each time, so with node:cluster successive calls reach different workers.
         agent: false,
-        timeout: 5_000,
+        timeout: timeoutMs,
         headers: payload === undefined ? headers : { ...headers, "content-type": "application/json" }
       },
       (res) => {
@@ -229,6 +245,7 @@ const field = (value: unknown, ...keys: ReadonlyArray<string>): unknown =>
 
 interface Lpo {
   readonly child: Child
+  readonly pid: number
   readonly workers: number
   readonly httpPort: number
   readonly udpPort: number
@@ -243,18 +260,22 @@ interface Lpo {
   readonly readyPolls: number
 }
 
-/** Settings that would point the bench at real infrastructure: the bench always runs embedded. */
+/**
+ * Settings that would point the bench at real infrastructure: the bench runs embedded, or against
+ * its own loopback stand-ins, whatever the shell says.
+ */
 const isExternalSetting = (name: string): boolean =>
   ["DATABASE_URL", "DATABASE_READER_URL", "VALKEY_URL", "CACHE_URL", "SQS_QUEUE_URL", "DB_SECRET_NAME"].includes(name) ||
   name.startsWith("FEED_URL_") ||
-  name.startsWith("FEED_REST_URL_")
+  name.startsWith("FEED_REST_URL_") ||
+  name.startsWith("AWS_")
 
 const lpoEnv = (vars: Record<string, string>): NodeJS.ProcessEnv => ({
   ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !isExternalSetting(name))),
   ...vars
 })
 
-const startLpo = async (workers: number): Promise<Lpo | string> => {
+const startLpo = async (workers: number, extraEnv: Record<string, string>): Promise<Lpo | string> => {
   if (!existsSync(CLI)) return `${CLI} not found (npm run build)`
   const dataDir = await mkdtemp(path.join(os.tmpdir(), "tb-bench-"))
   const [httpPort, udpPort] = [await freeTcpPort(), await freeUdpPort()]
@@ -268,7 +289,8 @@ const startLpo = async (workers: number): Promise<Lpo | string> => {
     DATA_DIR: dataDir,
     LPO_WORKERS: String(workers),
     ADMIN_TOKEN: adminToken,
-    LOG_LEVEL: "Warn"
+    LOG_LEVEL: "Warn",
+    ...extraEnv
   })
   const child = startChild([CLI, "serve"], env)
   const fail = async (reason: string): Promise<string> => {
@@ -277,6 +299,8 @@ const startLpo = async (workers: number): Promise<Lpo | string> => {
     const tail = child.tail()
     return tail === "" ? reason : `${reason}\n${tail}`
   }
+  const pid = child.proc.pid
+  if (pid === undefined) return fail("could not start the server process")
   let readyPolls = 0
   const deadline = Date.now() + READY_TIMEOUT_MS
   let exited: number | string | undefined
@@ -296,7 +320,7 @@ const startLpo = async (workers: number): Promise<Lpo | string> => {
   if (created.status !== 201 || typeof key !== "string") {
     return fail(`POST /admin/keys {"tier":"unmetered"} answered ${created.status}: ${JSON.stringify(created.body).slice(0, 200)}`)
   }
-  return { child, workers, httpPort, udpPort, dataDir, env, adminToken, key, readyPolls }
+  return { child, pid, workers, httpPort, udpPort, dataDir, env, adminToken, key, readyPolls }
 }
 
 interface ServedCount {
@@ -333,8 +357,33 @@ const servedCounts = async (lpo: Lpo): Promise<ServedCount | string> => {
   return { requestsTotal, rowsRecorded }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Where the usage rows go
+
+interface RowCount {
+  readonly rows: number
+  /** Where they were counted, for the check's detail. */
+  readonly where: string
+}
+
+interface OpenUsageDestination {
+  /** Added to the server's environment. */
+  readonly env: Record<string, string>
+  /** Processes outside the server's tree doing work for it (billed as helpers). */
+  readonly helperPids: ReadonlyArray<number>
+  /** Rows that arrived; called once the server has stopped (its final flush done). */
+  readonly countRows: (lpo: Lpo) => Promise<RowCount | string>
+  readonly close: () => Promise<void>
+}
+
+interface UsageDestination {
+  /** As shown in the table, e.g. "usage → SQS". */
+  readonly label: string
+  readonly open: () => Promise<OpenUsageDestination | string>
+}
+
 /** `tb usage-count --json` against the stopped server's DATA_DIR. */
-const usageRows = async (lpo: Lpo): Promise<number | string> => {
+const usageRows = async (lpo: Lpo): Promise<RowCount | string> => {
   const child = startChild([CLI, "usage-count", "--json"], lpo.env)
   let stdout = ""
   child.proc.stdout?.on("data", (c: Buffer) => (stdout += c.toString("utf8")))
@@ -346,7 +395,7 @@ const usageRows = async (lpo: Lpo): Promise<number | string> => {
   for (const line of stdout.split("\n").reverse()) {
     try {
       const rows = field(JSON.parse(line), "rows")
-      if (typeof rows === "number") return rows
+      if (typeof rows === "number") return { rows, where: "usage rows (tb usage-count)" }
     } catch {
       // log lines before the JSON
     }
@@ -354,8 +403,47 @@ const usageRows = async (lpo: Lpo): Promise<number | string> => {
   return `usage-count exited ${exit} without {"rows": N}: ${child.tail()}`
 }
 
-/** Reads the counters, shuts the server down cleanly, then counts the rows it left behind. */
-const finishLpo = async (lpo: Lpo, label: string): Promise<ReadonlyArray<TargetCheck>> => {
+/** The default: rows go straight into the embedded PostgreSQL, a child process of the server. */
+const embeddedDatabase: UsageDestination = {
+  label: "usage → embedded PG",
+  open: () => Promise.resolve({ env: {}, helperPids: [], countRows: usageRows, close: () => Promise.resolve() })
+}
+
+/** What the SQS stand-in says it received (`GET /_stats`). */
+const sqsStandInRows = async (port: number): Promise<RowCount | string> => {
+  const reply = await call(port, "GET", SQS_STATS_PATH, {}, undefined, SQS_STATS_TIMEOUT_MS).catch((error: unknown) => String(error))
+  if (typeof reply === "string") return `SQS stand-in GET ${SQS_STATS_PATH}: ${reply}`
+  const [messages, rows, undecodable, violations] = ["messages", "rows", "undecodable", "violations"].map((k) => field(reply.body, k))
+  if (reply.status !== 200 || typeof messages !== "number" || typeof rows !== "number" || typeof undecodable !== "number" || !Array.isArray(violations)) {
+    return `SQS stand-in GET ${SQS_STATS_PATH} answered ${reply.status}: ${JSON.stringify(reply.body).slice(0, 200)}`
+  }
+  if (undecodable > 0) return `SQS stand-in received ${undecodable} bodies that are not a usage batch`
+  if (violations.length > 0) return `SQS quota violations: ${violations.slice(0, 3).join("; ")}`
+  return { rows, where: `usage rows in ${messages} SQS messages` }
+}
+
+/** Production's shape: rows to SQS (here the loopback stand-in, its own process); the database work happens elsewhere. */
+const sqsQueue: UsageDestination = {
+  label: "usage → SQS",
+  open: async () => {
+    if (!existsSync(SQS_STAND_IN)) return `${SQS_STAND_IN} not found (npm run build)`
+    const child = startChild([SQS_STAND_IN, "0"], process.env)
+    const ready = await readyLine(child).catch((error: unknown) => (error instanceof Error ? error.message : String(error)))
+    if (typeof ready === "string" || ready.rest === "" || child.proc.pid === undefined) {
+      await stopChild(child, 2_000)
+      return `SQS stand-in did not start: ${typeof ready === "string" ? ready : "no queue URL on its ready line"}`
+    }
+    return {
+      env: { ...STAND_IN_AWS_ENV, SQS_QUEUE_URL: ready.rest, AWS_ENDPOINT_URL_SQS: `http://127.0.0.1:${ready.port}` },
+      helperPids: [child.proc.pid],
+      countRows: () => sqsStandInRows(ready.port),
+      close: async () => void (await stopChild(child, 5_000))
+    }
+  }
+}
+
+/** Reads the counters, shuts the server down cleanly, then counts the rows that arrived. */
+const finishLpo = async (lpo: Lpo, label: string, destination: OpenUsageDestination): Promise<ReadonlyArray<TargetCheck>> => {
   await sleep(SETTLE_MS)
   const served = await servedCounts(lpo)
   const stopped = await stopChild(lpo.child, SERVER_EXIT_TIMEOUT_MS)
@@ -366,13 +454,13 @@ const finishLpo = async (lpo: Lpo, label: string): Promise<ReadonlyArray<TargetC
       detail: stopped.killed ? `still running after ${SERVER_EXIT_TIMEOUT_MS / 1000} s, killed` : `exit ${stopped.exit}`
     }
   ]
-  const rows = await usageRows(lpo)
+  const rows = await destination.countRows(lpo)
   await rm(lpo.dataDir, { recursive: true, force: true })
   const name = `${label}: usage rows lost = 0`
   if (typeof served === "string") return [...checks, { name, pass: false, detail: served }]
   if (typeof rows === "string") return [...checks, { name, pass: false, detail: rows }]
   const servedWithRows = served.requestsTotal - lpo.readyPolls
-  const lost = servedWithRows - rows
+  const lost = servedWithRows - rows.rows
   return [
     ...checks,
     {
@@ -380,13 +468,46 @@ const finishLpo = async (lpo: Lpo, label: string): Promise<ReadonlyArray<TargetC
       pass: lost === 0,
       detail:
         `rows-lost ${lost}: served ${servedWithRows} (requests_total ${served.requestsTotal} - ${lpo.readyPolls} /ready polls), ` +
-        `usage rows ${rows}; usage_rows_recorded ${served.rowsRecorded} (price requests only)`
+        `${rows.where} ${rows.rows}; usage_rows_recorded ${served.rowsRecorded} (price requests only)`
     }
   ]
 }
 
 // ---------------------------------------------------------------------------------------------
-// Comparisons
+// Measurements
+
+const cpuAvailable = canMeasureCpu()
+
+interface Measured {
+  readonly result: StressResult
+  /** CPU µs per request answered in the measured window, of the server's own processes; undefined without /proc. */
+  readonly serverCpuUs?: number
+  /** The same for its helper processes; undefined when it has none. */
+  readonly helperCpuUs?: number
+}
+
+/**
+ * Runs `load` and samples CPU at the start and end of its measured window, on timers set just
+ * after the stress client's own (stress.ts `schedule`), so they fire right after them.
+ */
+const measure = async (s: BenchSettings, sample: () => CpuSample, load: () => Promise<StressResult>): Promise<Measured> => {
+  const running = load()
+  if (!cpuAvailable) return { result: await running }
+  const window = new Promise<{ readonly before: CpuSample; readonly after: CpuSample }>((resolve) => {
+    setTimeout(() => {
+      const before = sample()
+      setTimeout(() => resolve({ before, after: sample() }), s.durationMs)
+    }, s.warmupMs)
+  })
+  const [result, { before, after }] = await Promise.all([running, window])
+  if (result.requests === 0) return { result }
+  const spent = cpuBetween(before, after)
+  return {
+    result,
+    serverCpuUs: (spent.serverMs * 1000) / result.requests,
+    ...(spent.helpers === 0 ? {} : { helperCpuUs: (spent.helperMs * 1000) / result.requests })
+  }
+}
 
 const httpLoad = (port: number, s: BenchSettings, key?: string): Promise<StressResult> =>
   stressHttp({
@@ -414,17 +535,24 @@ const statuses = (r: StressResult): string =>
     .map(([status, n]) => `${status}:${n}`)
     .join(" ")
 
-const measuredRow = (group: string, subject: string, r: StressResult, baseline?: StressResult): BenchRow => ({
-  group,
-  subject,
-  rate: r.rps,
-  unit: "req/s",
-  p50Ms: r.p50Ms,
-  p99Ms: r.p99Ms,
-  errors: r.errors + r.timeouts,
-  ...(baseline === undefined || baseline.rps === 0 ? {} : { ratio: r.rps / baseline.rps }),
-  note: statuses(r)
-})
+const measuredRow = (group: string, subject: string, m: Measured, baseline?: Measured): BenchRow => {
+  const r = m.result
+  const baseCpu = baseline?.serverCpuUs
+  return {
+    group,
+    subject,
+    rate: r.rps,
+    unit: "req/s",
+    p50Ms: r.p50Ms,
+    p99Ms: r.p99Ms,
+    errors: r.errors + r.timeouts,
+    ...(baseline === undefined || baseline.result.rps === 0 ? {} : { ratio: r.rps / baseline.result.rps }),
+    ...(m.serverCpuUs === undefined ? {} : { cpuUsPerRequest: m.serverCpuUs }),
+    ...(m.serverCpuUs === undefined || baseCpu === undefined || baseCpu === 0 ? {} : { cpuRatio: m.serverCpuUs / baseCpu }),
+    ...(m.helperCpuUs === undefined ? {} : { helperCpuUsPerRequest: m.helperCpuUs }),
+    note: statuses(r)
+  }
+}
 
 /** The targets for one real-server measurement against its bare baseline. */
 const targetChecks = (
@@ -455,16 +583,19 @@ const targetChecks = (
   ]
 }
 
-/** Runs `load` against a bare server started as a child process; undefined if it would not start. */
+/** Runs `load` against a bare server started as a child process; the reason if it would not start. */
 const measureBare = async (
   script: string,
   workers: number,
+  s: BenchSettings,
   load: (port: number) => Promise<StressResult>
-): Promise<StressResult | string> => {
+): Promise<Measured | string> => {
   const child = startChild([script, "0", String(workers)], process.env)
   try {
-    const port = await readyPort(child)
-    return await load(port)
+    const { port } = await readyLine(child)
+    const pid = child.proc.pid
+    if (pid === undefined) throw new Error("no pid")
+    return await measure(s, () => sampleCpu(pid), () => load(port))
   } catch (error) {
     return `bare server failed: ${error instanceof Error ? error.message : String(error)}`
   } finally {
@@ -479,66 +610,98 @@ const unavailableRow = (group: string, subject: string, reason: string): BenchRo
   note: reason.split("\n")[0] ?? reason
 })
 
+/** A baseline row (or its failure) for the table and checks; the measurement if there is one. */
+const baselineRow = (group: string, subject: string, bare: Measured | string, report: { rows: Array<BenchRow>; checks: Array<TargetCheck> }): Measured | undefined => {
+  if (typeof bare === "string") {
+    report.rows.push(unavailableRow(group, subject, bare))
+    report.checks.push({ name: `${group}: baseline`, pass: false, detail: bare })
+    return undefined
+  }
+  report.rows.push(measuredRow(group, subject, bare))
+  return bare
+}
+
+interface LpoComparison {
+  readonly group: string
+  readonly baseline: Measured | undefined
+}
+
+/**
+ * One real-server run: starts where its usage rows go, then `tb serve` with `workers`, measures
+ * HTTP (and UDP when asked) against the baselines, and checks the shutdown and the rows.
+ */
+const lpoRun = async (
+  s: BenchSettings,
+  workers: number,
+  destination: UsageDestination,
+  http: LpoComparison,
+  udp?: LpoComparison
+): Promise<BenchReport> => {
+  const subject = `LPO (${destination.label})`
+  const label = `LPO ${workers === 1 ? "1 process" : `${workers} workers`}, ${destination.label}`
+  const rows: Array<BenchRow> = []
+  const checks: Array<TargetCheck> = []
+  const unavailable = (reason: string): BenchReport => {
+    rows.push(unavailableRow(http.group, subject, `not available (${reason.split("\n")[0]})`))
+    checks.push({ name: `${label}: server available`, pass: false, detail: reason })
+    return { rows, checks }
+  }
+  const opened = await destination.open()
+  if (typeof opened === "string") return unavailable(opened)
+  try {
+    const lpo = await startLpo(workers, opened.env)
+    if (typeof lpo === "string") return unavailable(lpo)
+    const sample = (): CpuSample => sampleCpu(lpo.pid, opened.helperPids)
+    const realHttp = await measure(s, sample, () => httpLoad(lpo.httpPort, s, lpo.key))
+    rows.push(measuredRow(http.group, `${subject} GET /price`, realHttp, http.baseline))
+    checks.push(...targetChecks(`${http.group}, ${destination.label}`, `${s.connections} connections`, realHttp.result, http.baseline?.result, "200"))
+    if (udp !== undefined) {
+      const realUdp = await measure(s, sample, () => udpLoad(lpo.udpPort, s, lpo.key))
+      rows.push(measuredRow(udp.group, `${subject} v1 price`, realUdp, udp.baseline))
+      checks.push(...targetChecks(`${udp.group}, ${destination.label}`, `${s.connections} in flight`, realUdp.result, udp.baseline?.result, "ok"))
+    }
+    checks.push(...(await finishLpo(lpo, label, opened)))
+    return { rows, checks }
+  } finally {
+    await opened.close()
+  }
+}
+
 const lpoSingleProcess: Benchmark = {
-  name: "LPO, 1 process: HTTP /price and UDP v1 price",
+  name: "LPO, 1 process: HTTP /price and UDP v1 price, usage → embedded PG, then usage → SQS",
   run: async (s) => {
     const httpGroup = "HTTP 1 process"
     const udpGroup = "UDP 1 process"
-    const rows: Array<BenchRow> = []
-    const checks: Array<TargetCheck> = []
-    const bareHttp = await measureBare(BARE_HTTP, 1, (port) => httpLoad(port, s))
-    const bareUdp = await measureBare(BARE_UDP, 1, (port) => udpLoad(port, s, "bench"))
-    for (const [group, subject, bare] of [
-      [httpGroup, "bare node:http", bareHttp],
-      [udpGroup, "bare dgram", bareUdp]
-    ] as const) {
-      if (typeof bare === "string") {
-        rows.push(unavailableRow(group, subject, bare))
-        checks.push({ name: `${group}: baseline`, pass: false, detail: bare })
-      } else rows.push(measuredRow(group, subject, bare))
+    const report = { rows: new Array<BenchRow>(), checks: new Array<TargetCheck>() }
+    const http: LpoComparison = {
+      group: httpGroup,
+      baseline: baselineRow(httpGroup, "bare node:http", await measureBare(BARE_HTTP, 1, s, (port) => httpLoad(port, s)), report)
     }
-    const httpBaseline = typeof bareHttp === "string" ? undefined : bareHttp
-    const udpBaseline = typeof bareUdp === "string" ? undefined : bareUdp
-    const lpo = await startLpo(1)
-    if (typeof lpo === "string") {
-      rows.push(unavailableRow(httpGroup, "LPO /price", `server: not available (${lpo.split("\n")[0]})`))
-      checks.push({ name: "LPO 1 process: server available", pass: false, detail: lpo })
-      return { rows, checks }
+    const udp: LpoComparison = {
+      group: udpGroup,
+      baseline: baselineRow(udpGroup, "bare dgram", await measureBare(BARE_UDP, 1, s, (port) => udpLoad(port, s, "bench")), report)
     }
-    const realHttp = await httpLoad(lpo.httpPort, s, lpo.key)
-    rows.push(measuredRow(httpGroup, "LPO GET /price", realHttp, httpBaseline))
-    checks.push(...targetChecks(httpGroup, `${s.connections} connections`, realHttp, httpBaseline, "200"))
-    const realUdp = await udpLoad(lpo.udpPort, s, lpo.key)
-    rows.push(measuredRow(udpGroup, "LPO v1 price", realUdp, udpBaseline))
-    checks.push(...targetChecks(udpGroup, `${s.connections} in flight`, realUdp, udpBaseline, "ok"))
-    checks.push(...(await finishLpo(lpo, "LPO 1 process")))
-    return { rows, checks }
+    for (const destination of [embeddedDatabase, sqsQueue]) {
+      const run = await lpoRun(s, 1, destination, http, udp)
+      report.rows.push(...run.rows)
+      report.checks.push(...run.checks)
+    }
+    // Stable sort: each protocol's rows together, baseline first.
+    const order = [httpGroup, udpGroup]
+    report.rows.sort((a, b) => order.indexOf(a.group) - order.indexOf(b.group))
+    return report
   }
 }
 
 const lpoWorkerPerCore: Benchmark = {
-  name: "LPO, one worker per core: HTTP /price",
+  name: "LPO, one worker per core: HTTP /price, usage → embedded PG",
   run: async (s) => {
     const group = `HTTP ${s.cores} workers`
-    const rows: Array<BenchRow> = []
-    const checks: Array<TargetCheck> = []
-    const bare = await measureBare(BARE_HTTP, s.cores, (port) => httpLoad(port, s))
-    const baseline = typeof bare === "string" ? undefined : bare
-    if (typeof bare === "string") {
-      rows.push(unavailableRow(group, "bare node:http (cluster)", bare))
-      checks.push({ name: `${group}: baseline`, pass: false, detail: bare })
-    } else rows.push(measuredRow(group, "bare node:http (cluster)", bare))
-    const lpo = await startLpo(s.cores)
-    if (typeof lpo === "string") {
-      rows.push(unavailableRow(group, "LPO /price", `server: not available (${lpo.split("\n")[0]})`))
-      checks.push({ name: `LPO ${s.cores} workers: server available`, pass: false, detail: lpo })
-      return { rows, checks }
-    }
-    const real = await httpLoad(lpo.httpPort, s, lpo.key)
-    rows.push(measuredRow(group, "LPO GET /price", real, baseline))
-    checks.push(...targetChecks(group, `${s.connections} connections`, real, baseline, "200"))
-    checks.push(...(await finishLpo(lpo, `LPO ${s.cores} workers`)))
-    return { rows, checks }
+    const report = { rows: new Array<BenchRow>(), checks: new Array<TargetCheck>() }
+    const bare = await measureBare(BARE_HTTP, s.cores, s, (port) => httpLoad(port, s))
+    const baseline = baselineRow(group, "bare node:http (cluster)", bare, report)
+    const run = await lpoRun(s, s.cores, embeddedDatabase, { group, baseline })
+    return { rows: [...report.rows, ...run.rows], checks: [...report.checks, ...run.checks] }
   }
 }
 
@@ -556,7 +719,10 @@ const num = (value: number | undefined, digits: number): string =>
   value === undefined ? "-" : value.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits })
 
 const printTable = (rows: ReadonlyArray<BenchRow>): void => {
-  const header = ["comparison", "subject", "rate", "unit", "p50 ms", "p99 ms", "err+to", "ratio", "answers"]
+  const header = [
+    "comparison", "subject", "rate", "unit", "p50 ms", "p99 ms", "err+to", "ratio", "cpu µs/req", "cpu ratio", "helpers µs/req", "answers"
+  ]
+  const leftAligned = new Set(["comparison", "subject", "unit", "answers"])
   const cells = rows.map((r) => [
     r.group,
     r.subject,
@@ -566,14 +732,24 @@ const printTable = (rows: ReadonlyArray<BenchRow>): void => {
     num(r.p99Ms, 2),
     r.errors === undefined ? "-" : String(r.errors),
     r.ratio === undefined ? "" : `${r.ratio.toFixed(2)}x`,
+    num(r.cpuUsPerRequest, 1),
+    r.cpuRatio === undefined ? "" : `${r.cpuRatio.toFixed(2)}x`,
+    num(r.helperCpuUsPerRequest, 1),
     r.note ?? ""
   ])
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)))
   const line = (c: ReadonlyArray<string>): string =>
-    c.map((v, i) => (i >= 2 && i <= 7 && i !== 3 ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join("  ").trimEnd()
+    c.map((v, i) => (leftAligned.has(header[i]!) ? v.padEnd(widths[i]!) : v.padStart(widths[i]!))).join("  ").trimEnd()
   console.log(line(header))
   console.log(widths.map((w) => "-".repeat(w)).join("  "))
   for (const c of cells) console.log(line(c))
+  if (rows.some((r) => r.cpuUsPerRequest !== undefined)) {
+    console.log(
+      "\ncpu µs/req: user+system CPU (/proc) of the server's own processes (workers and primary) per request answered in the " +
+        "measured window; cpu ratio: that over its baseline's (informational, no target); helpers µs/req: the same for the " +
+        "server's helper processes (embedded database, exchange simulators, SQS stand-in)."
+    )
+  }
 }
 
 const main = async (argv: ReadonlyArray<string>): Promise<number> => {
@@ -581,16 +757,17 @@ const main = async (argv: ReadonlyArray<string>): Promise<number> => {
     const at = argv.indexOf(flag)
     return at >= 0 ? argv[at + 1] : undefined
   }
-  const durationMs = parseDurationMs(option("--duration") ?? "8s")
+  const durationMs = parseDurationMs(option("--duration") ?? "6s")
   const warmupMs = parseDurationMs(option("--warmup") ?? "1.5s")
   if (durationMs === undefined || warmupMs === undefined) {
-    console.error("usage: node dist/bench/run.js [--duration 8s] [--warmup 1.5s]")
+    console.error("usage: node dist/bench/run.js [--duration 6s] [--warmup 1.5s]")
     return 2
   }
   const settings: BenchSettings = { durationMs, warmupMs, connections: 64, cores: os.availableParallelism() }
   console.log(
     `bench: ${settings.cores} cores, node ${process.version}, ${settings.connections} connections / datagrams in flight, ` +
-      `${durationMs / 1000} s measured after ${warmupMs / 1000} s warm-up per run`
+      `${durationMs / 1000} s measured after ${warmupMs / 1000} s warm-up per run` +
+      (cpuAvailable ? "" : "; no /proc: CPU per request not measured")
   )
   const rows: Array<BenchRow> = []
   const checks: Array<TargetCheck> = []
