@@ -1,3 +1,4 @@
+import { protocolFor } from "./exchanges/index.ts"
 import type { Exchange } from "./price.ts"
 
 /** Tier seed (spec "Tiers"). NULL limits = unlimited. `unmetered` is internal (load tests, ops), never sold. */
@@ -40,29 +41,13 @@ const CARRIERS: Record<Exchange, ReadonlyArray<string>> = {
   okx: ASSETS
 }
 
-/** Default exchange symbol for a market (what exchange_asset_map stores; editable as data). */
-export const defaultSymbol = (exchange: Exchange, asset: string, quote: string): string => {
-  switch (exchange) {
-    case "coinbase":
-    case "okx":
-      return `${asset}-${quote}`
-    case "gemini":
-      return `${asset}${quote}`.toLowerCase()
-    case "kraken":
-      return `${asset}/${quote}`
-    case "gateio":
-    case "cryptocom":
-      return `${asset}_${quote}`
-  }
-}
-
 export const ASSET_MAP_SEED: ReadonlyArray<{ exchange: Exchange; asset: string; quote: string; symbol: string; usd_equivalent: boolean }> =
   EXCHANGE_SEED.flatMap(({ exchange, quote }) =>
     CARRIERS[exchange].map((asset) => ({
       exchange,
       asset,
       quote,
-      symbol: defaultSymbol(exchange, asset, quote),
+      symbol: protocolFor(exchange).symbolFor(asset, quote),
       usd_equivalent: quote === "USDT" || quote === "USDC"
     }))
   )

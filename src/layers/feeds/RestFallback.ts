@@ -4,6 +4,7 @@
  * `undefined` at once, without touching the network, so a dead feed cannot get us banned.
  */
 import { Duration, Effect } from "effect"
+import { fullBucket, tryTake } from "../../domain/tokenBucket.ts"
 import type { ExchangeProtocol, MarketSymbol } from "../../domain/exchanges/protocol.ts"
 import type { Exchange, Tick } from "../../domain/price.ts"
 
@@ -33,18 +34,17 @@ export interface RestFallbackOptions {
 
 const DEFAULT_TIMEOUT_MS = 5_000
 
-/** Continuous token bucket: `perSecond` tokens a second, holding at most max(1, perSecond). */
-const makeTokenBucket = (perSecond: number, now: () => number) => {
-  const capacity = Math.max(1, perSecond)
-  let tokens = capacity
-  let refilledAt = now()
+/**
+ * The request budget: the domain token bucket with `perSecond` tokens a second, holding at most
+ * max(1, perSecond) so a fractional budget (0.5/s) still allows a request now and then.
+ */
+const makeBudget = (perSecond: number, now: () => number) => {
+  const limits = { ratePerSec: perSecond, burst: Math.max(1, perSecond) }
+  let state = fullBucket(limits, now())
   return (): boolean => {
-    const t = now()
-    tokens = Math.min(capacity, tokens + ((t - refilledAt) / 1000) * perSecond)
-    refilledAt = t
-    if (tokens < 1) return false
-    tokens -= 1
-    return true
+    const taken = tryTake(state, limits, now())
+    state = taken.state
+    return taken.allowed
   }
 }
 
@@ -58,7 +58,7 @@ export const makeRestFallback = (
 ): RestFallback => {
   const now = options.now ?? Date.now
   const timeout = Duration.millis(options.timeoutMs ?? DEFAULT_TIMEOUT_MS)
-  const takeToken = makeTokenBucket(budgetPerSecond, now)
+  const takeToken = makeBudget(budgetPerSecond, now)
   const counts = { requests: 0, denials: 0, successes: 0, failures: 0 }
   let lastError: string | undefined
 
