@@ -10,7 +10,8 @@ const row: fc.Arbitrary<UsageRow> = fc.record({
   id: fc.uuid(), request_id: text, api_key_id: fc.option(fc.uuid(), { nil: null }),
   service: fc.constantFrom("LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"), protocol: fc.constantFrom("http", "udp", "ws"),
   endpoint: text, asset: fc.option(text, { nil: null }), quote: fc.option(text, { nil: null }), source: fc.option(text, { nil: null }),
-  price: fc.option(fc.double({ noNaN: true, noDefaultInfinity: true }), { nil: null }), status_code: fc.integer({ min: 100, max: 599 }),
+  // Prices are positive and finite (JSON has no -0, NaN or Infinity; no price is ever one).
+  price: fc.option(fc.double({ min: Number.MIN_VALUE, max: 1e15, noNaN: true }), { nil: null }), status_code: fc.integer({ min: 100, max: 599 }),
   error_code: fc.option(text, { nil: null }), latency_us: fc.nat(), client_ip: text, node: text, region: text,
   bytes_out: fc.nat(), created_at: fc.integer({ min: 0, max: 4_102_444_800_000 })
 })
