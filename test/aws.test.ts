@@ -1,10 +1,10 @@
 import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, Redacted, Schema } from "effect"
+import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { afterAll, beforeAll, expect, it as vitestIt } from "vitest"
 import { AppConfig } from "../src/config/AppConfig.ts"
-import { UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
+import { decodeUsageMessage, type UsageRow } from "../src/domain/usage.ts"
 import { SecretsLive } from "../src/layers/SecretsLive.ts"
 import { usageWriterSqs } from "../src/layers/UsageWriterSqs.ts"
 import { Secrets } from "../src/services/Secrets.ts"
@@ -15,8 +15,7 @@ import {
 import { createKey, priceWith, runCli, startServer, usageCount } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 
-const decodeBatch = Schema.decodeUnknownSync(UsageBatchJson)
-const rowsOf = (bodies: ReadonlyArray<string>) => bodies.flatMap((b) => decodeBatch(b).rows)
+const rowsOf = (bodies: ReadonlyArray<string>) => bodies.flatMap((b) => decodeUsageMessage(b))
 
 const makeRow = (): UsageRow => ({
   id: randomUUID(),

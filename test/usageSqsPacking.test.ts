@@ -2,7 +2,8 @@ import { Schema } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
-import { packUsageMessages } from "../src/layers/UsageWriterSqs.ts"
+import { decodeUsageMessage } from "../src/domain/usage.ts"
+import { compressUsageMessages, packUsageBatches } from "../src/layers/UsageWriterSqs.ts"
 
 const decode = Schema.decodeUnknownSync(UsageBatchJson)
 const text = fc.string({ maxLength: 40 })
@@ -19,7 +20,7 @@ const row: fc.Arbitrary<UsageRow> = fc.record({
 describe("packUsageMessages", () => {
   it("packs every row exactly once, in order, within the size limit", () => {
     fc.assert(fc.property(fc.array(row, { maxLength: 60 }), fc.integer({ min: 2_000, max: 20_000 }), (rows, maxBytes) => {
-      const bodies = packUsageMessages(rows, maxBytes)
+      const bodies = packUsageBatches(rows, maxBytes).map((b) => b.json)
       const back = bodies.flatMap((b) => decode(b).rows)
       expect(back).toEqual(rows)
       for (const b of bodies) {
@@ -28,5 +29,22 @@ describe("packUsageMessages", () => {
       }
       expect(bodies.length === 0).toBe(rows.length === 0)
     }), { numRuns: 60 })
+  })
+
+  it("compresses batches losslessly within the limit", async () => {
+    await fc.assert(fc.asyncProperty(fc.array(row, { maxLength: 300 }), fc.integer({ min: 600, max: 20_000 }), async (rows, maxBytes) => {
+      const bodies = await compressUsageMessages(rows, maxBytes)
+      expect(bodies.flatMap(decodeUsageMessage)).toEqual(rows)
+      for (const b of bodies) {
+        expect(b.startsWith("H")).toBe(true)
+        if (b.length > maxBytes) expect(decodeUsageMessage(b)).toHaveLength(1)
+      }
+    }), { numRuns: 40 })
+  })
+
+  it("decodes plain JSON bodies too", () => {
+    fc.assert(fc.property(fc.array(row, { maxLength: 20 }), (rows) => {
+      expect(decodeUsageMessage(JSON.stringify({ rows }))).toEqual(rows)
+    }))
   })
 })

@@ -1,3 +1,4 @@
+import { gunzipSync } from "node:zlib"
 import { Schema } from "effect"
 
 /** One `usage_logs` row: the 18 fields of the spec, `created_at` as epoch ms in memory. */
@@ -31,3 +32,15 @@ export const USAGE_COLUMNS = [
 /** A batch as it travels through SQS or the on-disk spool. */
 export const UsageBatch = Schema.Struct({ rows: Schema.Array(UsageRow) })
 export const UsageBatchJson = Schema.fromJsonString(UsageBatch)
+
+/**
+ * Usage batches as queue message bodies. A body is either the batch's JSON (`{"rows":[…]}`) or,
+ * as the LPO sends them, that JSON gzip-compressed and base64-encoded: about a tenth of the size,
+ * and nothing for the SQS client to escape. Compressed bodies are told apart by their first
+ * character: JSON starts with "{", base64 of gzip with "H".
+ */
+export const decodeUsageMessage = (body: string): ReadonlyArray<UsageRow> => {
+  const json = body.startsWith("{") ? body : gunzipSync(Buffer.from(body, "base64")).toString("utf8")
+  return decodeBatchJson(json).rows
+}
+const decodeBatchJson = Schema.decodeUnknownSync(UsageBatchJson)

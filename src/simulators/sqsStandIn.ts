@@ -1,7 +1,6 @@
 import { createHash, randomUUID } from "node:crypto"
 import { createServer, type ServerResponse } from "node:http"
-import { Schema } from "effect"
-import { UsageBatchJson } from "../domain/usage.ts"
+import { decodeUsageMessage } from "../domain/usage.ts"
 import { closeServer, jsonProtocolHandler, listenLoopback, type RecordedRequest, replyJson, type StandIn } from "./awsJsonProtocol.ts"
 
 /**
@@ -59,7 +58,7 @@ interface QueuedMessage {
 
 const SQS_JSON = "application/x-amz-json-1.0"
 const md5Hex = (s: string) => createHash("md5").update(s, "utf8").digest("hex")
-const decodeBatch = Schema.decodeUnknownSync(UsageBatchJson)
+
 
 export const startSqsStandIn = async (options: SqsStandInOptions = {}): Promise<SqsStandIn> => {
   const requests: Array<RecordedRequest> = []
@@ -102,7 +101,7 @@ export const startSqsStandIn = async (options: SqsStandInOptions = {}): Promise<
   const stats = (): SqsStandInStats => {
     for (; decoded < acceptedBodies.length; decoded++) {
       try {
-        rows += decodeBatch(acceptedBodies[decoded]).rows.length
+        rows += decodeUsageMessage(acceptedBodies[decoded]!).length
       } catch {
         undecodable++
       }
