@@ -80,7 +80,8 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
     Effect.gen(function*() {
       const sqs = yield* sqsStandIn
       const writer = yield* Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
-      const rows = Array.from({ length: 600 }, makeRow)
+      // 500 rows a message: 2500 rows give entries 0–4, so "1" and "3" exist.
+      const rows = Array.from({ length: 2500 }, makeRow)
       sqs.failEntries(["1", "3"], 1)
       yield* writer.write(rows)
       const sends = sendBatchRequests(sqs)
@@ -88,7 +89,7 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
       assert.deepStrictEqual(entriesOf(sends[1]!.body).map((e) => e.Id).sort(), ["1", "3"])
       assert.deepStrictEqual(entriesOf(sends[1]!.body).map((e) => e.MessageBody), entriesOf(sends[0]!.body).filter((e) => e.Id === "1" || e.Id === "3").map((e) => e.MessageBody))
       const received = rowsOf(sqs.acceptedBodies)
-      assert.strictEqual(received.length, 600)
+      assert.strictEqual(received.length, 2500)
       assert.deepStrictEqual(byId(received), byId(rows))
 
       // An entry failing on every attempt fails the write (the sink then keeps the rows).

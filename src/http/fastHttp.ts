@@ -147,7 +147,6 @@ export const formatResponse = (status: number, headers: ReadonlyArray<string | n
 
 const BAD_REQUEST = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 const HEAD_TOO_LARGE = "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-const HEAD_END = Buffer.from("\r\n\r\n")
 
 /** Give a connection, with the bytes already read, to a node:http server for good. */
 const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpServer) => {
@@ -178,7 +177,9 @@ const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpSe
 export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => {
   const maxHeaderBytes = options.maxHeaderBytes ?? 16 * 1024
   const idleTimeoutMs = options.idleTimeoutMs ?? 65_000
-  const connections = new Set<{ readonly socket: Socket; busy: boolean; buffered: Buffer | undefined }>()
+  // Unparsed bytes are kept as a latin1 string (one char per byte, lossless): searching it for the
+  // end of a head is an inlined string search rather than a call into Buffer.indexOf.
+  const connections = new Set<{ readonly socket: Socket; busy: boolean; buffered: string | undefined }>()
   const sockets = new Set<Socket>()
   let draining = false
   let busyCount = 0
@@ -187,7 +188,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     socket.setNoDelay(true)
     socket.setTimeout(idleTimeoutMs, () => socket.destroy())
     socket.on("error", () => socket.destroy())
-    const conn = { socket, busy: false, buffered: undefined as Buffer | undefined }
+    const conn = { socket, busy: false, buffered: undefined as string | undefined }
     connections.add(conn)
     sockets.add(socket)
     socket.once("close", () => {
@@ -199,7 +200,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     const serve = (): void => {
       while (!conn.busy && conn.buffered !== undefined) {
         const buffer = conn.buffered
-        const end = buffer.indexOf(HEAD_END)
+        const end = buffer.indexOf("\r\n\r\n")
         if (end === -1) {
           if (buffer.length > maxHeaderBytes) {
             conn.buffered = undefined
@@ -212,7 +213,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
           socket.end(HEAD_TOO_LARGE)
           return
         }
-        const head = parseRequestHead(buffer.toString("latin1", 0, end))
+        const head = parseRequestHead(buffer.slice(0, end))
         if (head === undefined) {
           conn.buffered = undefined
           socket.end(BAD_REQUEST)
@@ -226,10 +227,10 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
           socket.setTimeout(0)
           connections.delete(conn)
           conn.buffered = undefined
-          handOver(socket, buffer, options.fallback)
+          handOver(socket, Buffer.from(buffer, "latin1"), options.fallback)
           return
         }
-        conn.buffered = end + 4 === buffer.length ? undefined : buffer.subarray(end + 4)
+        conn.buffered = end + 4 === buffer.length ? undefined : buffer.slice(end + 4)
         conn.busy = true
         busyCount++
         let sync = true
@@ -250,7 +251,8 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     }
 
     const onData = (chunk: Buffer) => {
-      conn.buffered = conn.buffered === undefined ? chunk : Buffer.concat([conn.buffered, chunk])
+      const text = chunk.toString("latin1")
+      conn.buffered = conn.buffered === undefined ? text : conn.buffered + text
       serve()
     }
     socket.on("data", onData)

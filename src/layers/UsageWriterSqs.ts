@@ -9,61 +9,27 @@ import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 const MAX_BATCH_BYTES = 240 * 1024
 const MAX_ENTRIES = 10
 
-export interface PackedBatch {
-  readonly rows: ReadonlyArray<UsageRow>
-  /** `{"rows":[…]}`, decodable with UsageBatchJson. */
-  readonly json: string
-}
-
-const batchJson = (encodedRows: ReadonlyArray<string>) => `{"rows":[${encodedRows.join(",")}]}`
-
-/**
- * Split rows into batches whose JSON is at most `maxBytes`, encoding every row once and packing
- * greedily. A single row larger than `maxBytes` still gets a batch of its own, for SQS to refuse
- * loudly rather than dropping it.
- */
-export const packUsageBatches = (rows: ReadonlyArray<UsageRow>, maxBytes: number): ReadonlyArray<PackedBatch> => {
-  const frame = batchJson([]).length
-  const batches: Array<PackedBatch> = []
-  let start = 0
-  let encoded: Array<string> = []
-  let size = frame
-  rows.forEach((row, i) => {
-    const text = JSON.stringify(row)
-    const bytes = Buffer.byteLength(text) + (encoded.length > 0 ? 1 : 0)
-    if (encoded.length > 0 && size + bytes > maxBytes) {
-      batches.push({ rows: rows.slice(start, i), json: batchJson(encoded) })
-      start = i
-      encoded = []
-      size = frame
-    }
-    size += Buffer.byteLength(text) + (encoded.length > 0 ? 1 : 0)
-    encoded.push(text)
-  })
-  if (encoded.length > 0) batches.push({ rows: rows.slice(start), json: batchJson(encoded) })
-  return batches
-}
-
 const gzipAsync = promisify(gzip)
 
-/** Usage JSON compresses about tenfold; packing at 6× the limit leaves room for less repetitive batches. */
-const COMPRESSED_PACKING_FACTOR = 6
+/** Rows per compressed message: ~400 B each, ~200 KB of JSON, ~20 KB compressed. */
+const ROWS_PER_MESSAGE = 500
 
 /**
- * Message bodies for rows (see decodeUsageMessage): batch JSON gzip-compressed at level 1 on
- * libuv's thread pool (the event loop does not pay for it) and base64-encoded, each at most
- * `maxBytes`. A batch that still compresses too large is split in half and tried again.
+ * Message bodies for rows (see decodeUsageMessage): batch JSON (one native stringify per chunk)
+ * gzip-compressed at level 1 on libuv's thread pool (the event loop does not pay for it) and
+ * base64-encoded, each at most `maxBytes`. A chunk that compresses too large is split in half and
+ * tried again, down to a single row, which goes as it is for SQS to refuse loudly.
  */
 export const compressUsageMessages = async (rows: ReadonlyArray<UsageRow>, maxBytes: number): Promise<ReadonlyArray<string>> => {
-  const compress = async (batch: PackedBatch): Promise<ReadonlyArray<string>> => {
-    const body = (await gzipAsync(batch.json, { level: 1 })).toString("base64")
-    if (body.length <= maxBytes || batch.rows.length <= 1) return [body]
-    const half = Math.ceil(batch.rows.length / 2)
-    const halves = [batch.rows.slice(0, half), batch.rows.slice(half)].map((r) => ({ rows: r, json: batchJson(r.map((x) => JSON.stringify(x))) }))
-    return [...(await compress(halves[0]!)), ...(await compress(halves[1]!))]
+  const compress = async (chunk: ReadonlyArray<UsageRow>): Promise<ReadonlyArray<string>> => {
+    const body = (await gzipAsync(JSON.stringify({ rows: chunk }), { level: 1 })).toString("base64")
+    if (body.length <= maxBytes || chunk.length <= 1) return [body]
+    const half = Math.ceil(chunk.length / 2)
+    return [...(await compress(chunk.slice(0, half))), ...(await compress(chunk.slice(half)))]
   }
-  const compressed = await Promise.all(packUsageBatches(rows, maxBytes * COMPRESSED_PACKING_FACTOR).map(compress))
-  return compressed.flat()
+  const chunks: Array<ReadonlyArray<UsageRow>> = []
+  for (let i = 0; i < rows.length; i += ROWS_PER_MESSAGE) chunks.push(rows.slice(i, i + ROWS_PER_MESSAGE))
+  return (await Promise.all(chunks.map(compress))).flat()
 }
 
 /** Usage batches to the usage-log queue; `tb queued-writer` (or the Lambda entry) inserts them. */
