@@ -21,6 +21,10 @@ export interface AdminResult {
 
 const ok = (data: unknown, status?: number): AdminResult => (status === undefined ? { code: "OK", data } : { code: "OK", data, status })
 const bad = (message: string): AdminResult => ({ code: "BAD_REQUEST", data: { error: message }, message })
+/** A failure the caller cannot fix: answer INTERNAL and leave the cause in the log for the operator. */
+const internal = (cause: { readonly message: string }) =>
+  Effect.logError("admin request failed", cause.message).pipe(Effect.as<AdminResult>({ code: "INTERNAL", data: null }))
+
 const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 
 const createKey = (body: unknown) =>
@@ -33,7 +37,7 @@ const createKey = (body: unknown) =>
     const keys = yield* ApiKeys
     return yield* keys.create({ tier: body["tier"], email, lrs }).pipe(
       Effect.map((k) => ok({ key: k.key, key_id: k.key_id, tier: k.tier, prefix: k.prefix }, 201)),
-      Effect.catchTag("ApiKeysError", (e) => Effect.succeed(e.reason === "UnknownTier" ? bad(e.message) : { code: "INTERNAL" as const, data: null }))
+      Effect.catchTag("ApiKeysError", (e) => e.reason === "UnknownTier" ? Effect.succeed(bad(e.message)) : internal(e))
     )
   })
 
@@ -46,7 +50,7 @@ const invalidateKey = (body: unknown) =>
     const keys = yield* ApiKeys
     return yield* keys.invalidate(id).pipe(
       Effect.as(ok({ key_id: id, invalidated: true })),
-      Effect.catchTag("ApiKeysError", (e) => Effect.succeed<AdminResult>(e.reason === "NotFound" ? { code: "NOT_FOUND", data: { key_id: id } } : { code: "INTERNAL", data: null }))
+      Effect.catchTag("ApiKeysError", (e) => e.reason === "NotFound" ? Effect.succeed<AdminResult>({ code: "NOT_FOUND", data: { key_id: id } }) : internal(e))
     )
   })
 
@@ -57,7 +61,7 @@ const revokeKey = (body: unknown) =>
     const keys = yield* ApiKeys
     return yield* keys.revoke(id).pipe(
       Effect.as(ok({ key_id: id, status: "revoked" })),
-      Effect.catchTag("ApiKeysError", (e) => Effect.succeed<AdminResult>(e.reason === "NotFound" ? { code: "NOT_FOUND", data: { key_id: id } } : { code: "INTERNAL", data: null }))
+      Effect.catchTag("ApiKeysError", (e) => e.reason === "NotFound" ? Effect.succeed<AdminResult>({ code: "NOT_FOUND", data: { key_id: id } }) : internal(e))
     )
   })
 
@@ -68,7 +72,7 @@ const systemMode = (method: string, body: unknown) =>
       const mode = isRecord(body) ? body["mode"] : undefined
       if (mode !== "normal" && mode !== "maintenance") return bad("mode must be normal or maintenance")
       const set = yield* params.set({ system_mode: mode }).pipe(Effect.result)
-      if (set._tag === "Failure") return { code: "INTERNAL", data: null, message: set.failure.message } satisfies AdminResult
+      if (set._tag === "Failure") return yield* internal(set.failure)
     }
     return ok({ mode: params.current().system_mode })
   })
@@ -85,7 +89,7 @@ const paramsRoute = (method: string, body: unknown) =>
         : yield* params.set(changes).pipe(Effect.result)
       if (applied._tag === "Failure") {
         const e = applied.failure
-        return e.reason === "Storage" ? { code: "INTERNAL", data: null } satisfies AdminResult : bad(e.message)
+        return e.reason === "Storage" ? yield* internal(e) : bad(e.message)
       }
     }
     const profiles = yield* params.profiles.pipe(Effect.catch(() => Effect.succeed({})))
@@ -112,7 +116,7 @@ const feedReload = Effect.gen(function*() {
   const feeds = yield* FeedStatus
   return yield* feeds.reload.pipe(
     Effect.map((result) => ok(result)),
-    Effect.catchTag("FeedReloadError", (e) => Effect.succeed<AdminResult>({ code: "INTERNAL", data: { error: e.message } }))
+    Effect.catchTag("FeedReloadError", (e) => internal(e).pipe(Effect.as<AdminResult>({ code: "INTERNAL", data: { error: e.message } })))
   )
 })
 
@@ -134,7 +138,7 @@ const cluster = Effect.gen(function*() {
 
 const listKeys = Effect.gen(function*() {
   const keys = yield* ApiKeys
-  return yield* keys.list.pipe(Effect.map((list) => ok({ keys: list })), Effect.catch(() => Effect.succeed<AdminResult>({ code: "INTERNAL", data: null })))
+  return yield* keys.list.pipe(Effect.map((list) => ok({ keys: list })), Effect.catch(internal))
 })
 
 export type AdminServices = ApiKeys | Cache | Params | RuntimeStats | FeedStatus | PriceCache | UsageSink | RateLimiter

@@ -104,7 +104,10 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
       if (effect === undefined) return finish("NOT_FOUND", null)
       return runAdmin(effect.pipe(withModule("admin"))).then(
         (r) => finish(r.code, r.data, r.status, r.message),
-        () => finish("INTERNAL", null)
+        (cause: unknown) => {
+          Effect.runFork(Effect.logError("admin request died", String(cause)).pipe(withModule("admin")))
+          finish("INTERNAL", null)
+        }
       )
     })
   }
