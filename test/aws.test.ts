@@ -3,7 +3,6 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
 import { randomUUID } from "node:crypto"
 import { afterAll, beforeAll, expect, it as vitestIt } from "vitest"
-import { AppConfig } from "../src/config/AppConfig.ts"
 import { decodeUsageMessage, type UsageRow } from "../src/domain/usage.ts"
 import { SecretsLive } from "../src/layers/SecretsLive.ts"
 import { usageWriterSqs } from "../src/layers/UsageWriterSqs.ts"
@@ -14,6 +13,7 @@ import {
 } from "./support/awsStandIns.ts"
 import { createKey, priceWith, runCli, startServer, usageCount } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
+import { testAppConfig } from "./support/config.ts"
 
 const rowsOf = (bodies: ReadonlyArray<string>) => bodies.flatMap((b) => decodeUsageMessage(b))
 
@@ -166,26 +166,7 @@ describe("tb serve with SQS_QUEUE_URL (end to end)", () => {
 })
 
 const configWithSecret = (secretName: string) =>
-  AppConfig.layerFrom({
-    serverType: "APP_SERVER",
-    databaseUrl: Option.none(),
-    databaseReaderUrl: Option.none(),
-    valkeyUrl: Option.none(),
-    sqsQueueUrl: Option.none(),
-    feeds: "simulated",
-    lpoHttpPort: 0,
-    lpoUdpPort: 0,
-    lrsHttpPort: 0,
-    lrsUdpPort: 0,
-    bindHost: "127.0.0.1",
-    dbSecretName: Option.some(secretName),
-    awsRegion: Option.some("us-east-1"),
-    dataDir: "/tmp",
-    nodeId: "test-node",
-    region: "local",
-    shutdownTimeoutMs: 5_000,
-    lpoWorkers: 1
-  })
+  testAppConfig({ dbSecretName: Option.some(secretName), awsRegion: Option.some("us-east-1") })
 
 /** A port nothing listens on: a stand-in started and closed again. */
 const closedEndpoint = async () => {

@@ -1,13 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Exit, Layer, Option, Redacted, Schema, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Redacted, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { mkdtempSync, readdirSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import { AppConfig } from "../src/config/AppConfig.ts"
 import { DEFAULT_PARAMS, type ParamName, type ParamValues } from "../src/domain/params.ts"
 import { UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
@@ -16,6 +15,7 @@ import { UsageWriterDatabase } from "../src/layers/UsageWriterDatabase.ts"
 import { Params } from "../src/services/Params.ts"
 import { UsageSink, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
+import { testAppConfig } from "./support/config.ts"
 
 const makeRow = (createdAt = Date.now()): UsageRow => ({
   id: randomUUID(),
@@ -76,27 +76,7 @@ const testParams = (overrides: Partial<Record<ParamName, string>>) => {
   }))
 }
 
-const testConfig = (dataDir: string) =>
-  AppConfig.layerFrom({
-    serverType: "APP_SERVER",
-    databaseUrl: Option.none(),
-    databaseReaderUrl: Option.none(),
-    valkeyUrl: Option.none(),
-    sqsQueueUrl: Option.none(),
-    feeds: "simulated",
-    lpoHttpPort: 0,
-    lpoUdpPort: 0,
-    lrsHttpPort: 0,
-    lrsUdpPort: 0,
-    bindHost: "127.0.0.1",
-    dbSecretName: Option.none(),
-    awsRegion: Option.none(),
-    dataDir,
-    nodeId: "test-node",
-    region: "local",
-    shutdownTimeoutMs: 5_000,
-    lpoWorkers: 1
-  })
+const testConfig = (dataDir: string) => testAppConfig({ dataDir })
 
 /** Build a sink in its own scope, so a test can shut it down (close the scope) when it chooses. */
 const startSink = (writer: Layer.Layer<UsageWriter>, params: Partial<Record<ParamName, string>>, dataDir: string) =>
