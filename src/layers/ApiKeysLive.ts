@@ -99,7 +99,7 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
   const loadChanged = Effect.suspend(() =>
     reader.unsafe<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE updated_at >= $1`, [new Date(highWater.getTime() - 5_000)])
   ).pipe(Effect.map(remember))
-  const reload = Effect.andThen(loadTiers, loadChanged).pipe(Effect.mapError(storage))
+  const reload = Effect.andThen(loadTiers, loadChanged).pipe(Effect.mapError(storage), Effect.withSpan("ApiKeys.reload"))
   const reloadOne = (keyId: string) =>
     sql.unsafe<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id::text = $1`, [keyId]).pipe(Effect.map(remember), Effect.mapError(storage))
 
@@ -132,7 +132,8 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
         return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
       }),
       // The database is unreachable: the key cannot be checked, so it is not accepted.
-      Effect.catch(() => Effect.succeed<AuthResult>({ _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }))
+      Effect.catch(() => Effect.succeed<AuthResult>({ _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined })),
+      Effect.withSpan("ApiKeys.authenticateSlow")
     )
 
   const invalidate = (keyId: string) =>
@@ -168,7 +169,7 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
         yield* cache.publish(KEY_INVALIDATE_CHANNEL, id).pipe(Effect.ignore)
         yield* Effect.logInfo("API key created", { key_id: id, tier, prefix: displayPrefix(key) })
         return { key, key_id: id, tier, prefix: displayPrefix(key) }
-      }).pipe(withModule("keys")),
+      }).pipe(withModule("keys"), Effect.withSpan("ApiKeys.create", { attributes: { tier } })),
     list: sql.unsafe<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at`).pipe(
       Effect.map((rows) => rows.map((r) => ({
         id: r.id, prefix: r.key_prefix, tier: r.tier, lrsEnabled: r.lrs_enabled, status: r.status,
@@ -185,12 +186,12 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
         if (rows.length === 0) return yield* new ApiKeysError({ reason: "NotFound", message: `no key ${keyId}` })
         yield* invalidate(keyId)
         yield* Effect.logInfo("API key revoked", { key_id: keyId })
-      }).pipe(withModule("keys")),
+      }).pipe(withModule("keys"), Effect.withSpan("ApiKeys.revoke")),
     invalidate: (keyId) =>
       Effect.gen(function*() {
         if (!/^[0-9a-f-]{36}$/i.test(keyId)) return yield* new ApiKeysError({ reason: "NotFound", message: `no key ${keyId}` })
         yield* invalidate(keyId)
-      }),
+      }).pipe(Effect.withSpan("ApiKeys.invalidate")),
     tiers: () => tiers,
     reload
   })

@@ -35,7 +35,8 @@ export const ParamsLive = Layer.effect(Params, Effect.gen(function*() {
     Effect.catch(() => cache.hgetall(APP_CONFIG_KEY)),
     Effect.map((record) => void (values = merge(values, record))),
     Effect.catch((e) => Effect.logWarning("parameters not refreshed; keeping the last values", e.message)),
-    withModule("params")
+    withModule("params"),
+    Effect.withSpan("Params.refresh")
   )
 
   const set = (changes: Readonly<Record<string, string>>) =>
@@ -56,7 +57,7 @@ export const ParamsLive = Layer.effect(Params, Effect.gen(function*() {
       yield* cache.publish(PARAMS_CHANNEL, JSON.stringify(record)).pipe(Effect.ignore)
       yield* Effect.logInfo("parameters changed", record).pipe(withModule("params"))
       return values
-    })
+    }).pipe(Effect.withSpan("Params.set"))
 
   const profiles = sql<{ profile: string; name: string; value: string }>`SELECT profile, name, value FROM parameter_profiles ORDER BY profile, name`.pipe(
     Effect.map((rows) => {

@@ -71,7 +71,7 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
       written += rows.length
       batches++
       consecutiveFailures = 0
-    })
+    }).pipe(Effect.withSpan("UsageSink.writeBatch", { attributes: { rows: rows.length, writer: writer.kind } }))
 
   const replaySpool = Effect.gen(function*() {
     for (const file of spool.files()) {

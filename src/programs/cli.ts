@@ -7,6 +7,7 @@ import cluster from "node:cluster"
 import { appConfig, SERVER_TYPES } from "../config/AppConfig.ts"
 import { LoggingLive } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
+import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
 import { AdminToken } from "../services/AdminToken.ts"
 import { ApiKeys } from "../services/ApiKeys.ts"
 import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"
@@ -118,7 +119,11 @@ if (argv[0] === "stress") {
         console.error(`secrets error: ${e.message}`)
         process.exitCode = 2
       })),
-    Effect.provide(Layer.mergeAll(NodeServices.layer, LoggingLive.pipe(Layer.catch(() => Layer.empty))))
+    // Logging first, so the OTLP logger (when configured) joins the JSON one instead of replacing it.
+    Effect.provide(Layer.mergeAll(
+      NodeServices.layer,
+      ObservabilityLive.pipe(Layer.catch(() => Layer.empty), Layer.provideMerge(LoggingLive.pipe(Layer.catch(() => Layer.empty))))
+    ))
   )
   const timeout = Number(process.env["SHUTDOWN_TIMEOUT_MS"] ?? 10_000)
   process.once("SIGTERM", () => {

@@ -1,0 +1,58 @@
+import { createServer, type Server } from "node:http"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { createKey, type RunningServer, startServer } from "./support/server.ts"
+import { dropDatabase, freshDatabase } from "./support/services.ts"
+
+/** A loopback OTLP/HTTP collector: records the JSON bodies posted to /v1/<signal>. */
+const received: Record<string, Array<unknown>> = {}
+let collector: Server
+let server: RunningServer
+let dbUrl: string
+
+beforeAll(async () => {
+  collector = createServer((req, res) => {
+    let body = ""
+    req.on("data", (c: Buffer) => void (body += c.toString()))
+    req.on("end", () => {
+      const signal = (req.url ?? "").replace("/v1/", "")
+      try {
+        ;(received[signal] ??= []).push(JSON.parse(body))
+      } catch {
+        ;(received[signal] ??= []).push(body)
+      }
+      res.writeHead(200, { "content-type": "application/json" }).end("{}")
+    })
+  })
+  await new Promise<void>((resolve) => collector.listen(0, "127.0.0.1", () => resolve()))
+  const address = collector.address()
+  const port = typeof address === "object" && address !== null ? address.port : 0
+  dbUrl = freshDatabase("observability")
+  server = await startServer({
+    DATABASE_URL: dbUrl,
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+    OTEL_BSP_SCHEDULE_DELAY: "200",
+    OTEL_SERVICE_NAME: "tb-test"
+  })
+}, 90_000)
+
+afterAll(async () => {
+  await server?.stop()
+  collector?.close()
+  dropDatabase(dbUrl)
+})
+
+const spanNames = (): Array<string> =>
+  (received["traces"] ?? []).flatMap((body) =>
+    ((body as { resourceSpans?: Array<{ scopeSpans?: Array<{ spans?: Array<{ name: string }> }> }> }).resourceSpans ?? [])
+      .flatMap((r) => r.scopeSpans ?? []).flatMap((s) => s.spans ?? []).map((s) => s.name))
+
+describe("OpenTelemetry export", () => {
+  it("sends spans of service methods to the OTLP endpoint with the service's name", async () => {
+    await createKey(server, "demo")
+    const deadline = Date.now() + 15_000
+    while (!spanNames().includes("ApiKeys.create") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    expect(spanNames()).toContain("ApiKeys.create")
+    const resource = JSON.stringify((received["traces"]?.[0] as { resourceSpans?: Array<{ resource?: unknown }> }).resourceSpans?.[0]?.resource)
+    expect(resource).toContain("tb-test")
+  }, 30_000)
+})
