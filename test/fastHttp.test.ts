@@ -78,9 +78,11 @@ describe("fast HTTP server", () => {
     fast = makeFastHttpServer({
       fallback,
       maxHeaderBytes: 1024,
+      idleTimeoutMs: 400,
       route: (request) => {
         if (!request.target.startsWith("/fast")) return undefined
-        const delay = request.target.includes("slow") ? 30 : 0
+        if (request.target.startsWith("/fast/never")) return () => {}
+        const delay = request.target.includes("slow") ? 30 : request.target.includes("late") ? 80 : 0
         return (reply) => {
           const answer = () => reply(200, ["content-length", Buffer.byteLength(request.target)], request.target)
           if (delay === 0) answer()
@@ -172,5 +174,32 @@ describe("fast HTTP server", () => {
     }), { numRuns: 40 })
     const text = await exchange(["GET /fast/alive HTTP/1.1\r\nHost: t\r\n\r\n"], (t) => t.includes("/fast/alive"))
     expect(bodies(text)).toEqual(["/fast/alive"])
+  })
+
+  it("closes a handed-over connection that goes quiet (node:http's own timers do not run for it)", async () => {
+    const started = Date.now()
+    const text = await exchange(["POST /admin HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhal"], () => false, 3000)
+    expect(text).toBe("")
+    expect(Date.now() - started).toBeLessThan(2500)
+  })
+
+  it("stops reading a client that pipelines without waiting for answers", async () => {
+    const socket = connect(port, "127.0.0.1")
+    await new Promise<void>((resolve) => socket.once("connect", () => resolve()))
+    const request = "GET /fast/never HTTP/1.1\r\nHost: t\r\n\r\n"
+    const chunk = request.repeat(Math.ceil(1_000_000 / request.length))
+    for (let i = 0; i < 32; i++) socket.write(chunk) // ~32 MB: more than loopback buffers hold
+    await new Promise((r) => setTimeout(r, 300))
+    // The server read at most a little past its limit; the rest waits in the client's buffer.
+    expect(socket.writableLength).toBeGreaterThan(10_000_000)
+    socket.destroy()
+  })
+
+  it("does not count a reply that arrives after the client left", async () => {
+    const socket = connect(port, "127.0.0.1", () => socket.write("GET /fast/late HTTP/1.1\r\nHost: t\r\n\r\n"))
+    await new Promise((r) => setTimeout(r, 20))
+    socket.destroy()
+    await new Promise((r) => setTimeout(r, 150))
+    expect(fast.inFlight()).toBe(0)
   })
 })

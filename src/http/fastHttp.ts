@@ -176,57 +176,68 @@ const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpSe
 
 export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => {
   const maxHeaderBytes = options.maxHeaderBytes ?? 16 * 1024
+  // Pipelined bytes held while a response is pending; past this, stop reading the socket.
+  const maxPendingBytes = 4 * maxHeaderBytes
   const idleTimeoutMs = options.idleTimeoutMs ?? 65_000
-  // Unparsed bytes are kept as a latin1 string (one char per byte, lossless): searching it for the
-  // end of a head is an inlined string search rather than a call into Buffer.indexOf.
-  const connections = new Set<{ readonly socket: Socket; busy: boolean; buffered: string | undefined }>()
+  interface Connection {
+    readonly socket: Socket
+    busy: boolean
+    /** No more requests are read (closing, handed over, or closed). */
+    done: boolean
+    /** Waiting for the socket's write buffer to drain before reading on. */
+    waitingDrain: boolean
+    /** Unparsed bytes as a latin1 string (one char per byte, lossless): finding the end of a head is an inlined string search. */
+    buffered: string | undefined
+  }
+  const connections = new Set<Connection>()
   const sockets = new Set<Socket>()
   let draining = false
   let busyCount = 0
 
   const onConnection = (socket: Socket) => {
     socket.setNoDelay(true)
+    // Kept for the connection's whole life, handed over or not: node:http's own timers never run
+    // for connections it did not accept itself. Any traffic resets it.
     socket.setTimeout(idleTimeoutMs, () => socket.destroy())
     socket.on("error", () => socket.destroy())
-    const conn = { socket, busy: false, buffered: undefined as string | undefined }
+    const conn: Connection = { socket, busy: false, done: false, waitingDrain: false, buffered: undefined }
     connections.add(conn)
     sockets.add(socket)
     socket.once("close", () => {
       sockets.delete(socket)
-      if (conn.busy) busyCount--
       connections.delete(conn)
+      conn.done = true
+      if (conn.busy) {
+        conn.busy = false
+        busyCount--
+      }
     })
 
+    const stopReading = () => {
+      conn.done = true
+      conn.buffered = undefined
+      socket.removeListener("data", onData)
+    }
+    const finish = (last?: string) => {
+      stopReading()
+      if (last === undefined) socket.end()
+      else socket.end(last)
+    }
+
     const serve = (): void => {
-      while (!conn.busy && conn.buffered !== undefined) {
+      while (!conn.busy && !conn.done && !conn.waitingDrain && conn.buffered !== undefined) {
         const buffer = conn.buffered
         const end = buffer.indexOf("\r\n\r\n")
-        if (end === -1) {
-          if (buffer.length > maxHeaderBytes) {
-            conn.buffered = undefined
-            socket.end(HEAD_TOO_LARGE)
-          }
-          return
-        }
-        if (end > maxHeaderBytes) {
-          conn.buffered = undefined
-          socket.end(HEAD_TOO_LARGE)
-          return
-        }
+        if (end === -1 ? buffer.length > maxHeaderBytes : end > maxHeaderBytes) return finish(HEAD_TOO_LARGE)
+        if (end === -1) break
         const head = parseRequestHead(buffer.slice(0, end))
-        if (head === undefined) {
-          conn.buffered = undefined
-          socket.end(BAD_REQUEST)
-          return
-        }
+        if (head === undefined) return finish(BAD_REQUEST)
         const handler = head.special || head.method !== "GET"
           ? undefined
           : options.route({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, clientIp: socket.remoteAddress ?? "", startedAt: performance.now() })
         if (handler === undefined) {
-          socket.removeListener("data", onData)
-          socket.setTimeout(0)
+          stopReading()
           connections.delete(conn)
-          conn.buffered = undefined
           handOver(socket, Buffer.from(buffer, "latin1"), options.fallback)
           return
         }
@@ -235,19 +246,28 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
         busyCount++
         let sync = true
         handler((status, headers, body) => {
-          if (!conn.busy) return // a second reply to one request is ignored
+          if (!conn.busy) return // a second reply, or one after the connection closed
           conn.busy = false
           busyCount--
           const close = head.close || draining
-          if (!socket.destroyed) socket.write(formatResponse(status, headers, body, close))
-          if (close) {
-            conn.buffered = undefined
-            socket.end()
-          } else if (!sync) serve()
+          const flushed = socket.write(formatResponse(status, headers, body, close))
+          if (close) return finish()
+          if (!flushed) {
+            // The client is not reading its answers: read no more requests until it does.
+            conn.waitingDrain = true
+            socket.once("drain", () => {
+              conn.waitingDrain = false
+              serve()
+            })
+          }
+          if (!sync) serve()
         })
         sync = false
       }
-      if (draining && !conn.busy && conn.buffered === undefined) socket.end()
+      if (conn.done) return
+      if (conn.waitingDrain || (conn.buffered?.length ?? 0) > maxPendingBytes) socket.pause()
+      else socket.resume()
+      if (draining && !conn.busy && conn.buffered === undefined) finish()
     }
 
     const onData = (chunk: Buffer) => {
@@ -264,7 +284,12 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     inFlight: () => busyCount,
     drain: () => {
       draining = true
-      for (const conn of connections) if (!conn.busy) conn.socket.end()
+      for (const conn of connections) {
+        if (conn.busy) continue
+        conn.done = true
+        conn.buffered = undefined
+        conn.socket.end()
+      }
     },
     closeAll: () => {
       for (const socket of sockets) socket.destroy()
