@@ -89,6 +89,7 @@ describe("LPO over HTTP (black box)", () => {
       ["/price?asset=B%20TC", { "x-api-key": key }, 400, "BAD_REQUEST"],
       ["/price?asset=BTC&source=binance", { "x-api-key": key }, 400, "BAD_REQUEST"],
       ["/price?asset=NOTACOIN", { "x-api-key": key }, 404, "UNKNOWN_ASSET"],
+      ["/price?asset=BTC&quote=XYZ", { "x-api-key": key }, 404, "UNKNOWN_ASSET"],
       ["/nowhere", {}, 404, "NOT_FOUND"]
     ]
     for (const [path, headers, status, code] of cases) {

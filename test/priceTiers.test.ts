@@ -75,7 +75,14 @@ const sharedTierSuite = (name: string, makeCache: () => Promise<{ cache: Cache["
         const params = makeParams().service
         const now = Date.now()
         const asset = `T${Math.random().toString(36).slice(2, 8).toUpperCase()}`
+        const markets = [
+          { exchange: "coinbase" as const, asset, quote: "USD", usdEquivalent: false },
+          { exchange: "gemini" as const, asset, quote: "USD", usdEquivalent: false },
+          { exchange: "okx" as const, asset, quote: "USDT", usdEquivalent: true },
+          { exchange: "kraken" as const, asset: "ETH", quote: "USD", usdEquivalent: false }
+        ]
         const nodeA = makePriceCacheMemory(params)
+        nodeA.setMarkets(markets)
         const fresh = [tick("coinbase", asset, "USD", 10, now - 100), tick("okx", asset, "USDT", 10.01, now - 50), tick("kraken", "ETH", "USD", 3000, now - 10)]
         for (const t of fresh) nodeA.ingest(t)
         nodeA.ingest(tick("gemini", asset, "USD", 9, now - 60_000)) // stale: must not overwrite what others share
@@ -87,6 +94,7 @@ const sharedTierSuite = (name: string, makeCache: () => Promise<{ cache: Cache["
         expect(spy.calls[0]?.every((w) => (w.ttlMs ?? 0) >= 3 * 2000)).toBe(true)
 
         const nodeB = makePriceCacheMemory(params)
+        nodeB.setMarkets(markets)
         const tierB = makeSharedPriceTier(cache, nodeB, params)
         const read = await Effect.runPromise(tierB.read(asset))
         const sort = (ts: ReadonlyArray<Tick>) => [...ts].sort((x, y) => x.exchange.localeCompare(y.exchange))

@@ -22,3 +22,6 @@ export const COUNTER = {
 
 export const countersToRecord = (values: ArrayLike<number>): Record<CounterName, number> =>
   Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, values[i] ?? 0])) as Record<CounterName, number>
+
+/** Counters that measure a current level rather than a count: a stats reset leaves them alone. */
+export const GAUGES: ReadonlyArray<number> = [COUNTER.usage_buffered, COUNTER.db_lookups_in_flight]

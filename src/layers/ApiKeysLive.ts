@@ -49,6 +49,9 @@ const toTier = (r: TierRow): TierLimits => ({
   partnerWs: r.partner_ws
 })
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const isUuid = (s: string) => UUID.test(s)
+
 const KEY_COLUMNS = "id::text AS id, key_hash, key_prefix, tier, lrs_enabled, status, email, created_at, updated_at, expires_at"
 
 /**
@@ -101,7 +104,9 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
   ).pipe(Effect.map(remember))
   const reload = Effect.andThen(loadTiers, loadChanged).pipe(Effect.mapError(storage), Effect.withSpan("ApiKeys.reload"))
   const reloadOne = (keyId: string) =>
-    sql.unsafe<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id::text = $1`, [keyId]).pipe(Effect.map(remember), Effect.mapError(storage))
+    isUuid(keyId)
+      ? sql.unsafe<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = $1::uuid`, [keyId]).pipe(Effect.map(remember), Effect.mapError(storage))
+      : Effect.void
 
   const decide = (rec: ApiKeyRecord, hash: string, now: number): AuthResult => {
     if (!hashesEqual(rec.hash, hash)) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
@@ -131,8 +136,9 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
         unknownUntil.set(hash, now + NEGATIVE_CACHE_MS)
         return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
       }),
-      // The database is unreachable: the key cannot be checked, so it is not accepted.
-      Effect.catch(() => Effect.succeed<AuthResult>({ _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined })),
+      // The database is unreachable: the key cannot be checked now, so it is not accepted, and the
+      // answer says "try again" (SYSTEM_BUSY, 503) rather than calling a possibly good key invalid.
+      Effect.catch(() => Effect.succeed<AuthResult>({ _tag: "Refused", code: "SYSTEM_BUSY", keyId: undefined })),
       Effect.withSpan("ApiKeys.authenticateSlow")
     )
 
@@ -179,8 +185,9 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
     ),
     revoke: (keyId) =>
       Effect.gen(function*() {
+        if (!isUuid(keyId)) return yield* new ApiKeysError({ reason: "NotFound", message: `no key ${keyId}` })
         const rows = yield* sql.unsafe<{ id: string }>(
-          `UPDATE api_keys SET status = 'revoked', revoked_at = now(), updated_at = now() WHERE id::text = $1 RETURNING id::text AS id`,
+          `UPDATE api_keys SET status = 'revoked', revoked_at = now(), updated_at = now() WHERE id = $1::uuid RETURNING id::text AS id`,
           [keyId]
         ).pipe(Effect.mapError(storage))
         if (rows.length === 0) return yield* new ApiKeysError({ reason: "NotFound", message: `no key ${keyId}` })
@@ -189,7 +196,7 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
       }).pipe(withModule("keys"), Effect.withSpan("ApiKeys.revoke")),
     invalidate: (keyId) =>
       Effect.gen(function*() {
-        if (!/^[0-9a-f-]{36}$/i.test(keyId)) return yield* new ApiKeysError({ reason: "NotFound", message: `no key ${keyId}` })
+        if (!isUuid(keyId)) return yield* new ApiKeysError({ reason: "NotFound", message: `no key ${keyId}` })
         yield* invalidate(keyId)
       }).pipe(Effect.withSpan("ApiKeys.invalidate")),
     tiers: () => tiers,

@@ -9,6 +9,8 @@ interface AssetEntry {
   readonly ticks: Map<string, Tick>
   version: number
   readonly answers: Map<string, { readonly version: number; readonly answer: CompiledAnswer | undefined; readonly validUntil: number }>
+  /** Quotes some market of this asset is traded in, plus USD when a market counts toward it. */
+  readonly quotes: Set<string>
 }
 
 const USD = "USD"
@@ -27,7 +29,7 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
   const entry = (asset: string): AssetEntry => {
     let e = assets.get(asset)
     if (e === undefined) {
-      e = { ticks: new Map(), version: 0, answers: new Map() }
+      e = { ticks: new Map(), version: 0, answers: new Map(), quotes: new Set() }
       assets.set(asset, e)
     }
     return e
@@ -47,7 +49,8 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
   /** Without telling the miss listener: for health and warmth checks, which must not trigger refills. */
   const lookupQuiet = (asset: string, quote: string, source: Exchange | undefined, now: number): PriceLookup => {
     const e = assets.get(asset)
-    if (e === undefined) return { _tag: "UnknownAsset" }
+    // A quote no market of the asset is traded in is unknown: nothing to compile, cache or refill.
+    if (e === undefined || !e.quotes.has(quote)) return { _tag: "UnknownAsset" }
     const cacheKey = source === undefined ? quote : `${quote}|${source}`
     const cached = e.answers.get(cacheKey)
     let answer: CompiledAnswer | undefined
@@ -62,6 +65,21 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
     return answer === undefined ? { _tag: "NoFreshPrice" } : { _tag: "Found", answer }
   }
 
+  const snapshot = (now: number) => {
+    let fresh = 0
+    let markets = 0
+    for (const [asset, e] of assets) {
+      markets += e.ticks.size
+      if (lookupQuiet(asset, USD, undefined, now)._tag === "Found") fresh++
+    }
+    return {
+      assets: assets.size, markets, freshAssets: fresh, ticks,
+      newestTickAgeMs: newestTick === undefined ? undefined : now - newestTick,
+      // Warm when at least half of the known assets have a fresh price.
+      warm: assets.size > 0 && fresh * 2 >= assets.size
+    }
+  }
+
   const lookup = (asset: string, quote: string, source: Exchange | undefined, now: number): PriceLookup => {
     const found = lookupQuiet(asset, quote, source, now)
     if (found._tag === "NoFreshPrice" && missListener !== undefined) missListener(asset, quote, source)
@@ -70,7 +88,8 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
 
   return PriceCache.of({
     ingest: (tick) => {
-      const e = entry(tick.asset)
+      const e = assets.get(tick.asset)
+      if (e === undefined) return // a market the asset map does not (or no longer) list
       e.ticks.set(`${tick.exchange}|${tick.quote}`, tick)
       e.version++
       ticks++
@@ -82,25 +101,21 @@ export const makePriceCacheMemory = (params: Params["Service"]) => {
     },
     marketTick: (exchange, asset, quote) => assets.get(asset)?.ticks.get(`${exchange}|${quote}`),
     setMarkets: (markets: ReadonlyArray<MarketInfo>) => {
+      // Rebuilt, not merged: a market dropped by a reload (or no longer USD-equivalent) must stop counting.
+      const known = new Set(markets.map((m) => m.asset))
+      for (const asset of assets.keys()) if (!known.has(asset)) assets.delete(asset)
+      usdEquivalent.clear()
+      for (const e of assets.values()) e.quotes.clear()
       for (const m of markets) {
-        entry(m.asset)
+        const e = entry(m.asset)
+        e.quotes.add(m.quote)
+        if (m.quote === USD || m.usdEquivalent) e.quotes.add(USD)
         if (m.usdEquivalent) usdEquivalent.add(`${m.exchange}|${m.asset}|${m.quote}`)
+        e.version++
       }
     },
-    isWarm: (now) => {
-      let fresh = 0
-      for (const asset of assets.keys()) if (lookupQuiet(asset, USD, undefined, now)._tag === "Found") fresh++
-      return assets.size > 0 && fresh * 2 >= assets.size
-    },
-    snapshot: (now) => {
-      let fresh = 0
-      let markets = 0
-      for (const [asset, e] of assets) {
-        markets += e.ticks.size
-        if (lookupQuiet(asset, USD, undefined, now)._tag === "Found") fresh++
-      }
-      return { assets: assets.size, markets, freshAssets: fresh, ticks, newestTickAgeMs: newestTick === undefined ? undefined : now - newestTick }
-    },
+    isWarm: (now) => snapshot(now).warm,
+    snapshot: (now) => snapshot(now),
     latestTicks: () => [...assets.values()].flatMap((e) => [...e.ticks.values()])
   })
 }

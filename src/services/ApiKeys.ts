@@ -29,7 +29,8 @@ export interface ApiKeyRecord {
 
 export type AuthResult =
   | { readonly _tag: "Authorized"; readonly key: ApiKeyRecord }
-  | { readonly _tag: "Refused"; readonly code: Extract<ErrorCode, "MISSING_API_KEY" | "INVALID_API_KEY" | "KEY_REVOKED" | "KEY_EXPIRED">; readonly keyId: string | undefined }
+  /** SYSTEM_BUSY: the key could not be checked now (database unreachable, too many lookups at once). */
+  | { readonly _tag: "Refused"; readonly code: Extract<ErrorCode, "MISSING_API_KEY" | "INVALID_API_KEY" | "KEY_REVOKED" | "KEY_EXPIRED" | "SYSTEM_BUSY">; readonly keyId: string | undefined }
   /** Not in this node's cache: ask `authenticateSlow` (a key created moments ago on another node). */
   | { readonly _tag: "Unknown"; readonly hash: string }
 

@@ -19,6 +19,8 @@ export interface PriceCacheSnapshot {
   readonly assets: number
   readonly markets: number
   readonly freshAssets: number
+  /** At least half of the known assets have a fresh price. */
+  readonly warm: boolean
   readonly ticks: number
   readonly newestTickAgeMs: number | undefined
 }

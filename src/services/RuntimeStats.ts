@@ -1,5 +1,5 @@
 import { Context, Layer } from "effect"
-import { COUNTER_NAMES, type CounterName, countersToRecord } from "../domain/runtimeCounters.ts"
+import { COUNTER_NAMES, type CounterName, countersToRecord, GAUGES } from "../domain/runtimeCounters.ts"
 
 /**
  * Process-wide counters, bumped synchronously on the hot path (a typed-array increment).
@@ -17,7 +17,11 @@ export class RuntimeStats extends Context.Service<RuntimeStats, {
       values,
       startedAt: Date.now(),
       snapshot: () => countersToRecord(values),
-      reset: () => values.fill(0)
+      reset: () => {
+        const kept = GAUGES.map((i) => values[i] ?? 0)
+        values.fill(0)
+        GAUGES.forEach((i, n) => void (values[i] = kept[n] ?? 0))
+      }
     })
   })
 }

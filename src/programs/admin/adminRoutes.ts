@@ -36,7 +36,7 @@ const createKey = (body: unknown) =>
     if (lrs !== undefined && typeof lrs !== "boolean") return bad("lrs must be true or false")
     const keys = yield* ApiKeys
     return yield* keys.create({ tier: body["tier"], email, lrs }).pipe(
-      Effect.map((k) => ok({ key: k.key, key_id: k.key_id, tier: k.tier, prefix: k.prefix }, 201)),
+      Effect.map((k) => ok({ key: k.key, key_id: k.key_id, tier: k.tier }, 201)),
       Effect.catchTag("ApiKeysError", (e) => e.reason === "UnknownTier" ? Effect.succeed(bad(e.message)) : internal(e))
     )
   })
@@ -144,21 +144,27 @@ const listKeys = Effect.gen(function*() {
 export type AdminServices = ApiKeys | Cache | Params | RuntimeStats | FeedStatus | PriceCache | UsageSink | RateLimiter
 
 /** The admin routes of the spec. Each answers an AdminResult; nothing here runs caller-supplied SQL or cache commands. */
-export const adminRoute = (method: string, path: string, body: unknown): Effect.Effect<AdminResult, never, AdminServices> | undefined => {
+export type AdminHandler = (body: unknown) => Effect.Effect<AdminResult, never, AdminServices>
+
+/**
+ * The handler for an admin route, or undefined. A GET handler receives the query string as its
+ * body, a POST handler the JSON body.
+ */
+export const adminRoute = (method: string, path: string): AdminHandler | undefined => {
   switch (`${method} ${path}`) {
-    case "POST /admin/keys": return createKey(body)
-    case "GET /admin/keys": return listKeys
-    case "POST /admin/revoke-key": return revokeKey(body)
-    case "POST /admin/invalidate-key": return invalidateKey(body)
+    case "POST /admin/keys": return createKey
+    case "GET /admin/keys": return () => listKeys
+    case "POST /admin/revoke-key": return revokeKey
+    case "POST /admin/invalidate-key": return invalidateKey
     case "GET /admin/system-mode":
-    case "POST /admin/system-mode": return systemMode(method, body)
-    case "GET /admin/feed-status": return feedStatus(body)
-    case "POST /admin/feed-reload": return feedReload
-    case "GET /admin/stress-stats": return stressStats
-    case "POST /admin/stress-reset": return stressReset
-    case "GET /admin/cluster-stats": return cluster
+    case "POST /admin/system-mode": return (body) => systemMode(method, body)
+    case "GET /admin/feed-status": return feedStatus
+    case "POST /admin/feed-reload": return () => feedReload
+    case "GET /admin/stress-stats": return () => stressStats
+    case "POST /admin/stress-reset": return () => stressReset
+    case "GET /admin/cluster-stats": return () => cluster
     case "GET /admin/params":
-    case "POST /admin/params": return paramsRoute(method, body)
+    case "POST /admin/params": return (body) => paramsRoute(method, body)
     default: return undefined
   }
 }

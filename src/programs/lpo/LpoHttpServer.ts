@@ -76,7 +76,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     const prices = deps.prices.snapshot(now)
     const data = {
       feeds: { mode: feeds.mode, connected: exchanges.filter((e) => e.connected).length, total: exchanges.length, freshest_age_ms: ages.length > 0 ? Math.min(...ages) : null },
-      prices: { assets: prices.assets, fresh_assets: prices.freshAssets, warm: deps.prices.isWarm(now) },
+      prices: { assets: prices.assets, fresh_assets: prices.freshAssets, warm: prices.warm },
       storage: { database: probes.database(), cache: probes.cache() },
       draining
     }
@@ -95,21 +95,19 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     const given = info.headers.adminToken
     if (given === undefined) return finish("MISSING_API_KEY", { error: "X-Admin-Token header required" })
     if (!admin.matches(given)) return finish("INVALID_API_KEY", { error: "invalid admin token" })
-    const route = adminRoute(info.method, info.path, undefined)
+    const route = adminRoute(info.method, info.path)
     if (route === undefined) return finish("NOT_FOUND", null)
     // A GET route reads its query string where a POST route reads its body.
-    void (info.method === "POST" ? readJsonBody(req) : Promise.resolve(Object.fromEntries(info.query))).then((body) => {
-      if (body === undefined) return finish("BAD_REQUEST", { error: "body must be JSON" })
-      const effect = adminRoute(info.method, info.path, body)
-      if (effect === undefined) return finish("NOT_FOUND", null)
-      return runAdmin(effect.pipe(withModule("admin"))).then(
-        (r) => finish(r.code, r.data, r.status, r.message),
-        (cause: unknown) => {
-          Effect.runFork(Effect.logError("admin request died", String(cause)).pipe(withModule("admin")))
-          finish("INTERNAL", null)
-        }
+    void (info.method === "POST" ? readJsonBody(req) : Promise.resolve(Object.fromEntries(info.query)))
+      .then((body) =>
+        body === undefined
+          ? finish("BAD_REQUEST", { error: "body must be JSON" })
+          : runAdmin(route(body).pipe(withModule("admin"))).then((r) => finish(r.code, r.data, r.status, r.message))
       )
-    })
+      .catch((cause: unknown) => {
+        Effect.runFork(Effect.logError("admin request died", String(cause)).pipe(withModule("admin")))
+        if (!res.headersSent) finish("INTERNAL", null)
+      })
   }
 
   /** The GET routes both servers answer: price, prices, health, readiness. */
@@ -148,7 +146,11 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     if (handler !== undefined) return handler(nodeReply(res), info)
     if (info.path.startsWith("/admin/")) return handleAdmin(req, res, info)
     deps.stats.values[COUNTER.client_errors]!++
-    sendEnvelope(nodeReply(res), info, meta, "LPO", "NOT_FOUND", "null")
+    const bytes = sendEnvelope(nodeReply(res), info, meta, "LPO", "NOT_FOUND", "null")
+    deps.usage.record(usageRow(meta, {
+      requestId: info.requestId, apiKeyId: undefined, service: "LPO", protocol: "http", endpoint: info.path.slice(0, 200),
+      code: "NOT_FOUND", latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
+    }))
   }
 
   const fallback = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000 }, onRequest)

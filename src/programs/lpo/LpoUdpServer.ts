@@ -47,6 +47,9 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
   }
   const usage = yield* UsageSink
   const v = deps.stats.values
+  // Requests waiting on a key lookup; shutdown lets them answer before the socket closes.
+  let pending = 0
+  let closed = false
 
   const onMessage = (socket: Socket, msg: Buffer, rinfo: RemoteInfo) => {
     const startedAt = performance.now()
@@ -55,7 +58,7 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
     v[COUNTER.udp_requests]!++
     const request = parseUdpRequest(msg)
     const send = (reply: Buffer, code: ResponseCode, keyId: string | undefined, authenticated: boolean, extra?: { asset?: string; quote?: string; price?: number; source?: string }) => {
-      if (!authenticated && !mayReplyUnauthenticated(reply, msg)) {
+      if (closed || (!authenticated && !mayReplyUnauthenticated(reply, msg))) {
         v[COUNTER.udp_silent_drops]!++
         return
       }
@@ -72,12 +75,16 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
     if (request._tag !== "price") {
       v[COUNTER.udp_malformed]!++
       // A summary request belongs to the report server's port.
-      return send(encodeErrorReply(request.rid, request._tag === "summary" ? "NOT_FOUND" : "BAD_REQUEST"), "BAD_REQUEST", undefined, false)
+      const code = request._tag === "summary" ? "NOT_FOUND" : "BAD_REQUEST"
+      return send(encodeErrorReply(request.rid, code), code, undefined, false)
     }
+    pending++
     authenticateThen(deps, request.apiKey, receivedAt, (auth) => {
+      pending--
       if (auth._tag !== "Authorized") {
-        v[COUNTER.auth_failures]!++
-        return send(encodeErrorReply(request.rid, auth._tag === "Refused" ? auth.code : "INVALID_API_KEY"), auth._tag === "Refused" ? auth.code : "INVALID_API_KEY", undefined, false)
+        const code = auth._tag === "Refused" ? auth.code : "INVALID_API_KEY"
+        v[code === "SYSTEM_BUSY" ? COUNTER.system_busy : COUNTER.auth_failures]!++
+        return send(encodeErrorReply(request.rid, code), code, auth._tag === "Refused" ? auth.keyId : undefined, false)
       }
       const query = parseQuery(request.asset, request.quote ?? null, null, false)
       const extra = { asset: request.asset, quote: request.quote ?? "USD" }
@@ -92,5 +99,12 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
 
   const socket = yield* bindUdp(config.lpoUdpPort, config.bindHost, onMessage)
   socket.on("error", () => void v[COUNTER.udp_send_errors]!++)
+  // Runs before the socket closes (finalizers run in reverse): answer what is waiting, briefly.
+  yield* Effect.addFinalizer(() =>
+    Effect.promise(async () => {
+      const deadline = Date.now() + 2_000
+      while (pending > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+      closed = true
+    }))
   yield* Effect.logInfo("LPO UDP listening", { port: config.lpoUdpPort, host: config.bindHost }).pipe(withModule("lpo-udp"))
 }))

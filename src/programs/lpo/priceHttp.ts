@@ -48,7 +48,7 @@ export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: Request
 
   authenticateThen(deps, apiKeyOf(info), info.receivedAt, (auth) => {
     if (auth._tag !== "Authorized") {
-      deps.stats.values[COUNTER.auth_failures]!++
+      deps.stats.values[auth._tag === "Refused" && auth.code === "SYSTEM_BUSY" ? COUNTER.system_busy : COUNTER.auth_failures]!++
       return finish(auth._tag === "Refused" ? auth.code : "INVALID_API_KEY", auth._tag === "Refused" ? auth.keyId : undefined, "null", undefined)
     }
     const key = auth.key

@@ -1,5 +1,5 @@
 import { Effect } from "effect"
-import type { ErrorCode, ResponseCode } from "../../domain/errorCodes.ts"
+import type { ErrorCode } from "../../domain/errorCodes.ts"
 import { type Exchange, isExchange } from "../../domain/price.ts"
 import type { CompiledAnswer } from "../../domain/priceAnswer.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
@@ -87,18 +87,32 @@ export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryReque
 }
 
 /**
+ * Database lookups for keys this node has not seen, at most this many at once: a flood of
+ * well-formed random keys must not take the connections usage writes need.
+ */
+export const MAX_KEY_LOOKUPS_IN_FLIGHT = 32
+
+const BUSY: AuthResult = { _tag: "Refused", code: "SYSTEM_BUSY", keyId: undefined }
+
+/**
  * Authenticate from the in-process cache; on a miss, one database lookup (off the hot path: only a
- * key this node has never seen pays it). Calls `k` synchronously whenever possible.
+ * key this node has never seen pays it). Calls `k` synchronously whenever possible, and exactly
+ * once in every case.
  */
 export const authenticateThen = (deps: PriceDeps, plainKey: string | undefined, now: number, k: (auth: AuthResult) => void): void => {
   const auth = deps.apiKeys.authenticate(plainKey, now)
   if (auth._tag !== "Unknown") return k(auth)
-  deps.stats.values[COUNTER.key_cache_misses]!++
-  deps.stats.values[COUNTER.db_lookups_in_flight]!++
-  void Effect.runPromise(deps.apiKeys.authenticateSlow(auth.hash, now)).then((slow) => {
-    deps.stats.values[COUNTER.db_lookups_in_flight]!--
-    k(slow)
-  })
+  const v = deps.stats.values
+  v[COUNTER.key_cache_misses]!++
+  if (v[COUNTER.db_lookups_in_flight]! >= MAX_KEY_LOOKUPS_IN_FLIGHT) return k(BUSY)
+  v[COUNTER.db_lookups_in_flight]!++
+  void Effect.runPromise(deps.apiKeys.authenticateSlow(auth.hash, now))
+    .catch((): AuthResult => BUSY)
+    .then((slow) => {
+      v[COUNTER.db_lookups_in_flight]!--
+      k(slow)
+    })
+    // A throw in the continuation (e.g. a socket closed at shutdown) must not become an
+    // unhandled rejection, which would end the process.
+    .catch((cause: unknown) => Effect.runFork(Effect.logError("request continuation failed", String(cause))))
 }
-
-export const codeOf = (o: QueryOutcome): ResponseCode => o.code
