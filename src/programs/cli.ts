@@ -4,7 +4,7 @@ import { Console, Effect, Layer, Option, Runtime } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import cluster from "node:cluster"
-import { appConfig, SERVER_TYPES } from "../config/AppConfig.ts"
+import { appConfig, packageVersion, SERVER_TYPES } from "../config/AppConfig.ts"
 import { LoggingLive } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
@@ -27,7 +27,15 @@ const serve = Command.make("serve", {
       // Workers are stopped (scope) before storage closes (layer): they flush through it.
       return yield* Effect.scoped(runWorkers).pipe(Effect.provide(AdminToken.layer.pipe(Layer.provideMerge(StorageLive))))
     }
-    return yield* Layer.launch(serveLayer(config.serverType))
+    const layer = serveLayer(config.serverType)
+    if (layer === undefined) {
+      // A mode not built yet ends start-up with one line saying so.
+      return yield* Effect.sync(() => {
+        console.error(`SERVER_TYPE=${config.serverType} is not part of this build yet (LPO only: APP_SERVER or APP_REPORT_SERVER)`)
+        process.exitCode = 2
+      })
+    }
+    return yield* Layer.launch(layer)
   })).pipe(Command.withDescription("run the server (SERVER_TYPE picks the listeners)"))
 
 const migrate = Command.make("migrate", {}, () =>
@@ -101,8 +109,7 @@ const argv = process.argv.slice(2)
 if (argv[0] === "stress") {
   void stressCli(argv.slice(1)).then((code) => process.exit(code))
 } else {
-  const version = (process.env["npm_package_version"] ?? "0.1.0")
-  const program = Command.run(tb, { version }).pipe(
+  const program = Effect.flatMap(packageVersion, (version) => Command.run(tb, { version })).pipe(
     // A bad setting ends start-up with one line naming the variable, never a half-started server.
     Effect.catchTag("ConfigError", (e) =>
       Effect.sync(() => {

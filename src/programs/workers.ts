@@ -3,7 +3,7 @@ import cluster, { type Worker } from "node:cluster"
 import { AppConfig } from "../config/AppConfig.ts"
 import { withModule } from "../layers/Logging.ts"
 import { AdminToken } from "../services/AdminToken.ts"
-import { Redacted } from "effect"
+import { Option, Redacted } from "effect"
 
 const waitForExit = (worker: Worker, timeoutMs: number) =>
   Effect.callback<void>((resume) => {
@@ -42,12 +42,23 @@ export const runWorkers = Effect.gen(function*() {
       }, { concurrency: "unbounded", discard: true })
   )
   yield* Effect.logInfo("workers started", { workers: config.lpoWorkers })
-  // A worker that dies unexpectedly is replaced, so one crash does not shrink the pool for good.
+  if (Option.isNone(config.valkeyUrl)) {
+    // Without a shared cache each worker is its own node: limits, quotas and key invalidations
+    // are per worker (as for nodes while Valkey is down).
+    yield* Effect.logWarning("LPO_WORKERS > 1 without VALKEY_URL: rate limits, quotas and key invalidations are per worker; set VALKEY_URL to share them")
+  }
+  // A worker that dies unexpectedly is replaced, so one crash does not shrink the pool for good;
+  // a worker that keeps dying is replaced more and more slowly (1 s doubling to a minute).
+  const restarts: Array<number> = []
   cluster.on("exit", (worker, code, signal) => {
     const index = workers.indexOf(worker)
     if (stopping || index === -1 || signal === "SIGTERM") return
-    workers[index] = cluster.fork({ ADMIN_TOKEN: Redacted.value(admin.token), NODE_ID: `${config.nodeId}-w${index}`, TB_WORKER: "1" })
-    Effect.runFork(Effect.logWarning("worker replaced", { index, code }).pipe(withModule("workers")))
+    const delayMs = Math.min(60_000, 1_000 * 2 ** Math.min(restarts[index] ?? 0, 6))
+    restarts[index] = (restarts[index] ?? 0) + 1
+    Effect.runFork(Effect.logWarning("worker died; replacing it", { index, code, delay_ms: delayMs }).pipe(withModule("workers")))
+    setTimeout(() => {
+      if (!stopping) workers[index] = cluster.fork({ ADMIN_TOKEN: Redacted.value(admin.token), NODE_ID: `${config.nodeId}-w${index}`, TB_WORKER: "1" })
+    }, delayMs).unref()
   })
   return yield* Effect.never
 }).pipe(withModule("workers"))
