@@ -52,7 +52,8 @@ describe("OpenTelemetry export", () => {
     const deadline = Date.now() + 15_000
     while (!spanNames().includes("ApiKeys.create") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
     expect(spanNames()).toContain("ApiKeys.create")
-    const resource = JSON.stringify((received["traces"]?.[0] as { resourceSpans?: Array<{ resource?: unknown }> }).resourceSpans?.[0]?.resource)
+    const first = received["traces"]?.[0] as { resourceSpans?: Array<{ resource?: unknown }> } | undefined
+    const resource = JSON.stringify(first?.resourceSpans?.[0]?.resource)
     expect(resource).toContain("tb-test")
   }, 30_000)
 })

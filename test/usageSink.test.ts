@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Effect, Exit, Layer, Redacted, Schema, Scope } from "effect"
+import { Context, Effect, Exit, Layer, Logger, Option, Redacted, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
@@ -38,35 +38,51 @@ const makeRow = (createdAt = Date.now()): UsageRow => ({
   created_at: createdAt
 })
 
+/** How the fake writer answers: write, fail (typed error), die (a rejected promise) or never answer. */
+type WriterMode = "ok" | "fail" | "reject" | "hang"
+
 /** A UsageWriter that records every successful batch and can be made to fail. */
 const makeFakeWriter = () => {
   const batches: Array<ReadonlyArray<UsageRow>> = []
-  let failing = false
+  let mode: WriterMode = "ok"
   let attempts = 0
   const writer = UsageWriter.of({
     kind: "database",
     write: (rows) =>
       Effect.suspend(() => {
         attempts++
-        if (failing) return Effect.fail(new UsageWriteError({ reason: "Database", message: "writer down (test)" }))
-        batches.push([...rows])
-        return Effect.void
+        switch (mode) {
+          case "fail":
+            return Effect.fail(new UsageWriteError({ reason: "Database", message: "writer down (test)" }))
+          case "reject":
+            return Effect.promise(() => Promise.reject(new Error("writer bug (test)")))
+          case "hang":
+            return Effect.never
+          case "ok":
+            batches.push([...rows])
+            return Effect.void
+        }
       })
   })
   return {
     layer: Layer.succeed(UsageWriter, writer),
     batches,
     attempts: () => attempts,
-    setFailing: (f: boolean) => void (failing = f),
+    setFailing: (f: boolean) => void (mode = f ? "fail" : "ok"),
+    setMode: (m: WriterMode) => void (mode = m),
     writtenIds: () => batches.flatMap((b) => b.map((r) => r.id))
   }
 }
 
-const testParams = (overrides: Partial<Record<ParamName, string>>) => {
+/** `onInt` sees every numeric param read (to check what the hot path parses). */
+const testParams = (overrides: Partial<Record<ParamName, string>>, onInt: (name: ParamName) => void = () => {}) => {
   const values: ParamValues = { ...DEFAULT_PARAMS, ...overrides }
   return Layer.succeed(Params, Params.of({
     current: () => values,
-    int: (name) => Number(values[name]),
+    int: (name) => {
+      onInt(name)
+      return Number(values[name])
+    },
     bool: (name) => values[name] === "true",
     list: Effect.succeed([]),
     profiles: Effect.succeed({}),
@@ -76,13 +92,25 @@ const testParams = (overrides: Partial<Record<ParamName, string>>) => {
   }))
 }
 
-const testConfig = (dataDir: string) => testAppConfig({ dataDir })
+interface SinkOptions {
+  readonly params?: Layer.Layer<Params>
+  readonly shutdownTimeoutMs?: number
+  readonly logs?: Array<{ readonly level: string; readonly text: string }>
+}
 
 /** Build a sink in its own scope, so a test can shut it down (close the scope) when it chooses. */
-const startSink = (writer: Layer.Layer<UsageWriter>, params: Partial<Record<ParamName, string>>, dataDir: string) =>
+const startSink = (writer: Layer.Layer<UsageWriter>, params: Partial<Record<ParamName, string>>, dataDir: string, options: SinkOptions = {}) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
-    const layer = UsageSinkLive.pipe(Layer.provide(Layer.mergeAll(writer, testParams(params), testConfig(dataDir))))
+    const logs = options.logs
+    const logger = logs === undefined
+      ? Layer.empty
+      : Logger.layer([Logger.make(({ logLevel, message }) => {
+        const text = (Array.isArray(message) ? message : [message]).map((m) => typeof m === "string" ? m : JSON.stringify(m)).join(" ")
+        logs.push({ level: logLevel, text })
+      })])
+    const config = testAppConfig(options.shutdownTimeoutMs === undefined ? { dataDir } : { dataDir, shutdownTimeoutMs: options.shutdownTimeoutMs })
+    const layer = UsageSinkLive.pipe(Layer.provide(Layer.mergeAll(writer, options.params ?? testParams(params), config, logger)))
     const context = yield* Layer.buildWithScope(layer, scope)
     return { sink: Context.get(context, UsageSink), shutdown: Scope.close(scope, Exit.void) }
   })
@@ -95,7 +123,7 @@ const eventually = (check: () => boolean, timeoutMs = 5_000) =>
   })
 
 const spoolDir = (dataDir: string) => join(dataDir, "spool")
-const spoolFiles = (dataDir: string) => readdirSync(spoolDir(dataDir)).filter((f) => f.endsWith(".json"))
+const spoolFiles = (dataDir: string) => existsSync(spoolDir(dataDir)) ? readdirSync(spoolDir(dataDir)).filter((f) => f.endsWith(".json")) : []
 const spooledIds = (dataDir: string) =>
   spoolFiles(dataDir).flatMap((f) => Schema.decodeUnknownSync(UsageBatchJson)(readFileSync(join(spoolDir(dataDir), f), "utf8")).rows.map((r) => r.id))
 
@@ -162,7 +190,8 @@ describe("UsageSinkLive", () => {
       const more = Array.from({ length: 900 }, () => makeRow())
       for (const r of more) sink.record(r)
       const all = [...rows, ...more].map((r) => r.id)
-      assert.isAbove(spoolFiles(dataDir).length, 0)
+      // The loop (not record) spills, as soon as it is woken.
+      assert.isTrue(yield* eventually(() => spoolFiles(dataDir).length > 0, 2_000), "nothing spilled")
       assert.isBelow(sink.stats().buffered, 1000)
       const spooled = spooledIds(dataDir)
       assert.strictEqual(sink.stats().buffered + spooled.length, all.length)
@@ -197,12 +226,156 @@ describe("UsageSinkLive", () => {
 
       const up = makeFakeWriter()
       const second = yield* startSink(up.layer, { usage_batch_size: "50", usage_flush_ms: "60000", usage_buffer_max_rows: "1000" }, dataDir)
-      // Replayed during start-up, before the timer could have fired.
+      // Replayed by the loop's first pass, long before the (one minute) timer.
+      assert.isTrue(yield* eventually(() => spoolFiles(dataDir).length === 0, 2_000), "spool not replayed")
       assertExactlyOnce(up.writtenIds(), rows.map((r) => r.id))
-      assert.deepStrictEqual(spoolFiles(dataDir), [])
       assert.strictEqual(second.sink.stats().replayed, rows.length)
       yield* second.shutdown
       assertExactlyOnce(up.writtenIds(), rows.map((r) => r.id))
+    }))
+
+  it.live("record never throws when the spool cannot be written: rows stay in memory, one warning, nothing lost", () =>
+    Effect.gen(function*() {
+      const writer = makeFakeWriter()
+      writer.setFailing(true)
+      const dataDir = newDataDir()
+      const logs: Array<{ level: string; text: string }> = []
+      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { logs })
+      // A file where the spool directory should be: every spool write fails (also as root).
+      rmSync(spoolDir(dataDir), { recursive: true, force: true })
+      writeFileSync(spoolDir(dataDir), "not a directory")
+      const rows = Array.from({ length: 1500 }, () => makeRow())
+      for (const r of rows) assert.doesNotThrow(() => sink.record(r))
+      const spillWarnings = () => logs.filter((l) => l.level === "Warn" && l.text.includes("spool not writable"))
+      assert.isTrue(yield* eventually(() => spillWarnings().length > 0, 2_000), "the failed spill was not logged")
+      // More rows and more passes: every spill keeps failing, the warning is not repeated.
+      const more = Array.from({ length: 500 }, () => makeRow())
+      for (const r of more) assert.doesNotThrow(() => sink.record(r))
+      yield* Effect.sleep("300 millis")
+      assert.strictEqual(spillWarnings().length, 1)
+      const all = [...rows, ...more].map((r) => r.id)
+      assert.strictEqual(sink.stats().buffered, all.length, "rows were dropped")
+      // Disk and writer back: every row is written exactly once.
+      rmSync(spoolDir(dataDir), { force: true })
+      writer.setFailing(false)
+      assert.isTrue(yield* eventually(() => writer.writtenIds().length >= all.length && spoolFiles(dataDir).length === 0, 10_000))
+      yield* shutdown
+      assertExactlyOnce(writer.writtenIds(), all)
+    }), 20_000)
+
+  it.live("a spool file that does not decode is renamed to .bad and the other files are still replayed", () =>
+    Effect.gen(function*() {
+      const dataDir = newDataDir()
+      mkdirSync(spoolDir(dataDir), { recursive: true })
+      // Sorts first, so a replay that stops at it never reaches the others.
+      writeFileSync(join(spoolDir(dataDir), "usage-0-corrupt.json"), "{\"rows\": [tru")
+      const first = Array.from({ length: 30 }, () => makeRow())
+      const second = Array.from({ length: 20 }, () => makeRow())
+      writeFileSync(join(spoolDir(dataDir), "usage-1-a.json"), Schema.encodeSync(UsageBatchJson)({ rows: first }))
+      writeFileSync(join(spoolDir(dataDir), "usage-2-b.json"), Schema.encodeSync(UsageBatchJson)({ rows: second }))
+      const writer = makeFakeWriter()
+      const logs: Array<{ level: string; text: string }> = []
+      const { shutdown } = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { logs })
+      assert.isTrue(yield* eventually(() => spoolFiles(dataDir).length === 0, 3_000), `left: ${spoolFiles(dataDir).join(", ")}`)
+      assertExactlyOnce(writer.writtenIds(), [...first, ...second].map((r) => r.id))
+      assert.deepStrictEqual(readdirSync(spoolDir(dataDir)), ["usage-0-corrupt.json.bad"])
+      assert.isTrue(logs.some((l) => l.text.includes("usage-0-corrupt.json")), "the bad file was not logged")
+      yield* shutdown
+    }))
+
+  it.live("a writer defect (rejected promise) does not stop the loop: the rows are held and written later", () =>
+    Effect.gen(function*() {
+      const writer = makeFakeWriter()
+      writer.setMode("reject")
+      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "50", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, newDataDir())
+      const rows = Array.from({ length: 120 }, () => makeRow())
+      for (const r of rows) sink.record(r)
+      assert.isTrue(yield* eventually(() => writer.attempts() >= 2, 3_000), "the writer was not retried after a defect")
+      assert.strictEqual(sink.stats().buffered, rows.length)
+      writer.setMode("ok")
+      assert.isTrue(yield* eventually(() => writer.writtenIds().length >= rows.length, 5_000), "rows not written after the defect")
+      // The loop is still alive for new rows.
+      const later = Array.from({ length: 50 }, () => makeRow())
+      for (const r of later) sink.record(r)
+      assert.isTrue(yield* eventually(() => writer.writtenIds().length >= rows.length + later.length, 2_000))
+      assert.isAtLeast(sink.stats().failures, 1)
+      yield* shutdown
+      assertExactlyOnce(writer.writtenIds(), [...rows, ...later].map((r) => r.id))
+    }), 15_000)
+
+  it.live("a throwing spool listing does not stop the loop", () =>
+    Effect.gen(function*() {
+      const writer = makeFakeWriter()
+      const dataDir = newDataDir()
+      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "10", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir)
+      // readdir on a file throws ENOTDIR on every replay pass.
+      rmSync(spoolDir(dataDir), { recursive: true, force: true })
+      writeFileSync(spoolDir(dataDir), "not a directory")
+      const rows = Array.from({ length: 10 }, () => makeRow())
+      for (const r of rows) sink.record(r)
+      assert.isTrue(yield* eventually(() => writer.writtenIds().length === 10, 2_000))
+      // Let several passes (and a replay attempt) run, then the loop must still write.
+      yield* Effect.sleep("600 millis")
+      const later = Array.from({ length: 10 }, () => makeRow())
+      for (const r of later) sink.record(r)
+      assert.isTrue(yield* eventually(() => writer.writtenIds().length === 20, 2_000), "the loop died")
+      yield* shutdown
+      assertExactlyOnce(writer.writtenIds(), [...rows, ...later].map((r) => r.id))
+    }))
+
+  it.live("a hung writer at shutdown: the flush gives up after its deadline and spools every row, the in-flight batch included", () =>
+    Effect.gen(function*() {
+      const writer = makeFakeWriter()
+      writer.setMode("hang")
+      const dataDir = newDataDir()
+      // Deadline: a third of 3 s = 1 s.
+      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "50", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { shutdownTimeoutMs: 3_000 })
+      const rows = Array.from({ length: 120 }, () => makeRow())
+      for (const r of rows) sink.record(r)
+      assert.isTrue(yield* eventually(() => writer.attempts() === 1, 2_000), "no batch in flight")
+      assert.strictEqual(sink.stats().buffered, rows.length)
+      const started = Date.now()
+      const closed = yield* shutdown.pipe(Effect.timeoutOption("4 seconds"))
+      const tookMs = Date.now() - started
+      assert.isTrue(Option.isSome(closed), "shutdown did not finish")
+      assert.isAtLeast(tookMs, 900)
+      assert.isBelow(tookMs, 2_000)
+      assertExactlyOnce(spooledIds(dataDir), rows.map((r) => r.id))
+      assert.strictEqual(writer.batches.length, 0)
+    }), 10_000)
+
+  it.live("start-up does not wait for the spool replay (hung writer, backlog on disk)", () =>
+    Effect.gen(function*() {
+      const dataDir = newDataDir()
+      const backlog = Array.from({ length: 40 }, () => makeRow())
+      mkdirSync(spoolDir(dataDir), { recursive: true })
+      writeFileSync(join(spoolDir(dataDir), "usage-1-backlog.json"), Schema.encodeSync(UsageBatchJson)({ rows: backlog }))
+      const writer = makeFakeWriter()
+      writer.setMode("hang")
+      const started = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { shutdownTimeoutMs: 3_000 })
+        .pipe(Effect.timeoutOption("500 millis"))
+      assert.isTrue(Option.isSome(started), "start-up waited for the replay")
+      if (Option.isNone(started)) return
+      // The loop did try to replay; the interrupted replay leaves the file where it was.
+      assert.isTrue(yield* eventually(() => writer.attempts() >= 1, 2_000), "the loop never replayed")
+      yield* started.value.shutdown
+      assertExactlyOnce(spooledIds(dataDir), backlog.map((r) => r.id))
+    }), 10_000)
+
+  it.live("record does not read (parse) params: limits are cached by the loop", () =>
+    Effect.gen(function*() {
+      const writer = makeFakeWriter()
+      let intReads = 0
+      const params = testParams({ usage_batch_size: "1000", usage_flush_ms: "20", usage_buffer_max_rows: "5000" }, () => void intReads++)
+      const { sink, shutdown } = yield* startSink(writer.layer, {}, newDataDir(), { params })
+      const rows = Array.from({ length: 4000 }, () => makeRow())
+      const before = intReads
+      for (const r of rows) sink.record(r)
+      assert.strictEqual(intReads - before, 0)
+      // The cached limits are the configured ones: four full batches.
+      assert.isTrue(yield* eventually(() => writer.writtenIds().length === rows.length, 2_000))
+      assert.deepStrictEqual(writer.batches.map((b) => b.length), [1000, 1000, 1000, 1000])
+      yield* shutdown
     }))
 })
 

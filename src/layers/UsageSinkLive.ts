@@ -1,46 +1,74 @@
-import { Effect, Layer, Schema } from "effect"
-import { mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs"
+import { Cause, Data, Effect, Fiber, Layer, Option, Schema } from "effect"
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { UsageBatchJson, type UsageRow } from "../domain/usage.ts"
 import { AppConfig } from "../config/AppConfig.ts"
 import { Params } from "../services/Params.ts"
-import { UsageSink, UsageWriter } from "../services/UsageSink.ts"
+import { UsageSink, UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { withModule } from "./Logging.ts"
 
 const encodeBatch = Schema.encodeSync(UsageBatchJson)
 const decodeBatch = Schema.decodeUnknownSync(UsageBatchJson)
 
+/** The loop replays the spool at most once per this many passes (each pass is ~usage_flush_ms). */
+const REPLAY_EVERY_PASSES = 20
+/** Pause after an unexpected loop failure, so a persistent fault does not spin. */
+const LOOP_RETRY_MS = 1_000
+const MAX_BACKOFF_MS = 5_000
+
+class SpoolError extends Data.TaggedError("SpoolError")<{
+  readonly reason: "Io" | "Corrupt"
+  readonly file: string
+  readonly message: string
+}> {}
+
+const messageOf = (e: unknown) => e instanceof Error ? e.message : String(e)
+
+/** A param read that cannot stall or spin the loop even if the value is not a positive number. */
+const positiveInt = (n: number, fallback: number) => Number.isFinite(n) && n >= 1 ? Math.floor(n) : fallback
+
 /**
  * Spool: batches that could not be written yet, one JSON file each, written atomically
- * (tmp + rename) so a crash mid-write leaves no half file. Synchronous on purpose: it runs only
- * when the writer is failing or at shutdown, never per request.
+ * (tmp + rename) so a crash mid-write leaves no half file. Synchronous and throwing: it runs only
+ * on the loop fiber and at shutdown, never per request, and every caller wraps it in Effect.try.
+ * A file that does not decode is renamed to `<name>.bad` and no longer listed.
  */
 const makeSpool = (dir: string) => {
-  mkdirSync(dir, { recursive: true })
   let seq = 0
   return {
+    dir,
     put: (rows: ReadonlyArray<UsageRow>) => {
+      mkdirSync(dir, { recursive: true })
       const name = `usage-${Date.now()}-${process.pid}-${seq++}.json`
       writeFileSync(join(dir, `${name}.tmp`), encodeBatch({ rows }))
       renameSync(join(dir, `${name}.tmp`), join(dir, name))
     },
-    files: () => readdirSync(dir).filter((f) => f.endsWith(".json")).sort(),
-    read: (file: string): ReadonlyArray<UsageRow> => decodeBatch(readFileSync(join(dir, file), "utf8")).rows,
-    remove: (file: string) => unlinkSync(join(dir, file))
+    files: (): ReadonlyArray<string> => existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".json")).sort() : [],
+    readText: (file: string) => readFileSync(join(dir, file), "utf8"),
+    remove: (file: string) => unlinkSync(join(dir, file)),
+    quarantine: (file: string) => renameSync(join(dir, file), join(dir, `${file}.bad`))
   }
 }
 
+const spoolIo = <A>(file: string, f: () => A) =>
+  Effect.try({ try: f, catch: (e) => new SpoolError({ reason: "Io", file, message: messageOf(e) }) })
+
 /**
  * In-memory buffer → batches (`usage_batch_size` rows or every `usage_flush_ms`) → UsageWriter.
- * Memory is bounded by `usage_buffer_max_rows`: beyond it the oldest rows spill to DATA_DIR/spool
- * and are replayed once the writer succeeds again. A failing writer delays rows; it never drops them.
+ * Memory is bounded by `usage_buffer_max_rows`: beyond it the loop spills the oldest rows to
+ * DATA_DIR/spool, replayed once the writer succeeds again. A failing writer or disk delays rows;
+ * it never drops them. `record` only pushes and compares numbers: all I/O is on the loop fiber.
  */
 export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
   const writer = yield* UsageWriter
   const params = yield* Params
   const config = yield* AppConfig
   const spool = makeSpool(join(config.dataDir, "spool"))
+  // Long enough for one more try at the writer, short enough to spool before the process watchdog.
+  const finalDrainMs = Math.max(1_000, Math.floor(config.shutdownTimeoutMs / 3))
   let buffer: Array<UsageRow> = []
+  /** Batches taken from the buffer and handed to the writer, not yet acknowledged. */
+  const inFlight = new Set<ReadonlyArray<UsageRow>>()
   let wake: (() => void) | undefined
   let written = 0
   let batches = 0
@@ -49,20 +77,65 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
   let replayed = 0
   let lastBatchMs = 0
   let consecutiveFailures = 0
+  let spillFailures = 0
+  let spillFailing = false
+  let passesSinceReplay = Infinity // the first pass replays what an earlier run left
+  const quarantineFailed = new Set<string>()
 
-  const spill = (rows: ReadonlyArray<UsageRow>) => {
-    if (rows.length === 0) return
-    spool.put(rows)
-    spooled += rows.length
+  // Param values cached per loop pass, so `record` never parses strings.
+  let batchSize = 1
+  let maxRows = 1
+  let flushMs = 250
+  let wakeAt = 1
+  const readLimits = () => {
+    batchSize = positiveInt(params.int("usage_batch_size"), 1_000)
+    maxRows = positiveInt(params.int("usage_buffer_max_rows"), 200_000)
+    flushMs = positiveInt(params.int("usage_flush_ms"), 250)
+    // A failing writer is retried on its backoff timer; the loop is woken early only to spill.
+    wakeAt = consecutiveFailures === 0 ? Math.min(batchSize, maxRows) : spillFailing ? Infinity : maxRows
   }
+  readLimits()
 
   const record = (row: UsageRow) => {
     buffer.push(row)
-    const batch = params.int("usage_batch_size")
-    if (buffer.length >= params.int("usage_buffer_max_rows")) spill(buffer.splice(0, Math.max(batch, buffer.length >>> 1)))
-    if (buffer.length >= batch && wake !== undefined) wake()
+    if (buffer.length >= wakeAt && wake !== undefined) wake()
   }
 
+  /**
+   * Move the oldest rows to the spool until at most `keep` remain in memory. One synchronous step,
+   * so no other fiber ever sees rows that are in neither place; on a disk error the rows not yet
+   * spooled stay in the buffer.
+   */
+  const spillOldest = (keep: number) =>
+    Effect.try({
+      try: () => {
+        while (buffer.length > keep) {
+          const chunk = buffer.slice(0, Math.min(batchSize, buffer.length - keep))
+          spool.put(chunk)
+          buffer.splice(0, chunk.length)
+          spooled += chunk.length
+        }
+      },
+      catch: (e) => new SpoolError({ reason: "Io", file: spool.dir, message: messageOf(e) })
+    }).pipe(
+      Effect.tap(() => {
+        if (!spillFailing) return Effect.void
+        spillFailing = false
+        return Effect.logInfo("usage spool writable again")
+      }),
+      Effect.catch((e) => {
+        spillFailures++
+        const first = !spillFailing
+        spillFailing = true
+        return first
+          ? Effect.logWarning("usage spool not writable; rows kept in memory", { error: e.message, buffered: buffer.length, spillFailures })
+          : Effect.void
+      })
+    )
+
+  const spillExcess = Effect.suspend(() => buffer.length >= maxRows ? spillOldest(maxRows >>> 1) : Effect.void)
+
+  /** One writer call. A writer defect (e.g. a rejected promise) counts as a failed write. */
   const writeBatch = (rows: ReadonlyArray<UsageRow>) =>
     Effect.gen(function*() {
       const started = Date.now()
@@ -71,85 +144,171 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
       written += rows.length
       batches++
       consecutiveFailures = 0
-    }).pipe(Effect.withSpan("UsageSink.writeBatch", { attributes: { rows: rows.length, writer: writer.kind } }))
+    }).pipe(
+      Effect.catchDefect((defect) =>
+        Effect.fail(new UsageWriteError({ reason: writer.kind === "sqs" ? "Queue" : "Database", message: `writer defect: ${messageOf(defect)}` }))
+      ),
+      Effect.withSpan("UsageSink.writeBatch", { attributes: { rows: rows.length, writer: writer.kind } })
+    )
 
-  const replaySpool = Effect.gen(function*() {
-    for (const file of spool.files()) {
-      const rows = yield* Effect.try({ try: () => spool.read(file), catch: (e) => e })
-      yield* writeBatch(rows)
-      spool.remove(file)
-      replayed += rows.length
-    }
-  }).pipe(Effect.catch((e) => Effect.logWarning("spool replay paused", String(e))))
-
-  /** Write everything buffered now; on failure the batch goes back to the front of the buffer. */
+  /**
+   * Write everything buffered now. A batch that is not acknowledged (failure, defect or
+   * interruption) goes back to the front of the buffer, unless the shutdown already spooled it.
+   */
   const drainOnce = Effect.gen(function*() {
     while (buffer.length > 0) {
-      const rows = buffer.splice(0, params.int("usage_batch_size"))
-      // Uninterruptible: rows taken out of the buffer are either written or put back, never lost.
-      const ok = yield* writeBatch(rows).pipe(
-        Effect.as(true),
-        Effect.catch((e) =>
+      // A slow writer must not let memory grow past the bound.
+      yield* spillExcess
+      const rows = buffer.splice(0, batchSize)
+      if (rows.length === 0) break
+      inFlight.add(rows)
+      const result = yield* writeBatch(rows).pipe(
+        Effect.onExit((exit) =>
           Effect.sync(() => {
-            buffer = rows.concat(buffer)
-            failures++
-            consecutiveFailures++
-            return false
-          }).pipe(Effect.tap(() => consecutiveFailures === 1 ? Effect.logWarning("usage writer failing; rows held", e.message) : Effect.void))
+            if (inFlight.delete(rows) && exit._tag === "Failure") buffer = rows.concat(buffer)
+          })
         ),
-        Effect.uninterruptible
+        Effect.result
       )
-      if (!ok) return false
+      if (result._tag === "Failure") {
+        failures++
+        consecutiveFailures++
+        if (consecutiveFailures === 1) yield* Effect.logWarning("usage writer failing; rows held", result.failure.message)
+        return false
+      }
     }
     return true
   })
 
+  /**
+   * Write spooled batches, oldest first. Returns false when it stopped early so that live rows
+   * (a full batch waiting) go first; the next pass continues.
+   */
+  const replaySpool = Effect.gen(function*() {
+    const files = yield* spoolIo(spool.dir, spool.files)
+    for (const file of files) {
+      if (quarantineFailed.has(file)) continue
+      if (buffer.length >= batchSize) return false
+      const text = yield* spoolIo(file, () => spool.readText(file))
+      const decoded = yield* Effect.try({
+        try: () => decodeBatch(text).rows,
+        catch: (e) => new SpoolError({ reason: "Corrupt", file, message: messageOf(e) })
+      }).pipe(Effect.result)
+      if (decoded._tag === "Failure") {
+        yield* spoolIo(file, () => spool.quarantine(file)).pipe(
+          Effect.andThen(Effect.logError("usage spool file does not decode; renamed to .bad", { file, error: decoded.failure.message })),
+          // Could not even rename it: skip it for this run rather than block every file behind it.
+          Effect.catch((e) =>
+            Effect.sync(() => quarantineFailed.add(file)).pipe(
+              Effect.andThen(Effect.logError("usage spool file does not decode and cannot be renamed; skipped", { file, error: e.message }))
+            )
+          )
+        )
+        continue
+      }
+      const rows = decoded.success
+      // A file may be larger than a batch (written under other params): one batch at a time.
+      for (let i = 0; i < rows.length; i += batchSize) yield* writeBatch(rows.slice(i, i + batchSize))
+      // Written but not removed: the next replay writes it again, which inserts nothing new.
+      yield* spoolIo(file, () => spool.remove(file))
+      replayed += rows.length
+    }
+    return true
+  }).pipe(
+    Effect.catch((e) => Effect.logWarning("usage spool replay paused", { error: e.message }).pipe(Effect.as(true)))
+  )
+
   const waitForWork = Effect.callback<void>((resume) => {
-    // A batch filled while no one was waiting (before the loop first ran, or during a write)
-    // found no `wake` to call: start on it now rather than at the timer.
-    if (consecutiveFailures === 0 && buffer.length >= params.int("usage_batch_size")) return resume(Effect.void)
-    const backoff = consecutiveFailures === 0 ? 0 : Math.min(5_000, 100 * 2 ** Math.min(consecutiveFailures, 6))
-    const timer = setTimeout(() => resume(Effect.void), params.int("usage_flush_ms") + backoff)
-    if (consecutiveFailures === 0) wake = () => resume(Effect.void)
+    // Rows that arrived while no one was waiting (before the loop started, or during a write)
+    // found no `wake` to call: start on them now rather than at the timer.
+    if (buffer.length >= wakeAt) return resume(Effect.void)
+    const backoff = consecutiveFailures === 0 ? 0 : Math.min(MAX_BACKOFF_MS, 100 * 2 ** Math.min(consecutiveFailures, 6))
+    const timer = setTimeout(() => {
+      wake = undefined
+      resume(Effect.void)
+    }, flushMs + backoff)
+    wake = () => {
+      wake = undefined
+      clearTimeout(timer)
+      resume(Effect.void)
+    }
     return Effect.sync(() => {
       clearTimeout(timer)
       wake = undefined
     })
   })
 
+  const pass = Effect.gen(function*() {
+    readLimits()
+    yield* spillExcess
+    const drained = yield* drainOnce
+    passesSinceReplay++
+    if (drained && passesSinceReplay > REPLAY_EVERY_PASSES) {
+      passesSinceReplay = 0
+      const finished = yield* replaySpool
+      if (!finished) passesSinceReplay = Infinity
+    }
+    readLimits()
+  })
+
+  /** Runs until the scope closes: nothing that fails inside a pass may end it. */
   const loop = Effect.gen(function*() {
-    let sinceReplay = Infinity
     while (true) {
+      yield* pass.pipe(
+        Effect.catchCause((cause) =>
+          Effect.logError("usage sink loop failed; retrying", Cause.pretty(cause)).pipe(Effect.andThen(Effect.sleep(LOOP_RETRY_MS)))
+        )
+      )
       yield* waitForWork
-      wake = undefined
-      const ok = yield* drainOnce
-      sinceReplay++
-      if (ok && sinceReplay > 20 && spool.files().length > 0) {
-        sinceReplay = 0
-        yield* replaySpool
-      }
     }
   })
 
-  /** Shutdown: one last try at the writer, then whatever is left goes to the spool. */
-  const flush = Effect.gen(function*() {
-    const ok = yield* drainOnce
-    if (!ok) {
-      const rest = buffer
-      buffer = []
-      spill(rest)
-      yield* Effect.logWarning("usage writer unavailable at shutdown; rows kept in the spool", { rows: rest.length })
+  /**
+   * Spool whatever is not acknowledged: in-flight batches (they may still land; a duplicate
+   * insert is harmless, a lost row is not) and the buffer.
+   */
+  const spoolLeftovers = Effect.gen(function*() {
+    const pending = [...inFlight].flat()
+    inFlight.clear()
+    buffer = pending.concat(buffer)
+    const rows = buffer.length
+    if (rows === 0) return
+    yield* spillOldest(0)
+    if (buffer.length === 0) {
+      yield* Effect.logWarning("usage writer unavailable; rows kept in the spool", { rows })
+    } else {
+      yield* Effect.logError("usage rows could not be written nor spooled", { rows: buffer.length, spillFailures })
     }
-  }).pipe(Effect.uninterruptible)
+  })
 
-  yield* replaySpool
-  // Registered before the loop is forked so it runs after the loop has been interrupted.
-  yield* Effect.addFinalizer(() => flush)
-  yield* Effect.forkScoped(loop)
+  /** Write what is buffered within the deadline; the rest goes to the spool. */
+  const flushAfter = (first: Effect.Effect<void>) =>
+    Effect.gen(function*() {
+      const drained = yield* first.pipe(
+        Effect.andThen(drainOnce),
+        Effect.interruptible,
+        Effect.timeoutOption(finalDrainMs)
+      )
+      if (Option.isSome(drained) && drained.value) return
+      yield* spoolLeftovers
+    }).pipe(Effect.uninterruptible)
+
+  let loopFiber: Fiber.Fiber<never> | undefined
+  // The loop is stopped inside the deadline too: a write it has in flight may hang.
+  yield* Effect.addFinalizer(() => flushAfter(loopFiber === undefined ? Effect.void : Fiber.interrupt(loopFiber)))
+  loopFiber = yield* Effect.forkDetach(loop)
 
   return UsageSink.of({
     record,
-    flush,
-    stats: () => ({ buffered: buffer.length, written, batches, failures, spooled, replayed, lastBatchMs })
+    flush: flushAfter(Effect.void),
+    stats: () => ({
+      buffered: buffer.length + [...inFlight].reduce((n, rows) => n + rows.length, 0),
+      written,
+      batches,
+      failures,
+      spooled,
+      replayed,
+      lastBatchMs
+    })
   })
 }).pipe(withModule("usage")))
