@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, type Layer, Redacted, Scope } from "effect"
-import { CacheMemory } from "../src/layers/CacheMemory.ts"
+import { createServer, type Server } from "node:net"
+import { CacheMemory, makeMemoryCache } from "../src/layers/CacheMemory.ts"
 import { cacheValkeyLayer } from "../src/layers/CacheValkey.ts"
 import { Cache } from "../src/services/Cache.ts"
 import { freshRedis } from "./support/services.ts"
@@ -210,5 +211,115 @@ describe("Valkey layer with the server unreachable", () => {
       Effect.scoped,
       // The whole thing, including closing the connections, is bounded.
       Effect.timeoutOrElse({ duration: Duration.seconds(8), orElse: () => Effect.die("the unreachable Valkey layer hung") })
+    ), 15_000)
+})
+
+describe("Memory cache housekeeping", () => {
+  it.live("drops expired keys that are never read again (the governor's per-second counters)", () =>
+    Effect.gen(function*() {
+      const cache = makeMemoryCache()
+      // Written once, never read: what lazy expiry on read alone would keep forever.
+      for (let second = 0; second < 500; second++) yield* cache.incrMany([{ key: `gov:${second}`, by: 1, ttlMs: 20 }])
+      yield* cache.set("kept", "v")
+      assert.strictEqual(cache.entryCount(), 501)
+      yield* Effect.sleep("50 millis")
+      // Plenty of later writes to keys that stay: no read of the expired keys ever happens.
+      for (let i = 0; i < 3_000; i++) yield* cache.incrMany([{ key: "rl:steady", by: 1, ttlMs: 60_000 }])
+      assert.strictEqual(cache.entryCount(), 2)
+      assert.strictEqual(yield* cache.get("kept"), "v")
+      assert.strictEqual(yield* cache.get("rl:steady"), "3000")
+    }))
+
+  it.live("keeps the number of entries bounded under a steady stream of short-lived keys", () =>
+    Effect.gen(function*() {
+      const cache = makeMemoryCache()
+      let peak = 0
+      // Each key lives 5 ms and is written once: about 20 keys are live at any moment.
+      for (let i = 0; i < 6_000; i++) {
+        yield* cache.set(`once:${i}`, "x", 5)
+        if (i % 50 === 0) yield* Effect.sleep("1 millis")
+        peak = Math.max(peak, cache.entryCount())
+      }
+      assert.isBelow(peak, 3_000, `peak entries ${peak}`)
+    }))
+})
+
+/**
+ * A server that completes the ioredis handshake and then never answers: connected, but stalled
+ * (the failure mode a hung or overloaded Valkey shows).
+ */
+const startStalledServer = () =>
+  Effect.acquireRelease(
+    Effect.promise(() =>
+      new Promise<Server>((resolve) => {
+        const server = createServer((socket) => {
+          let pending = ""
+          socket.on("data", (data) => {
+            pending += data.toString("latin1")
+            for (const command of takeCommands()) answerHandshake(command, (reply) => void socket.write(reply))
+          })
+          socket.on("error", () => {})
+          // Parses complete RESP arrays of bulk strings off `pending`; returns their command names.
+          const takeCommands = (): Array<string> => {
+            const names: Array<string> = []
+            for (;;) {
+              const header = /^\*(\d+)\r\n/.exec(pending)
+              if (header === null) return names
+              let pos = header[0].length
+              const args: Array<string> = []
+              for (let i = 0; i < Number(header[1]); i++) {
+                const len = /^\$(\d+)\r\n/.exec(pending.slice(pos))
+                if (len === null) return names
+                const start = pos + len[0].length
+                const end = start + Number(len[1])
+                if (pending.length < end + 2) return names
+                args.push(pending.slice(start, end))
+                pos = end + 2
+              }
+              pending = pending.slice(pos)
+              names.push((args[0] ?? "").toLowerCase())
+            }
+          }
+        })
+        server.listen(0, "127.0.0.1", () => resolve(server))
+      })
+    ),
+    (server) => Effect.sync(() => void server.close())
+  )
+
+/** Enough of the handshake for ioredis to report "ready"; everything else is never answered. */
+const answerHandshake = (command: string, write: (reply: string) => void) => {
+  if (command === "hello") write("-ERR unknown command 'hello'\r\n")
+  else if (command === "select" || command === "client") write("+OK\r\n")
+  else if (command === "info") {
+    const info = "# Server\r\nloading:0\r\n"
+    write(`$${info.length}\r\n${info}\r\n`)
+  }
+}
+
+describe("Valkey layer with the server connected but not answering", () => {
+  it.live("fails commands and pipelines with CacheError within ~2 s instead of stalling", () =>
+    Effect.gen(function*() {
+      const server = yield* startStalledServer()
+      const address = server.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      yield* Effect.gen(function*() {
+        const cache = yield* Cache
+        const started = Date.now()
+        const results = yield* Effect.all([
+          Effect.flip(cache.get("k")),
+          Effect.flip(cache.incrMany([{ key: "c", by: 1, ttlMs: 1000 }])),
+          Effect.flip(cache.ping)
+        ], { concurrency: "unbounded" })
+        for (const error of results) {
+          assert.strictEqual(error._tag, "CacheError")
+          assert.strictEqual(error.reason, "Command")
+          assert.match(error.message, /timed out/)
+        }
+        assert.isBelow(Date.now() - started, 2_000)
+      }).pipe(Effect.provide(cacheValkeyLayer(Redacted.make(`redis://127.0.0.1:${port}/0`))))
+    }).pipe(
+      Effect.scoped,
+      Effect.timeoutOrElse({ duration: Duration.seconds(8), orElse: () => Effect.die("a command to the stalled Valkey hung") })
     ), 15_000)
 })

@@ -9,17 +9,23 @@ const closeClient = (c: Redis) =>
     Effect.catch(() => Effect.sync(() => c.disconnect()))
   )
 
+/**
+ * A server that is connected but not answering must not stall callers (reconciles, refills):
+ * every command on the main connection gives up after this long.
+ */
+const COMMAND_TIMEOUT_MS = 1000
+
 const fail = (cause: unknown) =>
   new CacheError({ reason: "Command", message: cause instanceof Error ? cause.message : String(cause) })
 
 /**
  * Valkey / ElastiCache through ioredis (`rediss://` = TLS). Commands fail fast while the server is
- * unreachable (no offline queue), so callers degrade (per-node limits) instead of piling up;
- * ioredis keeps reconnecting in the background.
+ * unreachable (no offline queue) or stops answering (command timeout), so callers degrade
+ * (per-node limits) instead of piling up; ioredis keeps reconnecting in the background.
  */
 export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
   Effect.gen(function*() {
-    const options = { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: false }
+    const options = { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: false, commandTimeout: COMMAND_TIMEOUT_MS }
     const client = yield* Effect.acquireRelease(
       Effect.sync(() => new Redis(Redacted.value(url), options)),
       closeClient
@@ -93,8 +99,9 @@ export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
         Effect.acquireRelease(
           Effect.sync(() => {
             // A subscriber connection cannot run other commands: it gets its own, which also
-            // re-subscribes by itself after a reconnect.
-            const sub = client.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null })
+            // re-subscribes by itself after a reconnect. No command timeout: a SUBSCRIBE queued
+            // while the server is away must wait for it, not time out and be forgotten.
+            const sub = client.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined })
             sub.on("error", () => {})
             sub.on("message", (ch: string, msg: string) => {
               if (ch === channel) onMessage(msg)

@@ -1,4 +1,4 @@
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Semaphore } from "effect"
 import { SqlClient } from "effect/sql"
 import { monthKey, othersConsumption, secondsToNextMonth, shedFraction } from "../domain/clusterLimits.ts"
 import { type BucketLimits, type BucketState, debit, fullBucket, tryTake } from "../domain/tokenBucket.ts"
@@ -27,6 +27,15 @@ interface KeyState {
   quotaClusterUsed: number
   pendingQueries: number
   lastActive: number
+}
+
+/** What one reconcile pushed for a key, to be taken off its pending counts once Valkey has it. */
+interface PushedKey {
+  readonly id: string
+  readonly s: KeyState
+  readonly requests: number
+  readonly queries: number
+  readonly month: string
 }
 
 const rateKey = (id: string) => `rl:${id}`
@@ -120,21 +129,12 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
     return { _tag: "Admitted", limit: limits.burst, remaining: taken.remaining, resetSec: limits.ratePerSec > 0 ? Math.ceil(missing / limits.ratePerSec) : 0 }
   }
 
-  const reconcile = Effect.gen(function*() {
-    const now = Date.now()
-    const active = [...states].filter(([, s]) => s.pendingRequests > 0 || s.pendingQueries > 0 || now - s.lastActive < ACTIVE_WINDOW_MS)
-    for (const [id, s] of states) if (now - s.lastActive > 10 * ACTIVE_WINDOW_MS && s.pendingRequests === 0 && s.pendingQueries === 0) states.delete(id)
-    const pushed = active.map(([id, s]) => ({ id, s, requests: s.pendingRequests, queries: s.pendingQueries, month: s.month }))
-    const offered = offeredSinceReconcile
-    const second = Math.floor(now / 1000)
-    const totals = yield* cache.incrMany([
-      { key: governorKey(second), by: offered, ttlMs: GOVERNOR_TTL_MS },
-      ...pushed.flatMap((p) => [
-        { key: rateKey(p.id), by: p.requests, ttlMs: RATE_COUNTER_TTL_MS },
-        { key: quotaKey(p.id, p.month), by: p.queries, ttlMs: QUOTA_COUNTER_TTL_MS }
-      ])
-    ])
-    const previous = yield* cache.get(governorKey(second - 1))
+  // One reconcile at a time (the loop, an explicit call and the final one at shutdown): two at
+  // once would both push the same pending consumption.
+  const reconcileLock = yield* Semaphore.make(1)
+
+  /** Counts a push that reached the cluster: it is no longer pending, whatever happens next. */
+  const applyPushed = (pushed: ReadonlyArray<PushedKey>, totals: ReadonlyArray<number>, offered: number, now: number) => {
     offeredSinceReconcile -= offered
     pushed.forEach((p, i) => {
       const rateTotal = totals[1 + i * 2] ?? 0
@@ -142,13 +142,40 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
       const others = othersConsumption(rateTotal, p.s.lastSeenTotal, p.requests)
       p.s.lastSeenTotal = rateTotal
       p.s.pendingRequests -= p.requests
-      p.s.pendingQueries -= p.queries
-      if (p.s.month === p.month) p.s.quotaClusterUsed = quotaTotal
+      // A month rollover while the push was in flight already reset the quota state: what was
+      // pushed belongs to the old month and must not be taken off the new one.
+      if (p.s.month === p.month) {
+        p.s.pendingQueries -= p.queries
+        p.s.quotaClusterUsed = quotaTotal
+      }
       if (others > 0 && p.s.bucket !== undefined && p.s.limits !== undefined) p.s.bucket = debit(p.s.bucket, p.s.limits, now, others)
     })
-    clusterRps = Number(previous ?? lastSecondOffered)
+  }
+
+  const reconcile = Effect.gen(function*() {
+    const now = Date.now()
+    const active = [...states].filter(([, s]) => s.pendingRequests > 0 || s.pendingQueries > 0 || now - s.lastActive < ACTIVE_WINDOW_MS)
+    for (const [id, s] of states) if (now - s.lastActive > 10 * ACTIVE_WINDOW_MS && s.pendingRequests === 0 && s.pendingQueries === 0) states.delete(id)
+    const pushed: ReadonlyArray<PushedKey> = active.map(([id, s]) => ({ id, s, requests: s.pendingRequests, queries: s.pendingQueries, month: s.month }))
+    const offered = offeredSinceReconcile
+    const second = Math.floor(now / 1000)
+    // Uninterruptible from sending to bookkeeping: once Valkey may have applied the increments,
+    // they must leave `pending`, or the next push (the final one at shutdown too) counts them twice.
+    yield* cache.incrMany([
+      { key: governorKey(second), by: offered, ttlMs: GOVERNOR_TTL_MS },
+      ...pushed.flatMap((p) => [
+        { key: rateKey(p.id), by: p.requests, ttlMs: RATE_COUNTER_TTL_MS },
+        { key: quotaKey(p.id, p.month), by: p.queries, ttlMs: QUOTA_COUNTER_TTL_MS }
+      ])
+    ]).pipe(
+      Effect.map((totals) => applyPushed(pushed, totals, offered, now)),
+      Effect.uninterruptible
+    )
     clusterReachable = true
     reconciles++
+    // Only feeds the governor: if it cannot be read, fall back to this node's own rate.
+    const previous = yield* cache.get(governorKey(second - 1)).pipe(Effect.catch(() => Effect.succeed(undefined)))
+    clusterRps = Number(previous ?? lastSecondOffered)
   }).pipe(
     Effect.catch(() =>
       Effect.sync(() => {
@@ -158,7 +185,8 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
         clusterRps = lastSecondOffered
       })
     ),
-    Effect.ensuring(Effect.sync(() => void (shed = shedFraction(clusterRps, params.int("governor_max_rps")))))
+    Effect.ensuring(Effect.sync(() => void (shed = shedFraction(clusterRps, params.int("governor_max_rps"))))),
+    reconcileLock.withPermits(1)
   )
 
   // This month's usage already in the database seeds the quota counters (a fresh in-process cache
@@ -177,8 +205,10 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
     states.set(u.id, { limits: undefined, bucket: undefined, pendingRequests: 0, lastSeenTotal: undefined, month, quotaClusterUsed: n, pendingQueries: 0, lastActive: 0 })
   })
 
-  yield* reconcile.pipe(Effect.repeat(spacedByParam(params, "rate_reconcile_ms")), Effect.forkScoped)
+  // Registered before the loop is forked: finalizers run in reverse, so at shutdown the loop stops
+  // (finishing a push in flight) before the final push.
   yield* Effect.addFinalizer(() => reconcile)
+  yield* reconcile.pipe(Effect.repeat(spacedByParam(params, "rate_reconcile_ms")), Effect.forkScoped)
 
   return RateLimiter.of({
     admit,
