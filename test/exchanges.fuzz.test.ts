@@ -210,3 +210,18 @@ describe("parsers and pathological JSON", () => {
     }
   })
 })
+
+describe("error frames with hostile codes", () => {
+  it("never throw when a code is an object that cannot become text", async () => {
+    const { PROTOCOLS } = await import("../src/domain/exchanges/index.ts")
+    const hostile = { toString: "" }
+    const frames = [
+      JSON.stringify({ id: 0, method: "subscribe", code: hostile, result: {} }),
+      JSON.stringify({ event: "error", code: hostile, msg: 1 }),
+      JSON.stringify({ event: "notice", code: hostile })
+    ]
+    for (const protocol of Object.values(PROTOCOLS)) {
+      for (const frame of frames) expect(() => protocol.parseFrame(frame, new Map(), Date.now())).not.toThrow()
+    }
+  })
+})

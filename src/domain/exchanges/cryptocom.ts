@@ -9,6 +9,7 @@ import { msTimestamp, positiveDecimal } from "./decimal.ts"
 import {
   ACK,
   batches,
+  describeValue,
   errorFrame,
   IGNORED,
   isRecord,
@@ -77,7 +78,7 @@ const parseFrame = (raw: string, markets: ReadonlyMap<string, MarketSymbol>, rec
   if (!isRecord(msg)) return IGNORED
   const method = msg["method"]
   if (method === "public/heartbeat") return { ticks: [], replies: [heartbeatReply(msg["id"], raw)], kind: "heartbeat" }
-  if (!succeeded(msg["code"])) return errorFrame(msg["message"], `crypto.com error ${String(msg["code"])}`)
+  if (!succeeded(msg["code"])) return errorFrame(msg["message"], `crypto.com error ${describeValue(msg["code"])}`)
   if (method !== "subscribe") return IGNORED
   const result = msg["result"]
   if (!isRecord(result)) return ACK // book channels' bare per-channel ack

@@ -45,6 +45,13 @@ export const tickerFrame = (ticks: ReadonlyArray<Tick>): ParsedFrame =>
 /** Error text is shown to operators: keep it a bounded string whatever the exchange sent. */
 const MAX_ERROR_LENGTH = 300
 
+/**
+ * A field's value as short text for an error message. Never throws: `String(x)` does on a hostile
+ * object (`{"toString": ""}`), so only primitives are converted.
+ */
+export const describeValue = (value: unknown): string =>
+  typeof value === "string" || typeof value === "number" || typeof value === "boolean" ? String(value).slice(0, 64) : typeof value
+
 export const errorFrame = (message: unknown, fallback: string): ParsedFrame => {
   const text = typeof message === "string" && message.length > 0 ? message : fallback
   return { ticks: NONE, replies: NONE, kind: "error", error: text.slice(0, MAX_ERROR_LENGTH) }

@@ -8,6 +8,7 @@ import { msTimestamp, positiveDecimal } from "./decimal.ts"
 import {
   ACK,
   batches,
+  describeValue,
   errorFrame,
   IGNORED,
   isRecord,
@@ -72,10 +73,10 @@ const parseFrame = (raw: string, markets: ReadonlyMap<string, MarketSymbol>, rec
     case "unsubscribe":
       return ACK
     case "error":
-      return errorFrame(msg["msg"], `okx error ${String(msg["code"])}`)
+      return errorFrame(msg["msg"], `okx error ${describeValue(msg["code"])}`)
     // 64008: "connection will soon be closed for a service upgrade" (§6.4).
     case "notice":
-      return errorFrame(msg["msg"], `okx notice ${String(msg["code"])}`)
+      return errorFrame(msg["msg"], `okx notice ${describeValue(msg["code"])}`)
     default:
       return IGNORED
   }
