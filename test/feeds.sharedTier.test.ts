@@ -59,7 +59,12 @@ describe("shared price tier across two nodes", () => {
       else await new Promise((resolve) => setTimeout(resolve, 100))
     }
     expect(statuses[0]).toBe(503) // the miss starts the refill; it does not wait for it
-    expect(answer, `no answer after ${statuses.length} tries; last: ${last}`).toBeDefined()
+    if (answer === undefined) {
+      const onA = JSON.stringify((await priceWith(a, (await createKey(a, "partner")).key, `asset=${USDT_ONLY_ASSET}`)).body.data)
+      const inValkey = execFileSync("redis-cli", ["-h", REDIS_HOST, "-p", String(REDIS_PORT), "-n", String(REDIS_DB), "HGETALL", `price:${USDT_ONLY_ASSET}`], { encoding: "utf8" })
+      const feedsB = JSON.stringify((await call(b, "/admin/feed-status", { headers: { "x-admin-token": b.adminToken } })).body.data).slice(0, 600)
+      expect.fail(`no answer after ${statuses.length} tries; last: ${last}\nA answers: ${onA}\nValkey: ${inValkey}\nB feeds: ${feedsB}\nnow ${Date.now()}`)
+    }
     expect(answer?.sources.map((s) => s.exchange).every((e) => e === "gateio" || e === "okx")).toBe(true)
 
     const fields = execFileSync("redis-cli", ["-h", REDIS_HOST, "-p", String(REDIS_PORT), "-n", String(REDIS_DB), "HKEYS", `price:${USDT_ONLY_ASSET}`], { encoding: "utf8" })

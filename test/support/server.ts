@@ -41,8 +41,21 @@ export const runCli = (args: ReadonlyArray<string>, env: Readonly<Record<string,
     child.on("exit", (code) => resolve({ code, stdout, stderr }))
   })
 
-/** Start `tb serve` as a child process and wait for /ready. */
+/**
+ * Start `tb serve` as a child process and wait for /ready. Ports are picked free just before the
+ * start, so another process can take one first: on EADDRINUSE, try again with new ports.
+ */
 export const startServer = async (env: Readonly<Record<string, string>> = {}, readyTimeoutMs = 60_000): Promise<RunningServer> => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServerOnce(env, readyTimeoutMs)
+    } catch (error) {
+      if (attempt >= 4 || !String(error).includes("EADDRINUSE")) throw error
+    }
+  }
+}
+
+const startServerOnce = async (env: Readonly<Record<string, string>>, readyTimeoutMs: number): Promise<RunningServer> => {
   const httpPort = await freePort()
   const udpPort = await freePort()
   const dataDir = env["DATA_DIR"] ?? mkdtempSync(join(tmpdir(), "tb-test-"))
