@@ -1,9 +1,10 @@
-import { Effect, Layer, Schedule } from "effect"
+import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { DEFAULT_PARAMS, isParamName, PARAMS, type ParamName, type ParamValues, validateParam } from "../domain/params.ts"
 import { Cache } from "../services/Cache.ts"
 import { type ParamRow, Params, ParamsError } from "../services/Params.ts"
 import { withModule } from "./Logging.ts"
+import { spacedBy } from "./paramSchedule.ts"
 
 export const APP_CONFIG_KEY = "app:config"
 export const PARAMS_CHANNEL = "app:config:changed"
@@ -79,7 +80,7 @@ export const ParamsLive = Layer.effect(Params, Effect.gen(function*() {
     }
   }).pipe(Effect.catch((e) => Effect.logWarning("parameter push channel unavailable", e.message).pipe(withModule("params"))))
   yield* refresh.pipe(
-    Effect.repeat(Schedule.spaced("1 second").pipe(Schedule.modifyDelay(() => Effect.sync(() => Number(values.params_refresh_ms))))),
+    Effect.repeat(spacedBy(() => Number(values.params_refresh_ms))),
     Effect.forkScoped
   )
 
