@@ -265,3 +265,12 @@ describe("tokenBucket", () => {
     expect(() => tryTake(fullBucket(limits, 0), limits, 0, -1)).toThrow(RangeError)
   })
 })
+
+describe("debit regressions", () => {
+  it("raises a state already below the debt floor even when nothing is debited", () => {
+    const after = debit({ tokens: -5e-324, updatedAt: 0 }, { ratePerSec: 0, burst: 1 }, 0, 0, 0)
+    expect(after.tokens).toBeGreaterThanOrEqual(0)
+    const deep = debit({ tokens: -50, updatedAt: 0 }, { ratePerSec: 0, burst: 10 }, 0, 0)
+    expect(deep.tokens).toBe(-10)
+  })
+})

@@ -85,7 +85,8 @@ export const debit = (
   debtCapFactor: number = 1
 ): BucketState => {
   const refilled = refill(state, limits, now)
-  if (!(n > 0)) return refilled
   const floor = -limits.burst * Math.max(0, debtCapFactor)
-  return { tokens: Math.max(floor, refilled.tokens - n), updatedAt: refilled.updatedAt }
+  // The floor holds even for a debit of nothing: a state already below it is raised to it.
+  const debited = n > 0 ? refilled.tokens - n : refilled.tokens
+  return { tokens: Math.max(floor, debited), updatedAt: refilled.updatedAt }
 }
