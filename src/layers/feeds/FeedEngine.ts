@@ -287,9 +287,21 @@ export const runFeed = (options: FeedEngineOptions, health: FeedHealthRecorder):
     })
   )
 
+  // Failed connects are logged at the start of a streak and then every tenth, so an outage is
+  // visible to the operator without a line per retry.
+  let failuresInARow = 0
   const attempt = connectOnce.pipe(
     Effect.catchDefect((defect) => Effect.fail(new FeedConnectionError({ message: `defect: ${messageOf(defect)}` }))),
-    Effect.tapError((error) => Effect.sync(() => health.recordError(error.message))),
+    Effect.tap(() => Effect.sync(() => void (failuresInARow = 0))),
+    Effect.tapError((error) =>
+      Effect.andThen(
+        Effect.sync(() => health.recordError(error.message)),
+        Effect.suspend(() =>
+          failuresInARow++ % 10 === 0
+            ? Effect.logWarning(`feed cannot connect (${failuresInARow} in a row): ${error.message}`)
+            : Effect.void
+        )
+      )),
     Effect.flatMap((outcome) =>
       outcome.healthy ? Effect.void : Effect.fail(new FeedConnectionError({ message: outcome.reason }))
     )
