@@ -39,7 +39,7 @@ const makeRow = (createdAt = Date.now()): UsageRow => ({
 })
 
 /** How the fake writer answers: write, fail (typed error), die (a rejected promise) or never answer. */
-type WriterMode = "ok" | "fail" | "reject" | "hang"
+type WriterMode = "ok" | "fail" | "reject" | "hang" | "slow"
 
 /** A UsageWriter that records every successful batch and can be made to fail. */
 const makeFakeWriter = () => {
@@ -58,6 +58,15 @@ const makeFakeWriter = () => {
             return Effect.promise(() => Promise.reject(new Error("writer bug (test)")))
           case "hang":
             return Effect.never
+          case "slow": {
+            // Like a network send: once started it lands after 150 ms, whether or not the
+            // caller stops waiting for it (interruption does not take it back).
+            const sent = [...rows]
+            return Effect.promise(() => new Promise<void>((resolve) => setTimeout(() => {
+              batches.push(sent)
+              resolve()
+            }, 150)))
+          }
           case "ok":
             batches.push([...rows])
             return Effect.void
@@ -410,4 +419,19 @@ describe("UsageWriterDatabase (real PostgreSQL)", () => {
       assert.strictEqual(stored[0]?.latency_us, sample.latency_us)
       assert.strictEqual(stored[0]?.created_at.getTime(), sample.created_at)
     }).pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
+
+  it.live("a shutdown during a send waits for it instead of sending the batch again", () =>
+    Effect.gen(function*() {
+      const writer = makeFakeWriter()
+      writer.setMode("slow")
+      const dataDir = newDataDir()
+      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "5000" }, dataDir, { shutdownTimeoutMs: 6_000 })
+      const rows = Array.from({ length: 250 }, () => makeRow())
+      for (const r of rows) sink.record(r)
+      assert.isTrue(yield* eventually(() => writer.attempts() >= 1, 2_000), "no send started")
+      yield* shutdown
+      yield* Effect.sleep("400 millis") // anything sent twice would have landed by now
+      assertExactlyOnce(writer.writtenIds(), rows.map((r) => r.id))
+      assert.deepStrictEqual(spoolFiles(dataDir), [])
+    }))
 })

@@ -155,8 +155,8 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
    * Write everything buffered now. A batch that is not acknowledged (failure, defect or
    * interruption) goes back to the front of the buffer, unless the shutdown already spooled it.
    */
-  const drainOnce = Effect.gen(function*() {
-    while (buffer.length > 0) {
+  const drainWhile = (keepGoing: () => boolean) => Effect.gen(function*() {
+    while (buffer.length > 0 && keepGoing()) {
       // A slow writer must not let memory grow past the bound.
       yield* spillExcess
       const rows = buffer.splice(0, batchSize)
@@ -179,6 +179,11 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
     }
     return true
   })
+
+  /** Everything buffered now (the final drain). */
+  const drainOnce = drainWhile(() => true)
+  /** Set at shutdown: the loop finishes the batch it is writing and stops. */
+  let stopping = false
 
   /**
    * Write spooled batches, oldest first. Returns false when it stopped early so that live rows
@@ -241,9 +246,10 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
   const pass = Effect.gen(function*() {
     readLimits()
     yield* spillExcess
-    const drained = yield* drainOnce
+    // At shutdown the loop stops between batches: a batch it has sent is never sent again.
+    const drained = yield* drainWhile(() => !stopping)
     passesSinceReplay++
-    if (drained && passesSinceReplay > REPLAY_EVERY_PASSES) {
+    if (drained && !stopping && passesSinceReplay > REPLAY_EVERY_PASSES) {
       passesSinceReplay = 0
       const finished = yield* replaySpool
       if (!finished) passesSinceReplay = Infinity
@@ -253,13 +259,13 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
 
   /** Runs until the scope closes: nothing that fails inside a pass may end it. */
   const loop = Effect.gen(function*() {
-    while (true) {
+    while (!stopping) {
       yield* pass.pipe(
         Effect.catchCause((cause) =>
           Effect.logError("usage sink loop failed; retrying", Cause.pretty(cause)).pipe(Effect.andThen(Effect.sleep(LOOP_RETRY_MS)))
         )
       )
-      yield* waitForWork
+      if (!stopping) yield* waitForWork
     }
   })
 
@@ -281,26 +287,35 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
     }
   })
 
-  /** Write what is buffered within the deadline; the rest goes to the spool. */
-  const flushAfter = (first: Effect.Effect<void>) =>
-    Effect.gen(function*() {
-      const drained = yield* first.pipe(
-        Effect.andThen(drainOnce),
-        Effect.interruptible,
-        Effect.timeoutOption(finalDrainMs)
-      )
-      if (Option.isSome(drained) && drained.value) return
-      yield* spoolLeftovers
-    }).pipe(Effect.uninterruptible)
+  let loopFiber: Fiber.Fiber<void> | undefined
+  /**
+   * Shutdown, step one: ask the loop to stop after the batch it is writing and wait for it. A
+   * batch interrupted mid-send could still land and then be sent again; only a writer hung past
+   * the deadline is interrupted (its batch goes to the spool: a duplicate is possible there, a
+   * loss is not).
+   */
+  const stopLoop = Effect.gen(function*() {
+    if (loopFiber === undefined) return
+    stopping = true
+    wake?.()
+    const finished = yield* Fiber.join(loopFiber).pipe(Effect.interruptible, Effect.timeoutOption(finalDrainMs))
+    if (Option.isNone(finished)) yield* Fiber.interrupt(loopFiber)
+  })
 
-  let loopFiber: Fiber.Fiber<never> | undefined
-  // The loop is stopped inside the deadline too: a write it has in flight may hang.
-  yield* Effect.addFinalizer(() => flushAfter(loopFiber === undefined ? Effect.void : Fiber.interrupt(loopFiber)))
+  /** Shutdown: stop the loop, write what is left within the deadline, spool the rest. */
+  const flush = Effect.gen(function*() {
+    const started = Date.now()
+    yield* stopLoop
+    const remainingMs = Math.max(1, finalDrainMs - (Date.now() - started))
+    const drained = yield* drainOnce.pipe(Effect.interruptible, Effect.timeoutOption(remainingMs))
+    if (Option.isSome(drained) && drained.value) return
+    yield* spoolLeftovers
+  }).pipe(Effect.uninterruptible)
+  yield* Effect.addFinalizer(() => flush)
   loopFiber = yield* Effect.forkDetach(loop)
 
   return UsageSink.of({
     record,
-    flush: flushAfter(Effect.void),
     stats: () => ({
       buffered: buffer.length + [...inFlight].reduce((n, rows) => n + rows.length, 0),
       written,

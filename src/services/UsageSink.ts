@@ -29,6 +29,5 @@ export interface UsageSinkStats {
  */
 export class UsageSink extends Context.Service<UsageSink, {
   readonly record: (row: UsageRow) => void
-  readonly flush: Effect.Effect<void>
   readonly stats: () => UsageSinkStats
 }>()("tb/UsageSink") {}
