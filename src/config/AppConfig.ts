@@ -1,4 +1,4 @@
-import { Config, Context, Effect, Layer, Option, Redacted } from "effect"
+import { Config, Context, Effect, Layer, Option } from "effect"
 import { hostname } from "node:os"
 import { resolve } from "node:path"
 
@@ -38,8 +38,6 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("tb/
   static readonly layer = Layer.effect(AppConfig, appConfig)
   static readonly layerFrom = (shape: AppConfigShape) => Layer.succeed(AppConfig, shape)
 }
-
-export const redactedValue = (r: Redacted.Redacted<string>): string => Redacted.value(r)
 
 /** The package version, reported in every envelope. */
 export const packageVersion: Effect.Effect<string> = Effect.promise(async () => {

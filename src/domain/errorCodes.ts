@@ -22,6 +22,4 @@ export type ErrorCode = Exclude<ResponseCode, "OK">
 
 export const RESPONSE_CODES = Object.keys(ERROR_STATUS) as ReadonlyArray<ResponseCode>
 
-export const isResponseCode = (s: string): s is ResponseCode => Object.hasOwn(ERROR_STATUS, s)
-
 export const statusOf = (code: ResponseCode): number => ERROR_STATUS[code]

@@ -32,16 +32,3 @@ export interface SourceQuote {
   readonly ts: number
   readonly age_ms: number
 }
-
-/** `data` of a `/price` answer (spec: LPO). */
-export interface PriceAnswer {
-  readonly asset: string
-  readonly quote: string
-  readonly price: number
-  readonly method: "median" | "single"
-  readonly sources: ReadonlyArray<SourceQuote>
-  readonly spread_bps: number
-  readonly ts: number
-  readonly age_ms: number
-  readonly stale: boolean
-}

@@ -54,6 +54,11 @@ export class FeedHealthRecorder {
 
   constructor(readonly exchange: Exchange) {}
 
+  /** Successful connections after the first. */
+  get reconnects(): number {
+    return Math.max(0, this.connects - 1)
+  }
+
   recordAttempt(): void {
     this.connectAttempts++
   }
@@ -88,7 +93,7 @@ export class FeedHealthRecorder {
       connected: this.connected,
       connectAttempts: this.connectAttempts,
       connects: this.connects,
-      reconnects: Math.max(0, this.connects - 1),
+      reconnects: this.reconnects,
       disconnects: this.disconnects,
       watchdogTimeouts: this.watchdogTimeouts,
       lastConnectedAt: this.lastConnectedAt,

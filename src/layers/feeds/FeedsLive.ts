@@ -228,7 +228,7 @@ const FeedsCore = Layer.effect(FeedStatus, Effect.gen(function*() {
         connected: h.connected,
         url: r.plan.wsUrl,
         connects: h.connects,
-        reconnects: Math.max(0, h.connects - 1),
+        reconnects: h.reconnects,
         watchdogTimeouts: h.watchdogTimeouts,
         messages: h.messages,
         ticks: h.ticks,
