@@ -82,7 +82,7 @@ describe("fast HTTP server", () => {
       route: (request) => {
         if (!request.target.startsWith("/fast")) return undefined
         if (request.target.startsWith("/fast/never")) return () => {}
-        const delay = request.target.includes("slow") ? 30 : request.target.includes("late") ? 80 : 0
+        const delay = request.target.includes("slow") ? 30 : request.target.includes("late") ? 300 : 0
         return (reply) => {
           const answer = () => reply(200, ["content-length", Buffer.byteLength(request.target)], request.target)
           if (delay === 0) answer()
@@ -196,10 +196,15 @@ describe("fast HTTP server", () => {
   })
 
   it("does not count a reply that arrives after the client left", async () => {
+    // Start from no requests in flight (an earlier test's connections may still be closing).
+    for (let i = 0; i < 100 && fast.inFlight() !== 0; i++) await new Promise((r) => setTimeout(r, 20))
+    expect(fast.inFlight()).toBe(0)
     const socket = connect(port, "127.0.0.1", () => socket.write("GET /fast/late HTTP/1.1\r\nHost: t\r\n\r\n"))
-    await new Promise((r) => setTimeout(r, 20))
+    // Leave once the request is surely being handled, and well before its (300 ms) reply.
+    await new Promise((r) => setTimeout(r, 50))
+    expect(fast.inFlight()).toBe(1)
     socket.destroy()
-    await new Promise((r) => setTimeout(r, 150))
+    await new Promise((r) => setTimeout(r, 450))
     expect(fast.inFlight()).toBe(0)
   })
 })
