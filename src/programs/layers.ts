@@ -9,7 +9,7 @@ import { ParamsLive } from "../layers/ParamsLive.ts"
 import { SecretsLive } from "../layers/SecretsLive.ts"
 import { UsageWriterDatabase } from "../layers/UsageWriterDatabase.ts"
 import { usageWriterSqs } from "../layers/UsageWriterSqs.ts"
-import { ServerInfo } from "./lpo/LpoHttpServer.ts"
+import { ServerInfo } from "../services/ServerInfo.ts"
 
 /** Configuration, logging and secrets: what every program needs first. */
 export const BaseLive = SecretsLive.pipe(Layer.provideMerge(Layer.mergeAll(AppConfig.layer, LoggingLive)))

@@ -1,8 +1,8 @@
-import { Context, Effect, Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { type FastHttpServer, type FastRoute, makeFastHttpServer, type Reply } from "../../http/fastHttp.ts"
-import { latencyUs, nodeReply, parseRequest, readJsonBody, type RequestInfo, requestInfo, sendEnvelope, type ServerMeta, wantedHeadersFrom } from "../../http/httpKit.ts"
+import { latencyUs, nodeReply, parseRequest, readJsonBody, type RequestInfo, requestInfo, sendEnvelope, wantedHeadersFrom } from "../../http/httpKit.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { AdminToken } from "../../services/AdminToken.ts"
@@ -13,12 +13,11 @@ import { PriceCache } from "../../services/PriceCache.ts"
 import { Probes } from "../../services/Probes.ts"
 import { RateLimiter } from "../../services/RateLimiter.ts"
 import { RuntimeStats } from "../../services/RuntimeStats.ts"
+import { ServerInfo } from "../../services/ServerInfo.ts"
 import { UsageSink } from "../../services/UsageSink.ts"
 import { adminRoute, type AdminServices } from "../admin/adminRoutes.ts"
 import { usageRow } from "../usageRows.ts"
 import { handlePriceHttp, type PriceHttpDeps } from "./priceHttp.ts"
-
-export class ServerInfo extends Context.Service<ServerInfo, ServerMeta>()("tb/ServerInfo") {}
 
 /**
  * Listen with the fast server in front and node:http behind it; on scope close: stop accepting,

@@ -14,7 +14,7 @@ import { RuntimeStats } from "../../services/RuntimeStats.ts"
 import { UsageSink } from "../../services/UsageSink.ts"
 import { usageRow } from "../usageRows.ts"
 import { authenticateThen, parseQuery, runQuery } from "./priceQuery.ts"
-import { ServerInfo } from "./LpoHttpServer.ts"
+import { ServerInfo } from "../../services/ServerInfo.ts"
 
 /** Bind a UDP socket as a scoped resource. */
 export const bindUdp = (port: number, host: string, onMessage: (socket: Socket, msg: Buffer, rinfo: RemoteInfo) => void) =>
