@@ -53,8 +53,8 @@ export const looksLikeApiKey = (s: string): boolean => {
   return true
 }
 
-/** Constant-time equality of two hex hashes; false when the lengths differ. */
-export const hashesEqual = (a: string, b: string): boolean => {
+/** Constant-time equality of two secrets (hashes, tokens); false when the lengths differ. */
+export const constantTimeEqual = (a: string, b: string): boolean => {
   const left = Buffer.from(a, "utf8")
   const right = Buffer.from(b, "utf8")
   return left.length === right.length && timingSafeEqual(left, right)

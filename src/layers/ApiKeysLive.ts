@@ -1,7 +1,7 @@
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
-import { displayPrefix, generateApiKey, hashApiKey, hashesEqual, looksLikeApiKey } from "../domain/apiKey.ts"
+import { displayPrefix, generateApiKey, hashApiKey, looksLikeApiKey } from "../domain/apiKey.ts"
 import { type ApiKeyRecord, ApiKeys, ApiKeysError, type AuthResult, type TierLimits } from "../services/ApiKeys.ts"
 import { Cache } from "../services/Cache.ts"
 import { ReaderSql } from "../services/Database.ts"
@@ -108,8 +108,10 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
       ? sql.unsafe<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys WHERE id = $1::uuid`, [keyId]).pipe(Effect.map(remember), Effect.mapError(storage))
       : Effect.void
 
-  const decide = (rec: ApiKeyRecord, hash: string, now: number): AuthResult => {
-    if (!hashesEqual(rec.hash, hash)) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
+  // Keys are found by their SHA-256: the map lookup compares hashes, never the secret itself, so
+  // its timing tells an attacker nothing about a key. The lookup is the comparison; there is no
+  // second, always-true check after it.
+  const decide = (rec: ApiKeyRecord, now: number): AuthResult => {
     if (rec.status === "revoked") return { _tag: "Refused", code: "KEY_REVOKED", keyId: rec.id }
     if (rec.expiresAt !== undefined && rec.expiresAt <= now) return { _tag: "Refused", code: "KEY_EXPIRED", keyId: rec.id }
     return { _tag: "Authorized", key: rec }
@@ -120,7 +122,7 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
     if (!looksLikeApiKey(plainKey)) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
     const hash = hashApiKey(plainKey)
     const rec = byHash.get(hash)
-    if (rec !== undefined) return decide(rec, hash, now)
+    if (rec !== undefined) return decide(rec, now)
     const until = unknownUntil.get(hash)
     if (until !== undefined && until > now) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
     return { _tag: "Unknown", hash }
@@ -131,7 +133,7 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
       Effect.map((rows): AuthResult => {
         remember(rows)
         const rec = byHash.get(hash)
-        if (rec !== undefined) return decide(rec, hash, now)
+        if (rec !== undefined) return decide(rec, now)
         if (unknownUntil.size >= NEGATIVE_CACHE_MAX) unknownUntil.clear()
         unknownUntil.set(hash, now + NEGATIVE_CACHE_MS)
         return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }

@@ -1,5 +1,6 @@
 import { Context, Effect, Layer, Option, Redacted } from "effect"
-import { randomBytes, timingSafeEqual } from "node:crypto"
+import { randomBytes } from "node:crypto"
+import { constantTimeEqual } from "../domain/apiKey.ts"
 import { mkdir, writeFile } from "node:fs/promises"
 import { join } from "node:path"
 import { AppConfig } from "../config/AppConfig.ts"
@@ -26,14 +27,9 @@ export class AdminToken extends Context.Service<AdminToken, {
       })
       yield* Effect.logInfo("ADMIN_TOKEN not set: generated one", { admin_token: token, file }).pipe(withModule("admin"))
     }
-    const expected = Buffer.from(token)
     return AdminToken.of({
       token: Redacted.make(token),
-      matches: (candidate) => {
-        if (candidate === undefined) return false
-        const given = Buffer.from(candidate)
-        return given.length === expected.length && timingSafeEqual(given, expected)
-      }
+      matches: (candidate) => candidate !== undefined && constantTimeEqual(candidate, token)
     })
   }))
 }
