@@ -6,9 +6,9 @@
  *
  * Prints "ready <port>" on stdout once every process is listening.
  */
-import cluster from "node:cluster"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
+import { runBareServer } from "./bareCluster.ts"
 
 /** Shaped like a /price envelope (~600 bytes) so the bytes on the wire match. */
 const BODY = Buffer.from(
@@ -54,24 +54,4 @@ const serve = (onListening: (port: number) => void): void => {
   server.listen(port, "127.0.0.1", () => onListening((server.address() as AddressInfo).port))
 }
 
-if (workers > 1 && cluster.isPrimary) {
-  let listening = 0
-  cluster.on("listening", (_worker, address) => {
-    listening += 1
-    if (listening === workers) process.stdout.write(`ready ${address.port}\n`)
-  })
-  for (let i = 0; i < workers; i++) cluster.fork()
-  const stop = (): void => {
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.kill()
-    process.exit(0)
-  }
-  process.on("SIGTERM", stop)
-  process.on("SIGINT", stop)
-} else if (cluster.isWorker) {
-  serve(() => {})
-  // A worker must not outlive its primary.
-  process.on("disconnect", () => process.exit(0))
-} else {
-  serve((bound) => process.stdout.write(`ready ${bound}\n`))
-  process.on("SIGTERM", () => process.exit(0))
-}
+runBareServer(workers, serve)

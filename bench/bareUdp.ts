@@ -6,8 +6,8 @@
  *
  * Prints "ready <port>" on stdout once every process is bound.
  */
-import cluster from "node:cluster"
 import * as dgram from "node:dgram"
+import { runBareServer } from "./bareCluster.ts"
 
 const REPLY = Buffer.from(
   JSON.stringify({
@@ -32,22 +32,4 @@ const serve = (onBound: (port: number) => void): void => {
   socket.bind(port, "127.0.0.1", () => onBound(socket.address().port))
 }
 
-if (workers > 1 && cluster.isPrimary) {
-  let bound = 0
-  cluster.on("message", (_worker, message: unknown) => {
-    if (typeof message === "number" && ++bound === workers) process.stdout.write(`ready ${message}\n`)
-  })
-  for (let i = 0; i < workers; i++) cluster.fork()
-  const stop = (): void => {
-    for (const worker of Object.values(cluster.workers ?? {})) worker?.kill()
-    process.exit(0)
-  }
-  process.on("SIGTERM", stop)
-  process.on("SIGINT", stop)
-} else if (cluster.isWorker) {
-  serve((bound) => process.send?.(bound))
-  process.on("disconnect", () => process.exit(0))
-} else {
-  serve((bound) => process.stdout.write(`ready ${bound}\n`))
-  process.on("SIGTERM", () => process.exit(0))
-}
+runBareServer(workers, serve)
