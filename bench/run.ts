@@ -27,6 +27,7 @@ import { STAND_IN_AWS_ENV } from "../src/simulators/awsJsonProtocol.ts"
 import { SQS_STATS_PATH } from "../src/simulators/sqsStandIn.ts"
 import { feedIngestBenchmark } from "./feedIngest.ts"
 import { canMeasureCpu, cpuBetween, sampleCpu, type CpuSample } from "./processCpu.ts"
+import { messageOf } from "../src/domain/errorMessage.ts"
 
 // ---------------------------------------------------------------------------------------------
 // What a benchmark reports
@@ -428,7 +429,7 @@ const sqsQueue: UsageDestination = {
   open: async () => {
     if (!existsSync(SQS_STAND_IN)) return `${SQS_STAND_IN} not found (npm run build)`
     const child = startChild([SQS_STAND_IN, "0"], process.env)
-    const ready = await readyLine(child).catch((error: unknown) => (error instanceof Error ? error.message : String(error)))
+    const ready = await readyLine(child).catch((error: unknown) => (messageOf(error)))
     if (typeof ready === "string" || ready.rest === "" || child.proc.pid === undefined) {
       await stopChild(child, 2_000)
       return `SQS stand-in did not start: ${typeof ready === "string" ? ready : "no queue URL on its ready line"}`
@@ -597,7 +598,7 @@ const measureBare = async (
     if (pid === undefined) throw new Error("no pid")
     return await measure(s, () => sampleCpu(pid), () => load(port))
   } catch (error) {
-    return `bare server failed: ${error instanceof Error ? error.message : String(error)}`
+    return `bare server failed: ${messageOf(error)}`
   } finally {
     await stopChild(child, 5_000)
   }
@@ -776,7 +777,7 @@ const main = async (argv: ReadonlyArray<string>): Promise<number> => {
     const report = await benchmark.run(settings).catch(
       (error: unknown): BenchReport => ({
         rows: [],
-        checks: [{ name: benchmark.name, pass: false, detail: error instanceof Error ? error.message : String(error) }]
+        checks: [{ name: benchmark.name, pass: false, detail: messageOf(error) }]
       })
     )
     rows.push(...report.rows)

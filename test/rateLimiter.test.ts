@@ -5,27 +5,13 @@ import { Reactivity } from "effect/reactivity"
 import { SqlClient, type SqlConnection } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { monthKey } from "../src/domain/clusterLimits.ts"
-import { DEFAULT_PARAMS, type ParamName, type ParamValues } from "../src/domain/params.ts"
 import { makeMemoryCache } from "../src/layers/CacheMemory.ts"
 import { RateLimiterLive } from "../src/layers/RateLimiterLive.ts"
 import type { ApiKeyRecord, TierLimits } from "../src/services/ApiKeys.ts"
 import { Cache, CacheError } from "../src/services/Cache.ts"
-import { Params } from "../src/services/Params.ts"
 import { RateLimiter } from "../src/services/RateLimiter.ts"
+import { testParams } from "./support/params.ts"
 
-const testParams = (overrides: Partial<Record<ParamName, string>>) => {
-  const values: ParamValues = { ...DEFAULT_PARAMS, ...overrides }
-  return Layer.succeed(Params, Params.of({
-    current: () => values,
-    int: (name) => Number(values[name]),
-    bool: (name) => values[name] === "true",
-    list: Effect.succeed([]),
-    profiles: Effect.succeed({}),
-    set: () => Effect.succeed(values),
-    applyProfile: () => Effect.succeed(values),
-    refresh: Effect.void
-  }))
-}
 
 /** A database without usage this month: every query answers no rows. */
 const noRows: SqlConnection.Connection = {

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
-import { DEFAULT_PARAMS, type ParamName, type ParamValues } from "../src/domain/params.ts"
+import type { ParamName } from "../src/domain/params.ts"
 import { UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageSinkLive } from "../src/layers/UsageSinkLive.ts"
@@ -16,6 +16,7 @@ import { Params } from "../src/services/Params.ts"
 import { UsageSink, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 import { testAppConfig } from "./support/config.ts"
+import { testParams } from "./support/params.ts"
 
 const makeRow = (createdAt = Date.now()): UsageRow => ({
   id: randomUUID(),
@@ -83,23 +84,6 @@ const makeFakeWriter = () => {
   }
 }
 
-/** `onInt` sees every numeric param read (to check what the hot path parses). */
-const testParams = (overrides: Partial<Record<ParamName, string>>, onInt: (name: ParamName) => void = () => {}) => {
-  const values: ParamValues = { ...DEFAULT_PARAMS, ...overrides }
-  return Layer.succeed(Params, Params.of({
-    current: () => values,
-    int: (name) => {
-      onInt(name)
-      return Number(values[name])
-    },
-    bool: (name) => values[name] === "true",
-    list: Effect.succeed([]),
-    profiles: Effect.succeed({}),
-    set: () => Effect.succeed(values),
-    applyProfile: () => Effect.succeed(values),
-    refresh: Effect.void
-  }))
-}
 
 interface SinkOptions {
   readonly params?: Layer.Layer<Params>

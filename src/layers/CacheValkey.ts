@@ -1,6 +1,7 @@
 import { Effect, Layer, Redacted } from "effect"
 import { Redis } from "ioredis"
 import { Cache, CacheError } from "../services/Cache.ts"
+import { messageOf } from "../domain/errorMessage.ts"
 
 /** QUIT waits for a reply: only ask a connected client; otherwise just drop the socket. */
 const closeClient = (c: Redis) =>
@@ -16,7 +17,7 @@ const closeClient = (c: Redis) =>
 const COMMAND_TIMEOUT_MS = 1000
 
 const fail = (cause: unknown) =>
-  new CacheError({ reason: "Command", message: cause instanceof Error ? cause.message : String(cause) })
+  new CacheError({ reason: "Command", message: messageOf(cause) })
 
 /**
  * Valkey / ElastiCache through ioredis (`rediss://` = TLS). Commands fail fast while the server is

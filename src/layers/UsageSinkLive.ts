@@ -6,6 +6,7 @@ import { AppConfig } from "../config/AppConfig.ts"
 import { Params } from "../services/Params.ts"
 import { UsageSink, UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { withModule } from "./Logging.ts"
+import { messageOf } from "../domain/errorMessage.ts"
 
 const encodeBatch = Schema.encodeSync(UsageBatchJson)
 const decodeBatch = Schema.decodeUnknownSync(UsageBatchJson)
@@ -22,7 +23,6 @@ class SpoolError extends Data.TaggedError("SpoolError")<{
   readonly message: string
 }> {}
 
-const messageOf = (e: unknown) => e instanceof Error ? e.message : String(e)
 
 /** A param read that cannot stall or spin the loop even if the value is not a positive number. */
 const positiveInt = (n: number, fallback: number) => Number.isFinite(n) && n >= 1 ? Math.floor(n) : fallback

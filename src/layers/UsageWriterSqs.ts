@@ -4,6 +4,7 @@ import { promisify } from "node:util"
 import { gzip } from "node:zlib"
 import type { UsageRow } from "../domain/usage.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
+import { messageOf } from "../domain/errorMessage.ts"
 
 /** SQS allows 256 KiB per SendMessageBatch request (all entries together); keep a margin. */
 const MAX_BATCH_BYTES = 240 * 1024
@@ -47,7 +48,7 @@ export const usageWriterSqs = (queueUrl: string) =>
           }
           if (pending.length > 0) throw new Error(`${pending.length} SQS entries failed`)
         },
-        catch: (cause) => new UsageWriteError({ reason: "Queue", message: cause instanceof Error ? cause.message : String(cause) })
+        catch: (cause) => new UsageWriteError({ reason: "Queue", message: messageOf(cause) })
       })
     return UsageWriter.of({
       kind: "sqs",

@@ -8,6 +8,7 @@
  */
 import * as dgram from "node:dgram"
 import * as net from "node:net"
+import { messageOf } from "../domain/errorMessage.ts"
 
 export interface HttpStressOptions {
   /** Full URL including path and query; the host must be loopback. */
@@ -703,7 +704,7 @@ export const stressCli = async (
       }
     }
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error)
+    const message = messageOf(error)
     write(message.startsWith("stress: ") ? `tb ${message}` : `tb stress: ${message}`)
     return 1
   }

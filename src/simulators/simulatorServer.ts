@@ -8,6 +8,7 @@ import { WebSocket, WebSocketServer } from "ws"
 import type { MarketSymbol } from "../domain/exchanges/protocol.ts"
 import type { Exchange } from "../domain/price.ts"
 import type { MarketQuote, PriceBook } from "./randomWalk.ts"
+import { wsText } from "../layers/wsText.ts"
 
 /** What an exchange module may do on one client connection. */
 export interface SessionIO {
@@ -112,12 +113,6 @@ interface Connection {
   readonly timers: Set<ReturnType<typeof setTimeout>>
 }
 
-const textOf = (data: WebSocket.RawData): string =>
-  Array.isArray(data)
-    ? Buffer.concat(data).toString("utf8")
-    : data instanceof ArrayBuffer
-      ? Buffer.from(data).toString("utf8")
-      : data.toString("utf8")
 
 export const startSimulatorServer = async (options: SimulatorServerOptions): Promise<SimulatorServer> => {
   const { simulator, priceBook } = options
@@ -222,7 +217,7 @@ export const startSimulatorServer = async (options: SimulatorServerOptions): Pro
     connections.add(connection)
     socket.on("message", (data) => {
       stats.clientFrames++
-      guarded(() => handler.onFrame(textOf(data)))
+      guarded(() => handler.onFrame(wsText(data)))
     })
     socket.on("close", () => forget(connection))
   })

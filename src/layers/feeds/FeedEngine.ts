@@ -10,6 +10,8 @@ import { Data, Duration, Effect, Schedule } from "effect"
 import { WebSocket } from "ws"
 import type { ExchangeProtocol, MarketSymbol, ParsedFrame } from "../../domain/exchanges/protocol.ts"
 import type { Exchange, Tick } from "../../domain/price.ts"
+import { messageOf } from "../../domain/errorMessage.ts"
+import { wsText } from "../wsText.ts"
 
 /** A read-only picture of one exchange's feed. */
 export interface FeedHealth {
@@ -138,14 +140,7 @@ interface ConnectionOutcome {
   readonly reason: string
 }
 
-const textOf = (data: WebSocket.RawData): string =>
-  Array.isArray(data)
-    ? Buffer.concat(data).toString("utf8")
-    : data instanceof ArrayBuffer
-      ? Buffer.from(data).toString("utf8")
-      : data.toString("utf8")
 
-const messageOf = (error: unknown): string => (error instanceof Error ? error.message : String(error))
 
 /** ±20 % around `ms`, like `Schedule.jittered`. */
 const jitter = (ms: number): number => ms * (0.8 + 0.4 * Math.random())
@@ -212,7 +207,7 @@ export const runFeed = (options: FeedEngineOptions, health: FeedHealthRecorder):
         health.recordFrame(now)
         let parsed: ParsedFrame
         try {
-          parsed = protocol.parseFrame(textOf(data), marketsBySymbol, now)
+          parsed = protocol.parseFrame(wsText(data), marketsBySymbol, now)
         } catch (error) {
           health.recordError(`parse failed: ${messageOf(error)}`)
           return

@@ -7,6 +7,7 @@ import { Duration, Effect } from "effect"
 import { fullBucket, tryTake } from "../../domain/tokenBucket.ts"
 import type { ExchangeProtocol, MarketSymbol } from "../../domain/exchanges/protocol.ts"
 import type { Exchange, Tick } from "../../domain/price.ts"
+import { messageOf } from "../../domain/errorMessage.ts"
 
 export interface RestFallbackStats {
   /** Requests sent to the exchange. */
@@ -77,7 +78,7 @@ export const makeRestFallback = (
         if (!response.ok) throw new RestRequestFailed(`HTTP ${response.status}`)
         return body
       },
-      catch: (error) => (error instanceof Error ? error.message : String(error))
+      catch: (error) => messageOf(error)
     }).pipe(
       Effect.timeout(timeout),
       Effect.map((body) => {
