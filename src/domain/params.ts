@@ -38,6 +38,13 @@ export const DEFAULT_PARAMS: ParamValues = Object.fromEntries(
   PARAM_NAMES.map((n) => [n, PARAMS[n].default])
 ) as ParamValues
 
+/** `base` with the valid entries of `record` applied; unknown names and invalid values are ignored. */
+export const mergeParams = (base: ParamValues, record: Readonly<Record<string, string>>): ParamValues => {
+  const next: Record<string, string> = { ...base }
+  for (const [k, v] of Object.entries(record)) if (isParamName(k) && validateParam(k, v) === undefined) next[k] = v
+  return next as ParamValues
+}
+
 /** Named profiles: a set of values applied together (`POST /admin/params {"profile": "high_load"}`). */
 export const PARAM_PROFILES: Readonly<Record<string, Partial<ParamValues>>> = {
   default: DEFAULT_PARAMS,

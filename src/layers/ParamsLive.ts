@@ -1,6 +1,6 @@
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { DEFAULT_PARAMS, isParamName, PARAMS, type ParamName, type ParamValues, validateParam } from "../domain/params.ts"
+import { DEFAULT_PARAMS, mergeParams as merge, PARAMS, type ParamName, type ParamValues, validateParam } from "../domain/params.ts"
 import { Cache } from "../services/Cache.ts"
 import { type ParamRow, Params, ParamsError } from "../services/Params.ts"
 import { withModule } from "./Logging.ts"
@@ -8,12 +8,6 @@ import { spacedBy } from "./paramSchedule.ts"
 
 export const APP_CONFIG_KEY = "app:config"
 export const PARAMS_CHANNEL = "app:config:changed"
-
-const merge = (base: ParamValues, record: Readonly<Record<string, string>>): ParamValues => {
-  const next: Record<string, string> = { ...base }
-  for (const [k, v] of Object.entries(record)) if (isParamName(k) && validateParam(k, v) === undefined) next[k] = v
-  return next as ParamValues
-}
 
 /**
  * Aurora `application_parameters` → Valkey hash `app:config` → this process. Refreshed on a

@@ -1,15 +1,13 @@
-import { Cause, Data, Effect, Fiber, Layer, Option, Schema } from "effect"
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs"
+import { Cause, Data, Effect, Fiber, Layer, Option } from "effect"
 import { join } from "node:path"
-import { UsageBatchJson, type UsageRow } from "../domain/usage.ts"
+import type { UsageRow } from "../domain/usage.ts"
 import { AppConfig } from "../config/AppConfig.ts"
 import { Params } from "../services/Params.ts"
 import { UsageSink, UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { withModule } from "./Logging.ts"
 import { messageOf } from "../domain/errorMessage.ts"
+import { decodeSpoolBatch, makeSpool } from "./usageSpool.ts"
 
-const encodeBatch = Schema.encodeSync(UsageBatchJson)
-const decodeBatch = Schema.decodeUnknownSync(UsageBatchJson)
 
 /** The loop replays the spool at most once per this many passes (each pass is ~usage_flush_ms). */
 const REPLAY_EVERY_PASSES = 20
@@ -26,29 +24,6 @@ class SpoolError extends Data.TaggedError("SpoolError")<{
 
 /** A param read that cannot stall or spin the loop even if the value is not a positive number. */
 const positiveInt = (n: number, fallback: number) => Number.isFinite(n) && n >= 1 ? Math.floor(n) : fallback
-
-/**
- * Spool: batches that could not be written yet, one JSON file each, written atomically
- * (tmp + rename) so a crash mid-write leaves no half file. Synchronous and throwing: it runs only
- * on the loop fiber and at shutdown, never per request, and every caller wraps it in Effect.try.
- * A file that does not decode is renamed to `<name>.bad` and no longer listed.
- */
-const makeSpool = (dir: string) => {
-  let seq = 0
-  return {
-    dir,
-    put: (rows: ReadonlyArray<UsageRow>) => {
-      mkdirSync(dir, { recursive: true })
-      const name = `usage-${Date.now()}-${process.pid}-${seq++}.json`
-      writeFileSync(join(dir, `${name}.tmp`), encodeBatch({ rows }))
-      renameSync(join(dir, `${name}.tmp`), join(dir, name))
-    },
-    files: (): ReadonlyArray<string> => existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".json")).sort() : [],
-    readText: (file: string) => readFileSync(join(dir, file), "utf8"),
-    remove: (file: string) => unlinkSync(join(dir, file)),
-    quarantine: (file: string) => renameSync(join(dir, file), join(dir, `${file}.bad`))
-  }
-}
 
 const spoolIo = <A>(file: string, f: () => A) =>
   Effect.try({ try: f, catch: (e) => new SpoolError({ reason: "Io", file, message: messageOf(e) }) })
@@ -196,7 +171,7 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
       if (buffer.length >= batchSize) return false
       const text = yield* spoolIo(file, () => spool.readText(file))
       const decoded = yield* Effect.try({
-        try: () => decodeBatch(text).rows,
+        try: () => decodeSpoolBatch(text).rows,
         catch: (e) => new SpoolError({ reason: "Corrupt", file, message: messageOf(e) })
       }).pipe(Effect.result)
       if (decoded._tag === "Failure") {

@@ -1,4 +1,4 @@
-import { Effect, Layer, Option } from "effect"
+import { Effect, Layer } from "effect"
 import { AppConfig, packageVersion } from "../config/AppConfig.ts"
 import { ApiKeysLive } from "../layers/ApiKeysLive.ts"
 import { CacheLive } from "../layers/CacheLive.ts"
@@ -7,8 +7,6 @@ import { LoggingLive } from "../layers/Logging.ts"
 import { MigrationsLive } from "../layers/MigrationsLive.ts"
 import { ParamsLive } from "../layers/ParamsLive.ts"
 import { SecretsLive } from "../layers/SecretsLive.ts"
-import { UsageWriterDatabase } from "../layers/UsageWriterDatabase.ts"
-import { usageWriterSqs } from "../layers/UsageWriterSqs.ts"
 import { ServerInfo } from "../services/ServerInfo.ts"
 
 /** Configuration, logging and secrets: what every program needs first. */
@@ -22,12 +20,6 @@ export const StorageLive = MigrationsLive.pipe(Layer.provideMerge(StorageUnmigra
 
 /** Parameters and API keys: what the key-management CLI needs. */
 export const KeysLive = ApiKeysLive.pipe(Layer.provideMerge(ParamsLive), Layer.provideMerge(StorageLive))
-
-/** SQS when SQS_QUEUE_URL is set, else straight to the database. */
-export const UsageWriterLive = Layer.unwrap(Effect.gen(function*() {
-  const config = yield* AppConfig
-  return Option.match(config.sqsQueueUrl, { onNone: () => UsageWriterDatabase, onSome: usageWriterSqs })
-}))
 
 export const ServerInfoLive = Layer.effect(ServerInfo, Effect.gen(function*() {
   const config = yield* AppConfig

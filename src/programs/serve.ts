@@ -5,11 +5,11 @@ import { withModule } from "../layers/Logging.ts"
 import { PartitionMaintenance } from "../layers/MigrationsLive.ts"
 import { PriceCacheMemory } from "../layers/PriceCacheMemory.ts"
 import { RateLimiterLive } from "../layers/RateLimiterLive.ts"
-import { UsageSinkLive } from "../layers/UsageSinkLive.ts"
+import { UsageSinkThreaded } from "../layers/UsageSinkThreaded.ts"
 import { AdminToken } from "../services/AdminToken.ts"
 import { Probes } from "../services/Probes.ts"
 import { RuntimeStats } from "../services/RuntimeStats.ts"
-import { KeysLive, ServerInfoLive, UsageWriterLive } from "./layers.ts"
+import { KeysLive, ServerInfoLive } from "./layers.ts"
 import { LpoHttpServer } from "./lpo/LpoHttpServer.ts"
 import { LpoUdpServer } from "./lpo/LpoUdpServer.ts"
 import { publishStats } from "./lpo/statsPublisher.ts"
@@ -29,8 +29,8 @@ export const LpoLive = Layer.mergeAll(
   })),
   PartitionMaintenance
 ).pipe(
-  Layer.provideMerge(Layer.mergeAll(UsageSinkLive, FeedsLive, AdminToken.layer, ServerInfoLive)),
-  Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, UsageWriterLive, RuntimeStats.layer, Probes.layer)),
+  Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, FeedsLive, AdminToken.layer, ServerInfoLive)),
+  Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStats.layer, Probes.layer)),
   Layer.provideMerge(KeysLive)
 )
 

@@ -1,0 +1,78 @@
+import { messageOf } from "./errorMessage.ts"
+import { USAGE_COLUMNS, type UsageRow } from "./usage.ts"
+
+/**
+ * Usage rows as they cross from the serving thread to the usage thread: each row one JSON array
+ * in `USAGE_COLUMNS` order (no keys to repeat), a chunk being the rows joined by ",". One native
+ * stringify per row on the hot path; the object graph is rebuilt on the other thread. Not a storage
+ * or wire format: it lives only between two threads of one process.
+ */
+export const encodeUsageLine = (r: UsageRow): string =>
+  JSON.stringify([
+    r.id, r.request_id, r.api_key_id, r.service, r.protocol, r.endpoint, r.asset, r.quote, r.source, r.price,
+    r.status_code, r.error_code, r.latency_us, r.client_ip, r.node, r.region, r.bytes_out, r.created_at
+  ])
+
+export class UsageLineError extends Error {
+  override readonly name = "UsageLineError"
+}
+
+const SERVICES: ReadonlySet<string> = new Set<UsageRow["service"]>(["LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"])
+const PROTOCOLS: ReadonlySet<string> = new Set<UsageRow["protocol"]>(["http", "udp", "ws"])
+const isService = (s: string): s is UsageRow["service"] => SERVICES.has(s)
+const isProtocol = (s: string): s is UsageRow["protocol"] => PROTOCOLS.has(s)
+
+const str = (v: unknown, column: string): string => {
+  if (typeof v !== "string") throw new UsageLineError(`${column}: expected a string`)
+  return v
+}
+const strOrNull = (v: unknown, column: string): string | null => v === null ? null : str(v, column)
+const int = (v: unknown, column: string): number => {
+  if (typeof v !== "number" || !Number.isInteger(v)) throw new UsageLineError(`${column}: expected an integer`)
+  return v
+}
+const num = (v: unknown, column: string): number => {
+  if (typeof v !== "number") throw new UsageLineError(`${column}: expected a number`)
+  return v
+}
+
+const rowOf = (v: unknown): UsageRow => {
+  if (!Array.isArray(v) || v.length !== USAGE_COLUMNS.length) throw new UsageLineError(`a row must be an array of ${USAGE_COLUMNS.length} values`)
+  const service = str(v[3], "service")
+  const protocol = str(v[4], "protocol")
+  if (!isService(service)) throw new UsageLineError(`service: unknown ${service.slice(0, 20)}`)
+  if (!isProtocol(protocol)) throw new UsageLineError(`protocol: unknown ${protocol.slice(0, 20)}`)
+  return {
+    id: str(v[0], "id"),
+    request_id: str(v[1], "request_id"),
+    api_key_id: strOrNull(v[2], "api_key_id"),
+    service: service,
+    protocol: protocol,
+    endpoint: str(v[5], "endpoint"),
+    asset: strOrNull(v[6], "asset"),
+    quote: strOrNull(v[7], "quote"),
+    source: strOrNull(v[8], "source"),
+    price: v[9] === null ? null : num(v[9], "price"),
+    status_code: int(v[10], "status_code"),
+    error_code: strOrNull(v[11], "error_code"),
+    latency_us: int(v[12], "latency_us"),
+    client_ip: str(v[13], "client_ip"),
+    node: str(v[14], "node"),
+    region: str(v[15], "region"),
+    bytes_out: int(v[16], "bytes_out"),
+    created_at: num(v[17], "created_at")
+  }
+}
+
+/** A chunk of encoded rows (joined by ","; "" is no rows) back into rows. Throws UsageLineError. */
+export const decodeUsageLines = (chunk: string): ReadonlyArray<UsageRow> => {
+  if (chunk === "") return []
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(`[${chunk}]`)
+  } catch (e) {
+    throw new UsageLineError(`chunk is not JSON: ${messageOf(e)}`)
+  }
+  if (!Array.isArray(parsed)) throw new UsageLineError("chunk is not a list of rows")
+  return parsed.map(rowOf)
+}

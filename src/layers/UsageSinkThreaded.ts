@@ -1,0 +1,237 @@
+import { Effect, Fiber, Layer, Option, Schema } from "effect"
+import { join } from "node:path"
+import { Worker } from "node:worker_threads"
+import { AppConfig } from "../config/AppConfig.ts"
+import { messageOf } from "../domain/errorMessage.ts"
+import type { ParamValues } from "../domain/params.ts"
+import type { UsageRow } from "../domain/usage.ts"
+import { decodeUsageLines, encodeUsageLine } from "../domain/usageLine.ts"
+import { DatabaseInfo } from "../services/Database.ts"
+import { Params } from "../services/Params.ts"
+import { UsageSink, type UsageSinkStats } from "../services/UsageSink.ts"
+import { withModule } from "./Logging.ts"
+import { makeSpool } from "./usageSpool.ts"
+import { FromUsageThread, type ToUsageThread } from "./usageThreadProtocol.ts"
+
+/** Rows per chunk handed to the usage thread. */
+const CHUNK_ROWS = 512
+/** The longest a row waits on the serving thread before its chunk is handed over. */
+const SHIP_EVERY_MS = 20
+/** Parameters are pushed to the usage thread when they change, checked this often. */
+const PARAMS_EVERY_TICKS = 50
+const RESTART_AFTER_MS = 1_000
+const STARTUP_WAIT_MS = 30_000
+
+const ZERO: UsageSinkStats = { buffered: 0, written: 0, batches: 0, failures: 0, spooled: 0, replayed: 0, lastBatchMs: 0 }
+
+/** The thread's entry next to this module: .ts under the test runner, .js when built. */
+const threadEntry = () => new URL(import.meta.url.endsWith(".ts") ? "../programs/usageThread.ts" : "../programs/usageThread.js", import.meta.url)
+
+interface Chunk {
+  readonly seq: number
+  readonly chunk: string
+  readonly rows: number
+  sent: boolean
+}
+
+const decodeFromThread = Schema.decodeUnknownSync(FromUsageThread)
+
+/**
+ * The UsageSink of a server: `record` turns the row into one line of text (one native stringify)
+ * and returns; lines go in chunks to the usage thread (src/programs/usageThread.ts), which runs
+ * UsageSinkLive with the database or SQS writer. The serving thread keeps every chunk until the
+ * usage thread acknowledges it; a usage thread that dies is restarted and sent the
+ * unacknowledged chunks again. Memory here is bounded by `usage_buffer_max_rows` (beyond it the
+ * oldest chunks go to the spool, which the usage thread replays). At shutdown: hand over the last
+ * chunk, ask the thread to flush and stop, and spool whatever it did not acknowledge.
+ */
+export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() {
+  const config = yield* AppConfig
+  const params = yield* Params
+  const database = yield* DatabaseInfo
+  const spool = makeSpool(join(config.dataDir, "spool"))
+  // The usage thread spends at most a third of the shutdown budget on its own final flush.
+  const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
+  // The thread writes to the same database as this one: the embedded one's URL when it is ours.
+  const threadEnv: NodeJS.ProcessEnv = database.kind === "embedded" && database.embeddedUrl !== undefined
+    ? { ...process.env, DATABASE_URL: database.embeddedUrl }
+    : { ...process.env }
+
+  let lines: Array<string> = []
+  /** Chunks not yet acknowledged, oldest first (a Map keeps insertion order). */
+  const outbox = new Map<number, Chunk>()
+  let outboxRows = 0
+  let seq = 0
+  /** The running thread, once it has said it is ready. */
+  let thread: Worker | undefined
+  let threadStats: UsageSinkStats = ZERO
+  /** Counts of the threads that ran before the current one. */
+  let earlier: UsageSinkStats = ZERO
+  let spooledHere = 0
+  let stopping = false
+  let paramsSent: ParamValues | undefined
+  let onReady: (() => void) | undefined
+
+  const post = (worker: Worker, message: ToUsageThread) => worker.postMessage(message)
+
+  const send = (c: Chunk) => {
+    if (thread === undefined) return
+    post(thread, { type: "rows", seq: c.seq, chunk: c.chunk })
+    c.sent = true
+  }
+
+  /** Move the oldest chunks to the spool until at most `keep` rows wait here. */
+  const spillOldest = (keep: number) => {
+    for (const c of outbox.values()) {
+      if (outboxRows <= keep) return
+      try {
+        spool.put(decodeUsageLines(c.chunk))
+      } catch (e) {
+        Effect.runFork(Effect.logError("usage rows could not be spooled; kept in memory", { rows: c.rows, error: messageOf(e) }).pipe(withModule("usage")))
+        return
+      }
+      outbox.delete(c.seq)
+      outboxRows -= c.rows
+      spooledHere += c.rows
+    }
+  }
+
+  const ship = () => {
+    if (lines.length === 0) return
+    const c: Chunk = { seq: seq++, chunk: lines.join(","), rows: lines.length, sent: false }
+    lines = []
+    outbox.set(c.seq, c)
+    outboxRows += c.rows
+    send(c)
+    const maxRows = params.int("usage_buffer_max_rows")
+    if (outboxRows > maxRows && Number.isFinite(maxRows)) spillOldest(maxRows >>> 1)
+  }
+
+  const record = (row: UsageRow) => {
+    lines.push(encodeUsageLine(row))
+    if (lines.length >= CHUNK_ROWS) ship()
+  }
+
+  const pushParams = () => {
+    const current = params.current()
+    if (thread === undefined || current === paramsSent) return
+    post(thread, { type: "params", values: current })
+    paramsSent = current
+  }
+
+  const onMessage = (worker: Worker, raw: unknown) => {
+    const message = decodeFromThread(raw)
+    switch (message.type) {
+      case "ready":
+        thread = worker
+        paramsSent = undefined
+        pushParams()
+        for (const c of outbox.values()) if (!c.sent) send(c)
+        // Shutdown began while it was starting: it has every chunk now; flush and stop.
+        if (stopping) post(worker, { type: "stop" })
+        onReady?.()
+        onReady = undefined
+        return
+      case "ack": {
+        const c = outbox.get(message.seq)
+        if (c === undefined) return
+        outbox.delete(message.seq)
+        outboxRows -= c.rows
+        return
+      }
+      case "stats":
+      case "stopped":
+        threadStats = message.stats
+        return
+    }
+  }
+
+  /** One usage thread, from start to exit; interrupting it terminates the thread. */
+  const runThread = Effect.callback<number>((resume) => {
+    const worker = new Worker(threadEntry(), { workerData: { params: params.current() }, env: threadEnv })
+    worker.on("message", (raw: unknown) => {
+      try {
+        onMessage(worker, raw)
+      } catch (e) {
+        Effect.runFork(Effect.logError("unexpected message from the usage thread", messageOf(e)).pipe(withModule("usage")))
+      }
+    })
+    worker.on("error", (e) => Effect.runFork(Effect.logError("usage thread failed", messageOf(e)).pipe(withModule("usage"))))
+    worker.once("exit", (code) => {
+      if (thread === worker) thread = undefined
+      // Whatever it did not acknowledge goes to the next thread (or the spool at shutdown).
+      for (const c of outbox.values()) c.sent = false
+      earlier = {
+        buffered: 0,
+        written: earlier.written + threadStats.written,
+        batches: earlier.batches + threadStats.batches,
+        failures: earlier.failures + threadStats.failures,
+        spooled: earlier.spooled + threadStats.spooled,
+        replayed: earlier.replayed + threadStats.replayed,
+        lastBatchMs: threadStats.lastBatchMs
+      }
+      threadStats = ZERO
+      resume(Effect.succeed(code))
+    })
+    return Effect.promise(() => worker.terminate())
+  })
+
+  const supervise = Effect.gen(function*() {
+    while (!stopping) {
+      const code = yield* runThread
+      if (stopping) return
+      yield* Effect.logError("usage thread exited; restarting it", { code, unacknowledged_rows: outboxRows })
+      yield* Effect.sleep(RESTART_AFTER_MS)
+    }
+  })
+
+  /** Shutdown: last chunk, stop and flush the thread, spool what it did not acknowledge. */
+  const flush = Effect.gen(function*() {
+    stopping = true
+    ship()
+    if (thread !== undefined) post(thread, { type: "stop" })
+    const finished = yield* Fiber.join(supervisor).pipe(Effect.timeoutOption(waitForThreadMs))
+    if (Option.isNone(finished)) {
+      yield* Effect.logError("usage thread did not stop in time; terminated", { waited_ms: waitForThreadMs })
+      yield* Fiber.interrupt(supervisor)
+    }
+    ship()
+    if (outboxRows === 0) return
+    const rows = outboxRows
+    spillOldest(0)
+    if (outboxRows === 0) yield* Effect.logWarning("usage rows the usage thread did not take are in the spool", { rows })
+    else yield* Effect.logError("usage rows could not be written nor spooled", { rows: outboxRows })
+  }).pipe(Effect.uninterruptible)
+
+  const firstReady = Effect.callback<void>((resume) => {
+    onReady = () => resume(Effect.void)
+  })
+  const supervisor = yield* Effect.forkDetach(supervise)
+  yield* Effect.addFinalizer(() => flush)
+  // Serve only once rows flow; a thread that cannot start in time leaves rows held, then spooled.
+  const started = yield* firstReady.pipe(Effect.timeoutOption(STARTUP_WAIT_MS))
+  if (Option.isNone(started)) yield* Effect.logWarning("usage thread not ready yet; rows are held until it is", { waited_ms: STARTUP_WAIT_MS })
+  let ticks = 0
+  yield* Effect.acquireRelease(
+    Effect.sync(() =>
+      setInterval(() => {
+        ship()
+        if (++ticks % PARAMS_EVERY_TICKS === 0) pushParams()
+      }, SHIP_EVERY_MS)
+    ),
+    (timer) => Effect.sync(() => clearInterval(timer))
+  )
+
+  return UsageSink.of({
+    record,
+    stats: () => ({
+      buffered: lines.length + outboxRows + threadStats.buffered,
+      written: earlier.written + threadStats.written,
+      batches: earlier.batches + threadStats.batches,
+      failures: earlier.failures + threadStats.failures,
+      spooled: earlier.spooled + threadStats.spooled + spooledHere,
+      replayed: earlier.replayed + threadStats.replayed,
+      lastBatchMs: threadStats.lastBatchMs
+    })
+  })
+}).pipe(withModule("usage")))

@@ -1,0 +1,34 @@
+import { Schema } from "effect"
+
+/**
+ * Messages between the serving thread (UsageSinkThreaded) and the usage thread (usageThread.ts).
+ * Rows travel as chunks of `encodeUsageLine` text; the usage thread acknowledges a chunk once
+ * every row of it is in its sink, from where it is written or spooled, never dropped.
+ */
+export const ToUsageThread = Schema.Union([
+  Schema.Struct({ type: Schema.Literal("rows"), seq: Schema.Number, chunk: Schema.String }),
+  Schema.Struct({ type: Schema.Literal("params"), values: Schema.Record(Schema.String, Schema.String) }),
+  Schema.Struct({ type: Schema.Literal("stop") })
+])
+export type ToUsageThread = typeof ToUsageThread.Type
+
+export const UsageStatsMessage = Schema.Struct({
+  buffered: Schema.Number,
+  written: Schema.Number,
+  batches: Schema.Number,
+  failures: Schema.Number,
+  spooled: Schema.Number,
+  replayed: Schema.Number,
+  lastBatchMs: Schema.Number
+})
+
+export const FromUsageThread = Schema.Union([
+  Schema.Struct({ type: Schema.Literal("ready") }),
+  Schema.Struct({ type: Schema.Literal("ack"), seq: Schema.Number }),
+  Schema.Struct({ type: Schema.Literal("stats"), stats: UsageStatsMessage }),
+  Schema.Struct({ type: Schema.Literal("stopped"), stats: UsageStatsMessage })
+])
+export type FromUsageThread = typeof FromUsageThread.Type
+
+/** What the usage thread is started with (worker_threads `workerData`). */
+export const UsageThreadData = Schema.Struct({ params: Schema.Record(Schema.String, Schema.String) })

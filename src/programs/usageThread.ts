@@ -1,0 +1,110 @@
+/**
+ * The usage thread: a worker_threads entry that runs the usage sink (batching, the database or
+ * SQS writer, the spool) off the serving thread, so that a price answer never pays for encoding,
+ * compressing or sending usage rows. Started and stopped by UsageSinkThreaded.
+ */
+import { Effect, Layer, Option, Schedule, Schema } from "effect"
+import { parentPort, workerData } from "node:worker_threads"
+import { AppConfig } from "../config/AppConfig.ts"
+import { messageOf } from "../domain/errorMessage.ts"
+import { DEFAULT_PARAMS, mergeParams, PARAMS, type ParamName, type ParamValues } from "../domain/params.ts"
+import { decodeUsageLines } from "../domain/usageLine.ts"
+import { DatabaseLive } from "../layers/DatabaseLive.ts"
+import { withModule } from "../layers/Logging.ts"
+import { UsageSinkLive } from "../layers/UsageSinkLive.ts"
+import { type FromUsageThread, ToUsageThread, UsageThreadData } from "../layers/usageThreadProtocol.ts"
+import { UsageWriterDatabase } from "../layers/UsageWriterDatabase.ts"
+import { usageWriterSqs } from "../layers/UsageWriterSqs.ts"
+import { Params, ParamsError } from "../services/Params.ts"
+import { UsageSink } from "../services/UsageSink.ts"
+import { BaseLive } from "./layers.ts"
+
+const port = parentPort
+if (port === null) throw new Error("usageThread runs as a worker thread (see UsageSinkThreaded)")
+const post = (message: FromUsageThread) => port.postMessage(message)
+const decodeRequest = Schema.decodeUnknownSync(ToUsageThread)
+
+let values: ParamValues = mergeParams(DEFAULT_PARAMS, Schema.decodeUnknownSync(UsageThreadData)(workerData).params)
+
+const readOnly = Effect.fail(new ParamsError({ reason: "Invalid", message: "parameters are set on the serving thread; the usage thread only reads them" }))
+
+/** The serving thread's parameters, pushed here whenever they change. Read-only. */
+const ParamsFromServingThread = Layer.succeed(Params, Params.of({
+  current: () => values,
+  int: (name: ParamName) => Number(values[name]),
+  bool: (name: ParamName) => values[name] === "true",
+  list: Effect.sync(() =>
+    (Object.keys(PARAMS) as Array<ParamName>).map((name) => ({ name, value: values[name], type: PARAMS[name].type, description: PARAMS[name].description }))
+  ),
+  profiles: readOnly,
+  set: () => readOnly,
+  applyProfile: () => readOnly,
+  refresh: Effect.void
+}))
+
+/** SQS when SQS_QUEUE_URL is set, else the database (DATABASE_URL, set by the serving thread to its own). */
+const WriterLive = Layer.unwrap(Effect.gen(function*() {
+  const config = yield* AppConfig
+  return Option.match(config.sqsQueueUrl, {
+    onNone: () => UsageWriterDatabase.pipe(Layer.provide(DatabaseLive)),
+    onSome: usageWriterSqs
+  })
+}))
+
+const ThreadLive = UsageSinkLive.pipe(
+  Layer.provide(Layer.mergeAll(WriterLive, ParamsFromServingThread)),
+  Layer.provideMerge(BaseLive)
+)
+
+const STATS_EVERY = "250 millis"
+
+/** Feed the serving thread's chunks into the sink until it asks to stop. */
+const serveChunks = (sink: UsageSink["Service"]) =>
+  Effect.callback<void>((resume) => {
+    port.on("message", (raw: unknown) => {
+      let message: ToUsageThread
+      try {
+        message = decodeRequest(raw)
+      } catch (e) {
+        Effect.runFork(Effect.logError("unexpected message from the serving thread", messageOf(e)).pipe(withModule("usage-thread")))
+        return
+      }
+      switch (message.type) {
+        case "rows": {
+          // A chunk that does not decode is a bug on the serving thread: say so loudly.
+          try {
+            for (const row of decodeUsageLines(message.chunk)) sink.record(row)
+          } catch (e) {
+            Effect.runFork(Effect.logError("usage chunk does not decode; its rows are lost", { seq: message.seq, error: messageOf(e) }).pipe(withModule("usage-thread")))
+          }
+          post({ type: "ack", seq: message.seq })
+          return
+        }
+        case "params":
+          values = mergeParams(values, message.values)
+          return
+        case "stop":
+          return resume(Effect.void)
+      }
+    })
+    post({ type: "ready" })
+  })
+
+const main = Effect.gen(function*() {
+  const sink = yield* UsageSink
+  yield* Effect.sync(() => post({ type: "stats", stats: sink.stats() })).pipe(Effect.repeat(Schedule.spaced(STATS_EVERY)), Effect.forkScoped)
+  yield* serveChunks(sink)
+  return sink
+})
+
+// The sink flushes when ThreadLive's scope closes; only then are the final counts known.
+Effect.runPromise(main.pipe(Effect.scoped, Effect.provide(ThreadLive), withModule("usage-thread"))).then(
+  (sink) => {
+    post({ type: "stopped", stats: sink.stats() })
+    port.close()
+  },
+  (cause: unknown) => {
+    console.error(`usage thread failed: ${messageOf(cause)}`)
+    process.exit(1)
+  }
+)
