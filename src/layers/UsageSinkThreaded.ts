@@ -1,4 +1,4 @@
-import { Effect, Fiber, Layer, Option, Schema } from "effect"
+import { Effect, Fiber, Layer, Option, Redacted, Schema } from "effect"
 import { join } from "node:path"
 import { Worker } from "node:worker_threads"
 import { AppConfig } from "../config/AppConfig.ts"
@@ -52,10 +52,16 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   const spool = makeSpool(join(config.dataDir, "spool"))
   // The usage thread spends at most a third of the shutdown budget on its own final flush.
   const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
-  // The thread writes to the same database as this one: the embedded one's URL when it is ours.
-  const threadEnv: NodeJS.ProcessEnv = database.kind === "embedded" && database.embeddedUrl !== undefined
-    ? { ...process.env, DATABASE_URL: database.embeddedUrl }
-    : { ...process.env }
+  // The thread reads its configuration from its environment: make where rows go this thread's
+  // choice (the embedded database's URL when that is ours), whatever the process env says.
+  const databaseUrl = database.kind === "embedded" ? database.embeddedUrl : Option.getOrUndefined(Option.map(config.databaseUrl, Redacted.value))
+  const threadEnv: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATA_DIR: config.dataDir,
+    ...(databaseUrl === undefined ? {} : { DATABASE_URL: databaseUrl }),
+    ...Option.match(config.sqsQueueUrl, { onNone: () => ({}), onSome: (url) => ({ SQS_QUEUE_URL: url }) })
+  }
+  if (Option.isNone(config.sqsQueueUrl)) delete threadEnv["SQS_QUEUE_URL"]
 
   let lines: Array<string> = []
   /** Chunks not yet acknowledged, oldest first (a Map keeps insertion order). */
