@@ -45,6 +45,10 @@ export const mergeParams = (base: ParamValues, record: Readonly<Record<string, s
   return next as ParamValues
 }
 
+/** Every parameter with its value and spec, for `/admin/params`. */
+export const paramRows = (values: ParamValues) =>
+  PARAM_NAMES.map((name) => ({ name, value: values[name], type: PARAMS[name].type, description: PARAMS[name].description }))
+
 /** Named profiles: a set of values applied together (`POST /admin/params {"profile": "high_load"}`). */
 export const PARAM_PROFILES: Readonly<Record<string, Partial<ParamValues>>> = {
   default: DEFAULT_PARAMS,

@@ -1,5 +1,5 @@
 import { messageOf } from "./errorMessage.ts"
-import { USAGE_COLUMNS, type UsageRow } from "./usage.ts"
+import { USAGE_COLUMNS, UsageRow } from "./usage.ts"
 
 /**
  * Usage rows as they cross from the serving thread to the usage thread: each row one JSON array
@@ -17,8 +17,8 @@ export class UsageLineError extends Error {
   override readonly name = "UsageLineError"
 }
 
-const SERVICES: ReadonlySet<string> = new Set<UsageRow["service"]>(["LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"])
-const PROTOCOLS: ReadonlySet<string> = new Set<UsageRow["protocol"]>(["http", "udp", "ws"])
+const SERVICES: ReadonlySet<string> = new Set(UsageRow.fields.service.literals)
+const PROTOCOLS: ReadonlySet<string> = new Set(UsageRow.fields.protocol.literals)
 const isService = (s: string): s is UsageRow["service"] => SERVICES.has(s)
 const isProtocol = (s: string): s is UsageRow["protocol"] => PROTOCOLS.has(s)
 
@@ -46,8 +46,8 @@ const rowOf = (v: unknown): UsageRow => {
     id: str(v[0], "id"),
     request_id: str(v[1], "request_id"),
     api_key_id: strOrNull(v[2], "api_key_id"),
-    service: service,
-    protocol: protocol,
+    service,
+    protocol,
     endpoint: str(v[5], "endpoint"),
     asset: strOrNull(v[6], "asset"),
     quote: strOrNull(v[7], "quote"),

@@ -1,6 +1,6 @@
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { DEFAULT_PARAMS, mergeParams as merge, PARAMS, type ParamName, type ParamValues, validateParam } from "../domain/params.ts"
+import { DEFAULT_PARAMS, mergeParams, paramRows, type ParamName, type ParamValues, validateParam } from "../domain/params.ts"
 import { Cache } from "../services/Cache.ts"
 import { type ParamRow, Params, ParamsError } from "../services/Params.ts"
 import { withModule } from "./Logging.ts"
@@ -28,7 +28,7 @@ export const ParamsLive = Layer.effect(Params, Effect.gen(function*() {
   const refresh = fromDatabase.pipe(
     Effect.tap(publishToCache),
     Effect.catch(() => cache.hgetall(APP_CONFIG_KEY)),
-    Effect.map((record) => void (values = merge(values, record))),
+    Effect.map((record) => void (values = mergeParams(values, record))),
     Effect.catch((e) => Effect.logWarning("parameters not refreshed; keeping the last values", e.message)),
     withModule("params"),
     Effect.withSpan("Params.refresh")
@@ -47,7 +47,7 @@ export const ParamsLive = Layer.effect(Params, Effect.gen(function*() {
         Effect.mapError((e) => new ParamsError({ reason: "Storage", message: e.message }))
       )
       const record = Object.fromEntries(entries)
-      values = merge(values, record)
+      values = mergeParams(values, record)
       yield* publishToCache(record)
       yield* cache.publish(PARAMS_CHANNEL, JSON.stringify(record)).pipe(Effect.ignore)
       yield* Effect.logInfo("parameters changed", record).pipe(withModule("params"))
@@ -68,7 +68,7 @@ export const ParamsLive = Layer.effect(Params, Effect.gen(function*() {
   yield* cache.subscribe(PARAMS_CHANNEL, (message) => {
     try {
       const parsed: unknown = JSON.parse(message)
-      if (typeof parsed === "object" && parsed !== null) values = merge(values, parsed as Record<string, string>)
+      if (typeof parsed === "object" && parsed !== null) values = mergeParams(values, parsed as Record<string, string>)
     } catch {
       // A foreign or corrupt message changes nothing; the scheduled refresh still converges.
     }
@@ -82,9 +82,7 @@ export const ParamsLive = Layer.effect(Params, Effect.gen(function*() {
     current: () => values,
     int: (name: ParamName) => Number(values[name]),
     bool: (name: ParamName) => values[name] === "true",
-    list: Effect.sync((): ReadonlyArray<ParamRow> =>
-      (Object.keys(PARAMS) as Array<ParamName>).map((name) => ({ name, value: values[name], type: PARAMS[name].type, description: PARAMS[name].description }))
-    ),
+    list: Effect.sync((): ReadonlyArray<ParamRow> => paramRows(values)),
     profiles,
     set,
     applyProfile: (profile) =>

@@ -24,6 +24,17 @@ const STARTUP_WAIT_MS = 30_000
 
 const ZERO: UsageSinkStats = { buffered: 0, written: 0, batches: 0, failures: 0, spooled: 0, replayed: 0, lastBatchMs: 0 }
 
+/** Counts of threads that ran one after the other: totals add up, the latest batch time wins. */
+const addStats = (a: UsageSinkStats, b: UsageSinkStats): UsageSinkStats => ({
+  buffered: a.buffered + b.buffered,
+  written: a.written + b.written,
+  batches: a.batches + b.batches,
+  failures: a.failures + b.failures,
+  spooled: a.spooled + b.spooled,
+  replayed: a.replayed + b.replayed,
+  lastBatchMs: b.lastBatchMs
+})
+
 /** The thread's entry next to this module: .ts under the test runner, .js when built. */
 const threadEntry = () => new URL(import.meta.url.endsWith(".ts") ? "../programs/usageThread.ts" : "../programs/usageThread.js", import.meta.url)
 
@@ -86,6 +97,11 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
     c.sent = true
   }
 
+  const takeOff = (c: Chunk) => {
+    outbox.delete(c.seq)
+    outboxRows -= c.rows
+  }
+
   /** Move the oldest chunks to the spool until at most `keep` rows wait here. */
   const spillOldest = (keep: number) => {
     for (const c of outbox.values()) {
@@ -96,8 +112,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
         Effect.runFork(Effect.logError("usage rows could not be spooled; kept in memory", { rows: c.rows, error: messageOf(e) }).pipe(withModule("usage")))
         return
       }
-      outbox.delete(c.seq)
-      outboxRows -= c.rows
+      takeOff(c)
       spooledHere += c.rows
     }
   }
@@ -140,9 +155,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
         return
       case "ack": {
         const c = outbox.get(message.seq)
-        if (c === undefined) return
-        outbox.delete(message.seq)
-        outboxRows -= c.rows
+        if (c !== undefined) takeOff(c)
         return
       }
       case "stats":
@@ -167,15 +180,8 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
       if (thread === worker) thread = undefined
       // Whatever it did not acknowledge goes to the next thread (or the spool at shutdown).
       for (const c of outbox.values()) c.sent = false
-      earlier = {
-        buffered: 0,
-        written: earlier.written + threadStats.written,
-        batches: earlier.batches + threadStats.batches,
-        failures: earlier.failures + threadStats.failures,
-        spooled: earlier.spooled + threadStats.spooled,
-        replayed: earlier.replayed + threadStats.replayed,
-        lastBatchMs: threadStats.lastBatchMs
-      }
+      // A thread that is gone buffers nothing.
+      earlier = addStats(earlier, { ...threadStats, buffered: 0 })
       threadStats = ZERO
       resume(Effect.succeed(code))
     })
@@ -230,14 +236,6 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
 
   return UsageSink.of({
     record,
-    stats: () => ({
-      buffered: lines.length + outboxRows + threadStats.buffered,
-      written: earlier.written + threadStats.written,
-      batches: earlier.batches + threadStats.batches,
-      failures: earlier.failures + threadStats.failures,
-      spooled: earlier.spooled + threadStats.spooled + spooledHere,
-      replayed: earlier.replayed + threadStats.replayed,
-      lastBatchMs: threadStats.lastBatchMs
-    })
+    stats: () => addStats(addStats(earlier, { ...ZERO, buffered: lines.length + outboxRows, spooled: spooledHere }), threadStats)
   })
 }).pipe(withModule("usage")))

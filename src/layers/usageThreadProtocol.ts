@@ -1,4 +1,5 @@
 import { Schema } from "effect"
+import { UsageSinkStats } from "../services/UsageSink.ts"
 
 /**
  * Messages between the serving thread (UsageSinkThreaded) and the usage thread (usageThread.ts).
@@ -12,21 +13,11 @@ export const ToUsageThread = Schema.Union([
 ])
 export type ToUsageThread = typeof ToUsageThread.Type
 
-export const UsageStatsMessage = Schema.Struct({
-  buffered: Schema.Number,
-  written: Schema.Number,
-  batches: Schema.Number,
-  failures: Schema.Number,
-  spooled: Schema.Number,
-  replayed: Schema.Number,
-  lastBatchMs: Schema.Number
-})
-
 export const FromUsageThread = Schema.Union([
   Schema.Struct({ type: Schema.Literal("ready") }),
   Schema.Struct({ type: Schema.Literal("ack"), seq: Schema.Number }),
-  Schema.Struct({ type: Schema.Literal("stats"), stats: UsageStatsMessage }),
-  Schema.Struct({ type: Schema.Literal("stopped"), stats: UsageStatsMessage })
+  Schema.Struct({ type: Schema.Literal("stats"), stats: UsageSinkStats }),
+  Schema.Struct({ type: Schema.Literal("stopped"), stats: UsageSinkStats })
 ])
 export type FromUsageThread = typeof FromUsageThread.Type
 

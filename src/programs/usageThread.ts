@@ -7,7 +7,7 @@ import { Effect, Layer, Option, Schedule, Schema } from "effect"
 import { parentPort, workerData } from "node:worker_threads"
 import { AppConfig } from "../config/AppConfig.ts"
 import { messageOf } from "../domain/errorMessage.ts"
-import { DEFAULT_PARAMS, mergeParams, PARAMS, type ParamName, type ParamValues } from "../domain/params.ts"
+import { DEFAULT_PARAMS, mergeParams, paramRows, type ParamName, type ParamValues } from "../domain/params.ts"
 import { decodeUsageLines } from "../domain/usageLine.ts"
 import { DatabaseLive } from "../layers/DatabaseLive.ts"
 import { withModule } from "../layers/Logging.ts"
@@ -33,9 +33,7 @@ const ParamsFromServingThread = Layer.succeed(Params, Params.of({
   current: () => values,
   int: (name: ParamName) => Number(values[name]),
   bool: (name: ParamName) => values[name] === "true",
-  list: Effect.sync(() =>
-    (Object.keys(PARAMS) as Array<ParamName>).map((name) => ({ name, value: values[name], type: PARAMS[name].type, description: PARAMS[name].description }))
-  ),
+  list: Effect.sync(() => paramRows(values)),
   profiles: readOnly,
   set: () => readOnly,
   applyProfile: () => readOnly,

@@ -1,4 +1,4 @@
-import { Context, Data, type Effect } from "effect"
+import { Context, Data, type Effect, Schema } from "effect"
 import type { UsageRow } from "../domain/usage.ts"
 
 export class UsageWriteError extends Data.TaggedError("UsageWriteError")<{
@@ -12,15 +12,16 @@ export class UsageWriter extends Context.Service<UsageWriter, {
   readonly write: (rows: ReadonlyArray<UsageRow>) => Effect.Effect<void, UsageWriteError>
 }>()("tb/UsageWriter") {}
 
-export interface UsageSinkStats {
-  readonly buffered: number
-  readonly written: number
-  readonly batches: number
-  readonly failures: number
-  readonly spooled: number
-  readonly replayed: number
-  readonly lastBatchMs: number
-}
+export const UsageSinkStats = Schema.Struct({
+  buffered: Schema.Number,
+  written: Schema.Number,
+  batches: Schema.Number,
+  failures: Schema.Number,
+  spooled: Schema.Number,
+  replayed: Schema.Number,
+  lastBatchMs: Schema.Number
+})
+export type UsageSinkStats = typeof UsageSinkStats.Type
 
 /**
  * Every served request's usage row. `record` is synchronous and never blocks the answer; rows are
