@@ -1,7 +1,8 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import type { UsageRow } from "../src/domain/usage.ts"
-import { decodeUsageLines, encodeUsageLine, UsageLineError } from "../src/domain/usageLine.ts"
+import { USAGE_COLUMNS } from "../src/domain/usage.ts"
+import { decodeColumnarBatch, decodeUsageLines, encodeColumnarBatch, encodeUsageLine, UsageLineError } from "../src/domain/usageLine.ts"
 
 const text = fc.string({ unit: "binary", maxLength: 40 })
 const nullable = <A>(a: fc.Arbitrary<A>) => fc.option(a, { nil: null })
@@ -57,5 +58,23 @@ describe("usage lines (serving thread → usage thread)", () => {
     expect(() => decodeUsageLines(withColumn(9, "1.5"))).toThrow(/price/)
     expect(() => decodeUsageLines(withColumn(0, null))).toThrow(/id/)
     expect(decodeUsageLines(JSON.stringify(good))[0]?.protocol).toBe("udp")
+  })
+})
+
+describe("columnar batches (queue messages)", () => {
+  it("round-trip any rows, in order", () => {
+    fc.assert(fc.property(fc.array(usageRow, { maxLength: 20 }), (rows) => {
+      expect(decodeColumnarBatch(encodeColumnarBatch(rows))).toEqual(rows.map((r) => (Object.is(r.price, -0) ? { ...r, price: 0 } : r)))
+    }))
+  })
+
+  it("refuse a batch whose columns are not the table's, in order", () => {
+    const batch = (columns: ReadonlyArray<string>) => JSON.stringify({ columns, rows: [] })
+    expect(decodeColumnarBatch(batch(USAGE_COLUMNS))).toEqual([])
+    expect(() => decodeColumnarBatch(batch([...USAGE_COLUMNS].reverse()))).toThrow(/columns must be/)
+    expect(() => decodeColumnarBatch(batch(USAGE_COLUMNS.slice(1)))).toThrow(/columns must be/)
+    expect(() => decodeColumnarBatch(JSON.stringify({ columns: USAGE_COLUMNS, rows: {} }))).toThrow(/rows must be a list/)
+    expect(() => decodeColumnarBatch("[]")).toThrow(/columns and rows/)
+    expect(() => decodeColumnarBatch("{")).toThrow(/not JSON/)
   })
 })

@@ -1,7 +1,8 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { gzipSync } from "node:zlib"
-import { decodeUsageMessage, type UsageRow, ZSTD_BASE64_MAGIC } from "../src/domain/usage.ts"
+import { gzipSync, zstdCompressSync, zstdDecompressSync } from "node:zlib"
+import type { UsageRow } from "../src/domain/usage.ts"
+import { decodeUsageMessage, ZSTD_BASE64_MAGIC } from "../src/domain/usageMessage.ts"
 import { compressUsageMessages } from "../src/layers/UsageWriterSqs.ts"
 
 const text = fc.string({ maxLength: 40 })
@@ -25,6 +26,22 @@ describe("usage queue messages", () => {
         if (b.length > maxBytes) expect(decodeUsageMessage(b)).toHaveLength(1)
       }
     }), { numRuns: 40 })
+  })
+
+  it("sends columnar batches: the column names once per message, not once per row", () => {
+    fc.assert(fc.property(fc.array(row, { minLength: 2, maxLength: 50 }), (rows) => {
+      for (const b of compressUsageMessages(rows, 200_000)) {
+        const json = zstdDecompressSync(Buffer.from(b, "base64")).toString("utf8")
+        expect(json.startsWith('{"columns":[')).toBe(true)
+        expect(json.split('"api_key_id"')).toHaveLength(2)
+      }
+    }), { numRuns: 20 })
+  })
+
+  it("still decodes the zstd object batches of the previous version", () => {
+    fc.assert(fc.property(fc.array(row, { maxLength: 20 }), (rows) => {
+      expect(decodeUsageMessage(zstdCompressSync(JSON.stringify({ rows })).toString("base64"))).toEqual(rows)
+    }))
   })
 
   it("decodes plain JSON bodies too", () => {

@@ -1,4 +1,3 @@
-import { gunzipSync, zstdDecompressSync } from "node:zlib"
 import { Schema } from "effect"
 
 /** One `usage_logs` row: the 18 fields of the spec, `created_at` as epoch ms in memory. */
@@ -29,23 +28,6 @@ export const USAGE_COLUMNS = [
   "status_code", "error_code", "latency_us", "client_ip", "node", "region", "bytes_out", "created_at"
 ] as const satisfies ReadonlyArray<keyof UsageRow>
 
-/** A batch as it travels through SQS or the on-disk spool. */
+/** A batch as the on-disk spool keeps it (and as queue messages carried it before the columnar format). */
 export const UsageBatch = Schema.Struct({ rows: Schema.Array(UsageRow) })
 export const UsageBatchJson = Schema.fromJsonString(UsageBatch)
-
-/**
- * Usage batches as queue message bodies. A body is the batch's JSON (`{"rows":[…]}`), either as it
- * is or compressed and base64-encoded: about a tenth of the size, and nothing for the SQS client
- * to escape. The LPO sends zstd (level 1: about half gzip's CPU for a smaller body); gzip bodies,
- * which earlier versions sent, are still read. Told apart by their first characters: JSON starts
- * with "{", base64 of a zstd frame with "KLUv", of gzip with "H4sI".
- */
-export const ZSTD_BASE64_MAGIC = "KLUv"
-
-export const decodeUsageMessage = (body: string): ReadonlyArray<UsageRow> => {
-  const json = body.startsWith("{")
-    ? body
-    : (body.startsWith(ZSTD_BASE64_MAGIC) ? zstdDecompressSync : gunzipSync)(Buffer.from(body, "base64")).toString("utf8")
-  return decodeBatchJson(json).rows
-}
-const decodeBatchJson = Schema.decodeUnknownSync(UsageBatchJson)

@@ -2,10 +2,10 @@ import { messageOf } from "./errorMessage.ts"
 import { USAGE_COLUMNS, UsageRow } from "./usage.ts"
 
 /**
- * Usage rows as they cross from the serving thread to the usage thread: each row one JSON array
- * in `USAGE_COLUMNS` order (no keys to repeat), a chunk being the rows joined by ",". One native
- * stringify per row on the hot path; the object graph is rebuilt on the other thread. Not a storage
- * or wire format: it lives only between two threads of one process.
+ * Usage rows as positional JSON arrays in `USAGE_COLUMNS` order (no keys to repeat). Two uses:
+ * - between the serving thread and the usage thread, a chunk being the lines joined by ",": one
+ *   native stringify per row on the hot path, the objects rebuilt on the other thread;
+ * - in queue messages, as a columnar batch that names its columns once (`encodeColumnarBatch`).
  */
 export const encodeUsageLine = (r: UsageRow): string =>
   JSON.stringify([
@@ -75,4 +75,35 @@ export const decodeUsageLines = (chunk: string): ReadonlyArray<UsageRow> => {
   }
   if (!Array.isArray(parsed)) throw new UsageLineError("chunk is not a list of rows")
   return parsed.map(rowOf)
+}
+
+const COLUMNS_JSON = JSON.stringify(USAGE_COLUMNS)
+const COLUMNAR_PREFIX = `{"columns":${COLUMNS_JSON},"rows":[`
+
+/**
+ * A batch that names its columns once: `{"columns":[…],"rows":[[…],…]}`. Stringifying arrays costs
+ * about a third of stringifying the same rows as objects, and the text to compress is shorter.
+ */
+export const encodeColumnarBatch = (rows: ReadonlyArray<UsageRow>): string => {
+  let out = COLUMNAR_PREFIX
+  for (let i = 0; i < rows.length; i++) out += (i === 0 ? "" : ",") + encodeUsageLine(rows[i]!)
+  return out + "]}"
+}
+
+export const isColumnarBatch = (json: string): boolean => json.startsWith('{"columns":')
+
+/** Back into rows; the columns must be exactly `USAGE_COLUMNS`, in order. Throws UsageLineError. */
+export const decodeColumnarBatch = (json: string): ReadonlyArray<UsageRow> => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(json)
+  } catch (e) {
+    throw new UsageLineError(`batch is not JSON: ${messageOf(e)}`)
+  }
+  if (typeof parsed !== "object" || parsed === null || !("columns" in parsed) || !("rows" in parsed)) {
+    throw new UsageLineError("a columnar batch has columns and rows")
+  }
+  if (JSON.stringify(parsed.columns) !== COLUMNS_JSON) throw new UsageLineError(`columns must be ${COLUMNS_JSON}`)
+  if (!Array.isArray(parsed.rows)) throw new UsageLineError("rows must be a list")
+  return parsed.rows.map(rowOf)
 }

@@ -2,6 +2,7 @@ import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { Effect, Layer } from "effect"
 import { constants, zstdCompressSync } from "node:zlib"
 import type { UsageRow } from "../domain/usage.ts"
+import { encodeColumnarBatch } from "../domain/usageLine.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 
@@ -11,19 +12,19 @@ const MAX_ENTRIES = 10
 
 const ZSTD_FAST = { params: { [constants.ZSTD_c_compressionLevel]: 1 } }
 
-/** Rows per compressed message: ~400 B each, ~200 KB of JSON, ~25 KB compressed and base64-encoded. */
+/** Rows per compressed message: ~250 B each as positional JSON, ~125 KB, ~25 KB compressed and base64-encoded. */
 const ROWS_PER_MESSAGE = 500
 
 /**
- * Message bodies for rows (see decodeUsageMessage): batch JSON (one native stringify per chunk)
- * zstd-compressed at level 1 and base64-encoded, each at most `maxBytes`. Synchronous: the writer
+ * Message bodies for rows (see decodeUsageMessage): the columnar batch JSON (one native stringify
+ * of an array per row) zstd-compressed at level 1 and base64-encoded, each at most `maxBytes`. Synchronous: the writer
  * runs on the usage thread, where a blocking call holds up no answer, and it spares the thread
  * pool hops of the async API. A chunk that compresses too large is split in half and tried
  * again, down to a single row, which goes as it is for SQS to refuse loudly.
  */
 export const compressUsageMessages = (rows: ReadonlyArray<UsageRow>, maxBytes: number): ReadonlyArray<string> => {
   const compress = (chunk: ReadonlyArray<UsageRow>): ReadonlyArray<string> => {
-    const body = zstdCompressSync(JSON.stringify({ rows: chunk }), ZSTD_FAST).toString("base64")
+    const body = zstdCompressSync(encodeColumnarBatch(chunk), ZSTD_FAST).toString("base64")
     if (body.length <= maxBytes || chunk.length <= 1) return [body]
     const half = Math.ceil(chunk.length / 2)
     return [...compress(chunk.slice(0, half)), ...compress(chunk.slice(half))]

@@ -1,6 +1,6 @@
 import { createHash, randomUUID } from "node:crypto"
 import { createServer, type ServerResponse } from "node:http"
-import { decodeUsageMessage } from "../domain/usage.ts"
+import { decodeUsageMessage } from "../domain/usageMessage.ts"
 import { closeServer, jsonProtocolHandler, listenLoopback, type RecordedRequest, replyJson, type StandIn } from "./awsJsonProtocol.ts"
 
 /**

@@ -1,5 +1,7 @@
 import { Effect, Layer } from "effect"
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram"
+import { lookup as dnsLookup, type LookupOneOptions } from "node:dns"
+import { isIP } from "node:net"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import type { ResponseCode } from "../../domain/errorCodes.ts"
 import { encodeErrorReply, encodePriceReply, mayReplyUnauthenticated, parseUdpRequest } from "../../domain/udpCodec.ts"
@@ -16,11 +18,26 @@ import { usageRow } from "../usageRows.ts"
 import { authenticateThen, parseQuery, runQuery } from "./priceQuery.ts"
 import { ServerInfo } from "../../services/ServerInfo.ts"
 
+/**
+ * Address lookup for a dgram socket. A reply goes to `rinfo.address`, always an IP literal, yet
+ * node's default resolves it through dns.lookup, which answers on the next tick: every datagram
+ * sent paid a deferred callback. IP literals are answered at once; names still go to DNS.
+ */
+export const literalFirstLookup = (
+  hostname: string,
+  options: LookupOneOptions,
+  callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void
+): void => {
+  const family = isIP(hostname)
+  if (family !== 0) return callback(null, hostname, family)
+  dnsLookup(hostname, options, callback)
+}
+
 /** Bind a UDP socket as a scoped resource. */
 export const bindUdp = (port: number, host: string, onMessage: (socket: Socket, msg: Buffer, rinfo: RemoteInfo) => void) =>
   Effect.acquireRelease(
     Effect.callback<Socket, Error>((resume) => {
-      const socket = createSocket({ type: host.includes(":") ? "udp6" : "udp4", reuseAddr: false })
+      const socket = createSocket({ type: host.includes(":") ? "udp6" : "udp4", reuseAddr: false, lookup: literalFirstLookup })
       socket.on("message", (msg, rinfo) => onMessage(socket, msg, rinfo))
       const onError = (e: Error) => resume(Effect.fail(e))
       socket.once("error", onError)
