@@ -695,14 +695,18 @@ const lpoSingleProcess: Benchmark = {
 }
 
 const lpoWorkerPerCore: Benchmark = {
-  name: "LPO, one worker per core: HTTP /price, usage → embedded PG",
+  name: "LPO, one worker per core: HTTP /price, usage → embedded PG, then usage → SQS",
   run: async (s) => {
     const group = `HTTP ${s.cores} workers`
     const report = { rows: new Array<BenchRow>(), checks: new Array<TargetCheck>() }
     const bare = await measureBare(BARE_HTTP, s.cores, s, (port) => httpLoad(port, s))
     const baseline = baselineRow(group, "bare node:http (cluster)", bare, report)
-    const run = await lpoRun(s, s.cores, embeddedDatabase, { group, baseline })
-    return { rows: [...report.rows, ...run.rows], checks: [...report.checks, ...run.checks] }
+    for (const destination of [embeddedDatabase, sqsQueue]) {
+      const run = await lpoRun(s, s.cores, destination, { group, baseline })
+      report.rows.push(...run.rows)
+      report.checks.push(...run.checks)
+    }
+    return report
   }
 }
 

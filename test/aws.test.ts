@@ -1,20 +1,26 @@
 import { DeleteMessageBatchCommand, ReceiveMessageCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, Redacted } from "effect"
+import { Context, Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
 import { randomUUID } from "node:crypto"
+import { mkdtempSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { afterAll, beforeAll, expect, it as vitestIt } from "vitest"
 import type { UsageRow } from "../src/domain/usage.ts"
 import { decodeUsageMessage } from "../src/domain/usageMessage.ts"
 import { SecretsLive } from "../src/layers/SecretsLive.ts"
+import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
 import { usageWriterSqs } from "../src/layers/UsageWriterSqs.ts"
+import { DatabaseInfo } from "../src/services/Database.ts"
 import { Secrets } from "../src/services/Secrets.ts"
-import { UsageWriter } from "../src/services/UsageSink.ts"
+import { UsageSink, UsageWriter } from "../src/services/UsageSink.ts"
 import {
   AWS_TEST_ENV, type SqsStandIn, SQS_MAX_BATCH_BYTES, SQS_MAX_BATCH_ENTRIES, startSecretsManagerStandIn, startSqsStandIn
 } from "./support/awsStandIns.ts"
 import { createKey, priceWith, runCli, startServer, usageCount } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 import { testAppConfig } from "./support/config.ts"
+import { testParams } from "./support/params.ts"
 
 const rowsOf = (bodies: ReadonlyArray<string>) => bodies.flatMap((b) => decodeUsageMessage(b))
 
@@ -124,6 +130,37 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
       // Nothing is left to receive.
       const empty = yield* Effect.promise(() => client.send(new ReceiveMessageCommand({ QueueUrl: sqs.queueUrl, MaxNumberOfMessages: 10 })))
       assert.deepStrictEqual(empty.Messages ?? [], [])
+    }))
+})
+
+describe("UsageSinkThreaded with SQS (the usage thread forwards rows as encoded)", () => {
+  it.live("every row arrives; a batch the queue keeps refusing goes through the sink's retries instead", () =>
+    Effect.gen(function*() {
+      const sqs = yield* sqsStandIn
+      const dataDir = mkdtempSync(join(tmpdir(), "tb-usage-sqs-"))
+      yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dataDir, { recursive: true, force: true })))
+      // Entry "0" of the first requests fails more often than the writer's three attempts per request.
+      sqs.failEntries(["0"], 4)
+      const scope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(UsageSinkThreaded.pipe(Layer.provide(Layer.mergeAll(
+        testAppConfig({ dataDir, sqsQueueUrl: Option.some(sqs.queueUrl) }),
+        testParams({ usage_flush_ms: "50", usage_batch_size: "1000" }),
+        Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined }))
+      ))), scope)
+      const sink = Context.get(context, UsageSink)
+      const rows = Array.from({ length: 2_600 }, makeRow)
+      for (const row of rows.slice(0, 2_000)) sink.record(row)
+      yield* Effect.sleep("500 millis")
+      for (const row of rows.slice(2_000)) sink.record(row)
+      yield* Scope.close(scope, Exit.void)
+      const stats = sink.stats()
+      assert.isAtLeast(stats.failures, 1, "the refused batch was counted")
+      assert.strictEqual(stats.buffered, 0)
+      assert.deepStrictEqual(sqs.violations, [])
+      // A retried batch may arrive twice (rows are idempotent on id); none may be missing.
+      const received = new Set(rowsOf(sqs.acceptedBodies).map((r) => r.id))
+      assert.strictEqual(rows.filter((r) => !received.has(r.id)).length, 0)
+      assert.strictEqual(received.size, rows.length)
     }))
 })
 

@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest"
 import { gzipSync, zstdCompressSync, zstdDecompressSync } from "node:zlib"
 import type { UsageRow } from "../src/domain/usage.ts"
 import { decodeUsageMessage, ZSTD_BASE64_MAGIC } from "../src/domain/usageMessage.ts"
-import { compressUsageMessages } from "../src/layers/UsageWriterSqs.ts"
+import { encodeUsageLine } from "../src/domain/usageLine.ts"
+import { compressEncodedChunks, compressUsageMessages } from "../src/layers/UsageWriterSqs.ts"
 
 const text = fc.string({ maxLength: 40 })
 const row: fc.Arbitrary<UsageRow> = fc.record({
@@ -25,6 +26,15 @@ describe("usage queue messages", () => {
         expect(b.startsWith(ZSTD_BASE64_MAGIC)).toBe(true)
         if (b.length > maxBytes) expect(decodeUsageMessage(b)).toHaveLength(1)
       }
+    }), { numRuns: 40 })
+  })
+
+  it("compresses already-encoded chunks losslessly within the limit, splitting what is too large", () => {
+    fc.assert(fc.property(fc.array(fc.array(row, { maxLength: 120 }), { maxLength: 8 }), fc.integer({ min: 600, max: 20_000 }), (groups, maxBytes) => {
+      const chunks = groups.map((rows) => ({ chunk: rows.map(encodeUsageLine).join(","), rows: rows.length }))
+      const bodies = compressEncodedChunks(chunks, maxBytes)
+      expect(bodies.flatMap(decodeUsageMessage)).toEqual(groups.flat())
+      for (const b of bodies) if (b.length > maxBytes) expect(decodeUsageMessage(b)).toHaveLength(1)
     }), { numRuns: 40 })
   })
 

@@ -90,6 +90,9 @@ export const encodeColumnarBatch = (rows: ReadonlyArray<UsageRow>): string => {
   return out + "]}"
 }
 
+/** A chunk of `encodeUsageLine` texts joined by "," as a columnar batch, without decoding it. */
+export const columnarBatchOfChunk = (chunk: string): string => COLUMNAR_PREFIX + chunk + "]}"
+
 export const isColumnarBatch = (json: string): boolean => json.startsWith('{"columns":')
 
 /** Back into rows; the columns must be exactly `USAGE_COLUMNS`, in order. Throws UsageLineError. */

@@ -8,7 +8,7 @@ import type { UsageRow } from "../domain/usage.ts"
 import { decodeUsageLines, encodeUsageLine } from "../domain/usageLine.ts"
 import { DatabaseInfo } from "../services/Database.ts"
 import { Params } from "../services/Params.ts"
-import { UsageSink, type UsageSinkStats } from "../services/UsageSink.ts"
+import { addUsageStats as addStats, UsageSink, type UsageSinkStats, ZERO_USAGE_STATS as ZERO } from "../services/UsageSink.ts"
 import { withModule } from "./Logging.ts"
 import { makeSpool } from "./usageSpool.ts"
 import { FromUsageThread, type ToUsageThread } from "./usageThreadProtocol.ts"
@@ -21,19 +21,6 @@ const SHIP_EVERY_MS = 20
 const PARAMS_EVERY_TICKS = 50
 const RESTART_AFTER_MS = 1_000
 const STARTUP_WAIT_MS = 30_000
-
-const ZERO: UsageSinkStats = { buffered: 0, written: 0, batches: 0, failures: 0, spooled: 0, replayed: 0, lastBatchMs: 0 }
-
-/** Counts of threads that ran one after the other: totals add up, the latest batch time wins. */
-const addStats = (a: UsageSinkStats, b: UsageSinkStats): UsageSinkStats => ({
-  buffered: a.buffered + b.buffered,
-  written: a.written + b.written,
-  batches: a.batches + b.batches,
-  failures: a.failures + b.failures,
-  spooled: a.spooled + b.spooled,
-  replayed: a.replayed + b.replayed,
-  lastBatchMs: b.lastBatchMs
-})
 
 /** The thread's entry next to this module: .ts under the test runner, .js when built. */
 const threadEntry = () => new URL(import.meta.url.endsWith(".ts") ? "../programs/usageThread.ts" : "../programs/usageThread.js", import.meta.url)
@@ -93,7 +80,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
 
   const send = (c: Chunk) => {
     if (thread === undefined) return
-    post(thread, { type: "rows", seq: c.seq, chunk: c.chunk })
+    post(thread, { type: "rows", seq: c.seq, chunk: c.chunk, rows: c.rows })
     c.sent = true
   }
 

@@ -2,8 +2,8 @@ import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { Effect, Layer } from "effect"
 import { constants, zstdCompressSync } from "node:zlib"
 import type { UsageRow } from "../domain/usage.ts"
-import { encodeColumnarBatch } from "../domain/usageLine.ts"
-import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
+import { columnarBatchOfChunk, decodeUsageLines, encodeColumnarBatch } from "../domain/usageLine.ts"
+import { type EncodedChunk, UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 
 /** SQS allows 256 KiB per SendMessageBatch request (all entries together); keep a margin. */
@@ -34,6 +34,37 @@ export const compressUsageMessages = (rows: ReadonlyArray<UsageRow>, maxBytes: n
   return bodies
 }
 
+/**
+ * Message bodies for rows that arrive already encoded: consecutive chunks joined into one columnar
+ * batch while it stays within `ROWS_PER_MESSAGE` rows, compressed as they are, with no decoding into
+ * objects and no second stringify. A body that compresses too large is rebuilt from its decoded
+ * rows by `compressUsageMessages`, which splits it.
+ */
+export const compressEncodedChunks = (chunks: ReadonlyArray<EncodedChunk>, maxBytes: number): ReadonlyArray<string> => {
+  const bodies: Array<string> = []
+  const finish = (group: ReadonlyArray<string>) => {
+    if (group.length === 0) return
+    const joined = group.join(",")
+    const body = zstdCompressSync(columnarBatchOfChunk(joined), ZSTD_FAST).toString("base64")
+    if (body.length <= maxBytes) bodies.push(body)
+    else bodies.push(...compressUsageMessages(decodeUsageLines(joined), maxBytes))
+  }
+  let group: Array<string> = []
+  let groupRows = 0
+  for (const c of chunks) {
+    if (c.rows === 0) continue
+    if (groupRows + c.rows > ROWS_PER_MESSAGE) {
+      finish(group)
+      group = []
+      groupRows = 0
+    }
+    group.push(c.chunk)
+    groupRows += c.rows
+  }
+  finish(group)
+  return bodies
+}
+
 /** Usage batches to the usage-log queue; `tb queued-writer` (or the Lambda entry) inserts them. */
 export const usageWriterSqs = (queueUrl: string) =>
   Layer.effect(UsageWriter, Effect.gen(function*() {
@@ -56,6 +87,14 @@ export const usageWriterSqs = (queueUrl: string) =>
       write: (rows) =>
         Effect.gen(function*() {
           const bodies = compressUsageMessages(rows, MAX_BATCH_BYTES / MAX_ENTRIES)
+          for (let i = 0; i < bodies.length; i += MAX_ENTRIES) yield* sendBodies(bodies.slice(i, i + MAX_ENTRIES))
+        }),
+      writeEncoded: (chunks) =>
+        Effect.gen(function*() {
+          const bodies = yield* Effect.try({
+            try: () => compressEncodedChunks(chunks, MAX_BATCH_BYTES / MAX_ENTRIES),
+            catch: (cause) => new UsageWriteError({ reason: "Queue", message: `encoded rows: ${messageOf(cause)}` })
+          })
           for (let i = 0; i < bodies.length; i += MAX_ENTRIES) yield* sendBodies(bodies.slice(i, i + MAX_ENTRIES))
         })
     })

@@ -16,7 +16,8 @@ import { type FromUsageThread, ToUsageThread, UsageThreadData } from "../layers/
 import { UsageWriterDatabase } from "../layers/UsageWriterDatabase.ts"
 import { usageWriterSqs } from "../layers/UsageWriterSqs.ts"
 import { Params, ParamsError } from "../services/Params.ts"
-import { UsageSink } from "../services/UsageSink.ts"
+import { addUsageStats, UsageSink, UsageWriter } from "../services/UsageSink.ts"
+import { type ChunkForwarder, makeChunkForwarder } from "../layers/usageChunkForwarder.ts"
 import { BaseLive } from "./layers.ts"
 
 const port = parentPort
@@ -50,14 +51,37 @@ const WriterLive = Layer.unwrap(Effect.gen(function*() {
 }))
 
 const ThreadLive = UsageSinkLive.pipe(
-  Layer.provide(Layer.mergeAll(WriterLive, ParamsFromServingThread)),
+  Layer.provideMerge(Layer.mergeAll(WriterLive, ParamsFromServingThread)),
   Layer.provideMerge(BaseLive)
 )
 
 const STATS_EVERY = "250 millis"
 
-/** Feed the serving thread's chunks into the sink until it asks to stop. */
-const serveChunks = (sink: UsageSink["Service"]) =>
+/**
+ * Chunks straight to a writer that takes them encoded (SQS), with the sink behind it for failures;
+ * undefined for the database writer, whose rows go through the sink.
+ */
+const forwarderFor = (writer: UsageWriter["Service"], sink: UsageSink["Service"], params: Params["Service"]): ChunkForwarder | undefined => {
+  const writeEncoded = writer.writeEncoded
+  if (writeEncoded === undefined) return undefined
+  return makeChunkForwarder({
+    writeEncoded: (chunks) => Effect.runPromise(writeEncoded(chunks)),
+    fallback: (c) => {
+      for (const row of decodeUsageLines(c.chunk)) sink.record(row)
+    },
+    ack: (seq) => post({ type: "ack", seq }),
+    lost: (seq, e) => reportUndecodable(seq, e),
+    batchRows: () => Math.max(1, params.int("usage_batch_size")),
+    flushMs: () => Math.max(10, params.int("usage_flush_ms"))
+  })
+}
+
+/** A chunk that does not decode is a bug on the serving thread: say so loudly. */
+const reportUndecodable = (seq: number, e: unknown) =>
+  Effect.runFork(Effect.logError("usage chunk does not decode; its rows are lost", { seq, error: messageOf(e) }).pipe(withModule("usage-thread")))
+
+/** Feed the serving thread's chunks into the forwarder or the sink until it asks to stop. */
+const serveChunks = (sink: UsageSink["Service"], forwarder: ChunkForwarder | undefined) =>
   Effect.callback<void>((resume) => {
     port.on("message", (raw: unknown) => {
       let message: ToUsageThread
@@ -69,11 +93,11 @@ const serveChunks = (sink: UsageSink["Service"]) =>
       }
       switch (message.type) {
         case "rows": {
-          // A chunk that does not decode is a bug on the serving thread: say so loudly.
+          if (forwarder !== undefined) return forwarder.add(message.seq, { chunk: message.chunk, rows: message.rows })
           try {
             for (const row of decodeUsageLines(message.chunk)) sink.record(row)
           } catch (e) {
-            Effect.runFork(Effect.logError("usage chunk does not decode; its rows are lost", { seq: message.seq, error: messageOf(e) }).pipe(withModule("usage-thread")))
+            reportUndecodable(message.seq, e)
           }
           post({ type: "ack", seq: message.seq })
           return
@@ -82,7 +106,8 @@ const serveChunks = (sink: UsageSink["Service"]) =>
           values = mergeParams(values, message.values)
           return
         case "stop":
-          return resume(Effect.void)
+          // What waits in the forwarder is written (or handed to the sink) before the sink's own final flush.
+          return resume(Effect.promise(() => forwarder?.flush() ?? Promise.resolve()))
       }
     })
     post({ type: "ready" })
@@ -90,15 +115,17 @@ const serveChunks = (sink: UsageSink["Service"]) =>
 
 const main = Effect.gen(function*() {
   const sink = yield* UsageSink
-  yield* Effect.sync(() => post({ type: "stats", stats: sink.stats() })).pipe(Effect.repeat(Schedule.spaced(STATS_EVERY)), Effect.forkScoped)
-  yield* serveChunks(sink)
-  return sink
+  const forwarder = forwarderFor(yield* UsageWriter, sink, yield* Params)
+  const stats = () => forwarder === undefined ? sink.stats() : { ...addUsageStats(sink.stats(), forwarder.stats()), lastBatchMs: forwarder.stats().lastBatchMs || sink.stats().lastBatchMs }
+  yield* Effect.sync(() => post({ type: "stats", stats: stats() })).pipe(Effect.repeat(Schedule.spaced(STATS_EVERY)), Effect.forkScoped)
+  yield* serveChunks(sink, forwarder)
+  return stats
 })
 
 // The sink flushes when ThreadLive's scope closes; only then are the final counts known.
 Effect.runPromise(main.pipe(Effect.scoped, Effect.provide(ThreadLive), withModule("usage-thread"))).then(
-  (sink) => {
-    post({ type: "stopped", stats: sink.stats() })
+  (stats) => {
+    post({ type: "stopped", stats: stats() })
     port.close()
   },
   (cause: unknown) => {

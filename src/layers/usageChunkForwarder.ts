@@ -1,0 +1,116 @@
+import { type EncodedChunk, type UsageSinkStats, ZERO_USAGE_STATS } from "../services/UsageSink.ts"
+
+/**
+ * On the usage thread, with a writer that ships encoded rows as they are (SQS): chunks from the
+ * serving thread are batched (`batchRows()` rows, or `flushMs()` after the first one waits) and
+ * written without being decoded into objects and encoded again, which was most of the thread's
+ * work per row. A chunk is acknowledged once written. When a write fails, its chunks go to
+ * `fallback` (decoded into the usage sink, which retries with backoff and spools), and for
+ * `bypassMs` after a failure every chunk takes that path, so a queue that is down is not tried
+ * twice for every batch.
+ */
+export interface ChunkForwarderOptions {
+  readonly writeEncoded: (chunks: ReadonlyArray<EncodedChunk>) => Promise<void>
+  /** Hand a chunk's rows to the usage sink. Throws if the chunk does not decode. */
+  readonly fallback: (chunk: EncodedChunk) => void
+  readonly ack: (seq: number) => void
+  /** A chunk that could not be handed anywhere (it does not decode): reported, then acknowledged. */
+  readonly lost: (seq: number, error: unknown) => void
+  readonly batchRows: () => number
+  readonly flushMs: () => number
+  readonly bypassMs?: number
+  readonly now?: () => number
+}
+
+export interface ChunkForwarder {
+  readonly add: (seq: number, chunk: EncodedChunk) => void
+  /** Write what waits and wait for writes in flight (shutdown). Never rejects. */
+  readonly flush: () => Promise<void>
+  /** Rows written, batches, rows waiting here, failed writes; spool counts are the sink's. */
+  readonly stats: () => UsageSinkStats
+}
+
+interface Waiting extends EncodedChunk {
+  readonly seq: number
+}
+
+export const makeChunkForwarder = (options: ChunkForwarderOptions): ChunkForwarder => {
+  const now = options.now ?? Date.now
+  const bypassMs = options.bypassMs ?? 5_000
+  let waiting: Array<Waiting> = []
+  let waitingRows = 0
+  let inFlightRows = 0
+  let writing: Promise<void> | undefined
+  let timer: ReturnType<typeof setTimeout> | undefined
+  let bypassUntil = 0
+  let stats: UsageSinkStats = ZERO_USAGE_STATS
+
+  const toSink = (c: Waiting) => {
+    try {
+      options.fallback(c)
+    } catch (error) {
+      options.lost(c.seq, error)
+    }
+    options.ack(c.seq)
+  }
+
+  const write = (): Promise<void> => {
+    if (timer !== undefined) clearTimeout(timer)
+    timer = undefined
+    const batch = waiting
+    const rows = waitingRows
+    waiting = []
+    waitingRows = 0
+    if (batch.length === 0) return Promise.resolve()
+    inFlightRows = rows
+    const started = now()
+    return options.writeEncoded(batch).then(
+      () => {
+        stats = { ...stats, written: stats.written + rows, batches: stats.batches + 1, lastBatchMs: now() - started }
+        for (const c of batch) options.ack(c.seq)
+      },
+      () => {
+        stats = { ...stats, failures: stats.failures + 1 }
+        bypassUntil = now() + bypassMs
+        for (const c of batch) toSink(c)
+      }
+    ).finally(() => {
+      inFlightRows = 0
+    })
+  }
+
+  /** One write at a time; what arrives meanwhile goes in the next one. */
+  const kick = () => {
+    if (writing !== undefined) return
+    writing = write().finally(() => {
+      writing = undefined
+      if (waitingRows >= options.batchRows()) kick()
+      else if (waiting.length > 0) arm()
+    })
+  }
+
+  const arm = () => {
+    if (timer === undefined) timer = setTimeout(() => {
+      timer = undefined
+      kick()
+    }, options.flushMs())
+  }
+
+  return {
+    add: (seq, chunk) => {
+      const c: Waiting = { seq, chunk: chunk.chunk, rows: chunk.rows }
+      if (now() < bypassUntil) return toSink(c)
+      waiting.push(c)
+      waitingRows += c.rows
+      if (waitingRows >= options.batchRows()) kick()
+      else arm()
+    },
+    flush: async () => {
+      while (writing !== undefined || waiting.length > 0) {
+        if (writing !== undefined) await writing
+        else kick()
+      }
+    },
+    stats: () => ({ ...stats, buffered: waitingRows + inFlightRows })
+  }
+}

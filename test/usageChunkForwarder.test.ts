@@ -1,0 +1,87 @@
+import { describe, expect, it } from "vitest"
+import { makeChunkForwarder } from "../src/layers/usageChunkForwarder.ts"
+import type { EncodedChunk } from "../src/services/UsageSink.ts"
+
+/** A forwarder over a fake queue whose writes succeed or fail as the test says, on a fake clock. */
+const harness = (options: { batchRows?: number; fail?: () => boolean } = {}) => {
+  const written: Array<ReadonlyArray<EncodedChunk>> = []
+  const sunk: Array<string> = []
+  const acked: Array<number> = []
+  const lost: Array<number> = []
+  let clock = 1_000
+  const forwarder = makeChunkForwarder({
+    writeEncoded: (chunks) => options.fail?.() === true ? Promise.reject(new Error("queue down")) : Promise.resolve(void written.push(chunks)),
+    fallback: (c) => {
+      if (c.chunk === "bad") throw new Error("does not decode")
+      sunk.push(c.chunk)
+    },
+    ack: (seq) => void acked.push(seq),
+    lost: (seq) => void lost.push(seq),
+    batchRows: () => options.batchRows ?? 10,
+    flushMs: () => 20,
+    bypassMs: 5_000,
+    now: () => clock
+  })
+  return { forwarder, written, sunk, acked, lost, advance: (ms: number) => void (clock += ms) }
+}
+const chunk = (name: string, rows: number): EncodedChunk => ({ chunk: name, rows })
+const settle = () => new Promise((r) => setTimeout(r, 0))
+
+describe("usage chunk forwarder (usage thread → SQS, encoded rows as they are)", () => {
+  it("writes a batch as soon as it holds batchRows rows, and acknowledges each chunk after the write", async () => {
+    const h = harness({ batchRows: 10 })
+    h.forwarder.add(1, chunk("a", 4))
+    h.forwarder.add(2, chunk("b", 4))
+    expect(h.written).toHaveLength(0)
+    expect(h.forwarder.stats().buffered).toBe(8)
+    h.forwarder.add(3, chunk("c", 4))
+    await settle()
+    expect(h.written).toEqual([[{ seq: 1, chunk: "a", rows: 4 }, { seq: 2, chunk: "b", rows: 4 }, { seq: 3, chunk: "c", rows: 4 }]])
+    expect(h.acked).toEqual([1, 2, 3])
+    expect(h.forwarder.stats()).toMatchObject({ written: 12, batches: 1, buffered: 0, failures: 0 })
+  })
+
+  it("writes a smaller batch after flushMs", async () => {
+    const h = harness({ batchRows: 1_000 })
+    h.forwarder.add(1, chunk("a", 3))
+    await new Promise((r) => setTimeout(r, 60))
+    expect(h.written.flat().map((c) => c.chunk)).toEqual(["a"])
+    expect(h.acked).toEqual([1])
+  })
+
+  it("hands a failed batch to the sink, acknowledges it, and sends everything to the sink for a while", async () => {
+    let down = true
+    const h = harness({ batchRows: 2, fail: () => down })
+    h.forwarder.add(1, chunk("a", 2))
+    await settle()
+    expect(h.sunk).toEqual(["a"])
+    expect(h.acked).toEqual([1])
+    expect(h.forwarder.stats().failures).toBe(1)
+    down = false
+    h.forwarder.add(2, chunk("b", 2))
+    expect(h.sunk).toEqual(["a", "b"]) // within the bypass: straight to the sink
+    h.advance(5_001)
+    h.forwarder.add(3, chunk("c", 2))
+    await settle()
+    expect(h.written.flat().map((c) => c.chunk)).toEqual(["c"])
+    expect(h.acked).toEqual([1, 2, 3])
+  })
+
+  it("reports a chunk that neither the queue nor the sink takes, and does not wait on it for ever", async () => {
+    const h = harness({ batchRows: 1, fail: () => true })
+    h.forwarder.add(7, chunk("bad", 1))
+    await settle()
+    expect(h.lost).toEqual([7])
+    expect(h.acked).toEqual([7])
+  })
+
+  it("flush writes what waits and what arrives while a write is in flight", async () => {
+    const h = harness({ batchRows: 5 })
+    h.forwarder.add(1, chunk("a", 5))
+    h.forwarder.add(2, chunk("b", 1))
+    await h.forwarder.flush()
+    expect(h.written.flat().map((c) => c.chunk)).toEqual(["a", "b"])
+    expect(h.acked).toEqual([1, 2])
+    expect(h.forwarder.stats()).toMatchObject({ written: 6, buffered: 0 })
+  })
+})
