@@ -38,6 +38,25 @@ describe("usage queue messages", () => {
     }), { numRuns: 40 })
   })
 
+  it("gives a serving-thread chunk of 256 realistic rows one message of its own, with no decoding fallback", () => {
+    // Varied prices, latencies and addresses compress worst among real rows; a fixed LCG keeps it reproducible.
+    let seed = 42
+    const next = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31
+    const realistic = (i: number): UsageRow => ({
+      id: `0193a1b2-c3d4-7${String(i).padStart(3, "0")}-8a9b-${Math.floor(next() * 2 ** 47).toString(16).padStart(12, "0")}`,
+      request_id: `9f3c2a1b-${Math.floor(next() * 1e9).toString(36)}`, api_key_id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
+      service: "LPO", protocol: i % 2 === 0 ? "http" : "udp", endpoint: i % 2 === 0 ? "/price" : "price", asset: "BTC", quote: "USD",
+      source: "coinbase", price: 97_000 + next() * 1_000, status_code: 200, error_code: null, latency_us: Math.floor(next() * 900),
+      client_ip: `10.${Math.floor(next() * 255)}.${Math.floor(next() * 255)}.${Math.floor(next() * 255)}`, node: "ip-10-0-1-23-7f3a",
+      region: "us-east-1", bytes_out: 600 + Math.floor(next() * 60), created_at: 1_795_000_000_000 + i
+    })
+    const rows = Array.from({ length: 1_024 }, (_, i) => realistic(i))
+    const chunks = [0, 256, 512, 768].map((at) => ({ chunk: rows.slice(at, at + 256).map(encodeUsageLine).join(","), rows: 256 }))
+    const bodies = compressEncodedChunks(chunks, 24 * 1024)
+    expect(bodies).toHaveLength(4)
+    expect(bodies.map(decodeUsageMessage).map((b) => b.length)).toEqual([256, 256, 256, 256])
+  })
+
   it("sends columnar batches: the column names once per message, not once per row", () => {
     fc.assert(fc.property(fc.array(row, { minLength: 2, maxLength: 50 }), (rows) => {
       for (const b of compressUsageMessages(rows, 200_000)) {

@@ -13,8 +13,8 @@ import { withModule } from "./Logging.ts"
 import { makeSpool } from "./usageSpool.ts"
 import { FromUsageThread, type ToUsageThread } from "./usageThreadProtocol.ts"
 
-/** Rows per chunk handed to the usage thread. */
-const CHUNK_ROWS = 512
+/** Rows per chunk handed to the usage thread: ~60 KB of lines, one SQS message each (UsageWriterSqs). */
+const CHUNK_ROWS = 256
 /** The longest a row waits on the serving thread before its chunk is handed over. */
 const SHIP_EVERY_MS = 20
 /** Parameters are pushed to the usage thread when they change, checked this often. */

@@ -35,10 +35,17 @@ export const compressUsageMessages = (rows: ReadonlyArray<UsageRow>, maxBytes: n
 }
 
 /**
+ * Text per message for encoded chunks: ~64 KB of lines compresses to ~12–16 KB of base64 (measured
+ * with varied prices, latencies and addresses), well inside a 24 KB entry, so the decoding
+ * fallback below stays rare. The serving thread's chunks (256 rows, ~60 KB) fit one each.
+ */
+const TEXT_PER_MESSAGE = 64 * 1024
+
+/**
  * Message bodies for rows that arrive already encoded: consecutive chunks joined into one columnar
- * batch while it stays within `ROWS_PER_MESSAGE` rows, compressed as they are, with no decoding into
- * objects and no second stringify. A body that compresses too large is rebuilt from its decoded
- * rows by `compressUsageMessages`, which splits it.
+ * batch while it stays within `TEXT_PER_MESSAGE` characters and `ROWS_PER_MESSAGE` rows, compressed
+ * as they are, with no decoding into objects and no second stringify. A body that compresses too
+ * large is rebuilt from its decoded rows by `compressUsageMessages`, which splits it.
  */
 export const compressEncodedChunks = (chunks: ReadonlyArray<EncodedChunk>, maxBytes: number): ReadonlyArray<string> => {
   const bodies: Array<string> = []
@@ -51,15 +58,18 @@ export const compressEncodedChunks = (chunks: ReadonlyArray<EncodedChunk>, maxBy
   }
   let group: Array<string> = []
   let groupRows = 0
+  let groupText = 0
   for (const c of chunks) {
     if (c.rows === 0) continue
-    if (groupRows + c.rows > ROWS_PER_MESSAGE) {
+    if (groupRows + c.rows > ROWS_PER_MESSAGE || groupText + c.chunk.length > TEXT_PER_MESSAGE) {
       finish(group)
       group = []
       groupRows = 0
+      groupText = 0
     }
     group.push(c.chunk)
     groupRows += c.rows
+    groupText += c.chunk.length + 1
   }
   finish(group)
   return bodies

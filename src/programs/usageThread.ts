@@ -116,7 +116,12 @@ const serveChunks = (sink: UsageSink["Service"], forwarder: ChunkForwarder | und
 const main = Effect.gen(function*() {
   const sink = yield* UsageSink
   const forwarder = forwarderFor(yield* UsageWriter, sink, yield* Params)
-  const stats = () => forwarder === undefined ? sink.stats() : { ...addUsageStats(sink.stats(), forwarder.stats()), lastBatchMs: forwarder.stats().lastBatchMs || sink.stats().lastBatchMs }
+  const stats = () => {
+    const own = sink.stats()
+    if (forwarder === undefined) return own
+    const forwarded = forwarder.stats()
+    return { ...addUsageStats(own, forwarded), lastBatchMs: forwarded.lastBatchMs || own.lastBatchMs }
+  }
   yield* Effect.sync(() => post({ type: "stats", stats: stats() })).pipe(Effect.repeat(Schedule.spaced(STATS_EVERY)), Effect.forkScoped)
   yield* serveChunks(sink, forwarder)
   return stats
