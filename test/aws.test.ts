@@ -60,11 +60,14 @@ const sqsStandIn = Effect.acquireRelease(
 const sendBatchRequests = (sqs: SqsStandIn) => sqs.requests.filter((r) => r.target === "AmazonSQS.SendMessageBatch")
 const entriesOf = (body: Record<string, unknown>) => body["Entries"] as Array<{ Id: string; MessageBody: string }>
 
+/** The SQS usage writer, pointed at the stand-in. */
+const sqsWriter = (sqs: SqsStandIn) => Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
+
 describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
   it.live("sends 3000 rows as SendMessageBatch requests within SQS limits, decoding to exactly those rows", () =>
     Effect.gen(function*() {
       const sqs = yield* sqsStandIn
-      const writer = yield* Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
+      const writer = yield* sqsWriter(sqs)
       const rows = Array.from({ length: 3000 }, makeRow)
       yield* writer.write(rows)
       const sends = sendBatchRequests(sqs)
@@ -86,7 +89,7 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
   it.live("retries only the entries SQS reports Failed, and fails the write when they keep failing", () =>
     Effect.gen(function*() {
       const sqs = yield* sqsStandIn
-      const writer = yield* Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
+      const writer = yield* sqsWriter(sqs)
       // 500 rows a message: 2500 rows give entries 0–4, so "1" and "3" exist.
       const rows = Array.from({ length: 2500 }, makeRow)
       sqs.failEntries(["1", "3"], 1)
@@ -109,7 +112,7 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
   it.live("supports a consumer: ReceiveMessage (MD5-checked by the SDK) and DeleteMessageBatch drain the queue", () =>
     Effect.gen(function*() {
       const sqs = yield* sqsStandIn
-      const writer = yield* Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
+      const writer = yield* sqsWriter(sqs)
       const rows = Array.from({ length: 1500 }, makeRow)
       yield* writer.write(rows)
       const client = yield* Effect.acquireRelease(Effect.sync(() => new SQSClient({})), (c) => Effect.sync(() => c.destroy()))

@@ -48,7 +48,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   const params = yield* Params
   const database = yield* DatabaseInfo
   const spool = makeSpool(join(config.dataDir, "spool"))
-  // The usage thread spends at most a third of the shutdown budget on its own final flush.
+  // The usage thread gets half of the shutdown budget for its final flush; then it is terminated.
   const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
   // The thread reads its configuration from its environment: make where rows go this thread's
   // choice (the embedded database's URL when that is ours), whatever the process env says.
