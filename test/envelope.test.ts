@@ -2,7 +2,8 @@ import { Schema } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { RESPONSE_CODES } from "../src/domain/errorCodes.ts"
-import { Envelope, type EnvelopeMeta, envelopeJson, isRfc3339, rfc3339, SERVICES } from "../src/domain/envelope.ts"
+import { Envelope, type EnvelopeMeta, isRfc3339, makeEnvelopeWriter, rfc3339, SERVICES } from "../src/domain/envelope.ts"
+import type { ResponseCode } from "../src/domain/errorCodes.ts"
 import { LANGS } from "../src/domain/messages.ts"
 
 const KEYS = [
@@ -45,6 +46,19 @@ const metaArb: fc.Arbitrary<EnvelopeMeta> = fc.record({
 
 const dataArb = fc.oneof(fc.constant(null), fc.dictionary(nastyString, fc.jsonValue({ maxDepth: 3 }), { maxKeys: 6 }))
 
+/** One writer per server identity, kept across runs, so cached heads and tails are read back too. */
+const writers = new Map<string, ReturnType<typeof makeEnvelopeWriter>>()
+const envelopeJson = (meta: EnvelopeMeta, code: ResponseCode, message: string, dataJson: string): string => {
+  const server = { node: meta.node, region: meta.region, version: meta.version }
+  const id = JSON.stringify(server)
+  let write = writers.get(id)
+  if (write === undefined) writers.set(id, write = makeEnvelopeWriter(server))
+  return write({
+    service: meta.service, code, message, lang: meta.lang, dataJson,
+    requestId: meta.request_id, timestamp: meta.timestamp, latencyUs: meta.latency_us
+  })
+}
+
 const decodeStrict = Schema.decodeUnknownSync(Envelope, { onExcessProperty: "error" })
 
 const validEnvelope = () => ({
@@ -62,7 +76,26 @@ const validEnvelope = () => ({
   lang: "en"
 })
 
-describe("envelopeJson", () => {
+describe("makeEnvelopeWriter", () => {
+  it("answers each call with its own fields while reusing what it cached, past its cache bound too", () => {
+    const write = makeEnvelopeWriter({ node: "n\"1", region: "r", version: "v" })
+    const messages = fc.oneof(fc.constantFrom("ok", "slow down", "é😀"), nastyString)
+    fc.assert(
+      fc.property(fc.array(fc.tuple(metaArb, fc.constantFrom(...RESPONSE_CODES), messages), { minLength: 1, maxLength: 20 }), (calls) => {
+        for (const [meta, code, message] of calls) {
+          const parsed = decodeStrict(JSON.parse(write({
+            service: meta.service, code, message, lang: meta.lang, dataJson: "null",
+            requestId: meta.request_id, timestamp: meta.timestamp, latencyUs: meta.latency_us
+          })))
+          expect([parsed.service, parsed.code, parsed.message, parsed.request_id, parsed.lang, parsed.node]).toEqual([meta.service, code, message, meta.request_id, meta.lang, "n\"1"])
+        }
+      }),
+      { numRuns: 200 } // ~2,000 distinct messages: beyond the 1,024 heads one writer keeps
+    )
+  })
+})
+
+describe("envelope JSON", () => {
   it("has exactly the 12 keys in order, decodes with the schema, and round-trips every value", () => {
     fc.assert(
       fc.property(metaArb, fc.constantFrom(...RESPONSE_CODES), nastyString, dataArb, (meta, code, message, data) => {

@@ -64,16 +64,57 @@ export const isRfc3339 = (s: string): boolean => {
 const wholeMicros = (latencyUs: number): number =>
   Number.isFinite(latencyUs) ? Math.max(0, Math.round(latencyUs)) : 0
 
+/** Distinct (code, service, message) heads one writer keeps; others are serialised each time. */
+const MAX_CACHED_HEADS = 1_024
+
+export interface EnvelopeWriterArgs {
+  readonly service: ServiceName
+  readonly code: ResponseCode
+  readonly message: string
+  readonly lang: Lang
+  readonly dataJson: string
+  readonly requestId: string
+  readonly timestamp: string
+  readonly latencyUs: number
+}
+
 /**
- * The envelope as a JSON string, keys in spec order. Built by concatenation because it runs on
- * every response; `dataJson` must already be serialised JSON of an object, or "null".
+ * The envelope as a JSON string, keys in spec order, for one server. It runs on every response:
+ * the fields that repeat from one answer to the next (success, service, code and message before
+ * `data`; node, region, version and lang after the latency) are serialised once and reused, so an
+ * answer serialises only its own four values. `dataJson` must already be serialised JSON of an
+ * object, or "null".
  */
-export const envelopeJson = (meta: EnvelopeMeta, code: ResponseCode, message: string, dataJson: string): string =>
-  `{"success":${code === "OK"},"service":${JSON.stringify(meta.service)},"code":${JSON.stringify(code)}` +
-  `,"message":${JSON.stringify(message)},"data":${dataJson},"request_id":${JSON.stringify(meta.request_id)}` +
-  `,"timestamp":${JSON.stringify(meta.timestamp)},"latency_us":${wholeMicros(meta.latency_us)}` +
-  `,"node":${JSON.stringify(meta.node)},"region":${JSON.stringify(meta.region)}` +
-  `,"version":${JSON.stringify(meta.version)},"lang":${JSON.stringify(meta.lang)}}`
+export const makeEnvelopeWriter = (server: { readonly node: string; readonly region: string; readonly version: string }) => {
+  const heads = new Map<ResponseCode, Map<ServiceName, Map<string, string>>>()
+  let cachedHeads = 0
+  const tails = new Map<Lang, string>()
+  const serverJson = `,"node":${JSON.stringify(server.node)},"region":${JSON.stringify(server.region)},"version":${JSON.stringify(server.version)},"lang":`
+
+  const headOf = (service: ServiceName, code: ResponseCode, message: string): string => {
+    let byService = heads.get(code)
+    if (byService === undefined) heads.set(code, byService = new Map())
+    let byMessage = byService.get(service)
+    if (byMessage === undefined) byService.set(service, byMessage = new Map())
+    const cached = byMessage.get(message)
+    if (cached !== undefined) return cached
+    const head = `{"success":${code === "OK"},"service":${JSON.stringify(service)},"code":${JSON.stringify(code)},"message":${JSON.stringify(message)},"data":`
+    if (cachedHeads < MAX_CACHED_HEADS) {
+      byMessage.set(message, head)
+      cachedHeads++
+    }
+    return head
+  }
+  const tailOf = (lang: Lang): string => {
+    let tail = tails.get(lang)
+    if (tail === undefined) tails.set(lang, tail = `${serverJson}${JSON.stringify(lang)}}`)
+    return tail
+  }
+
+  return (a: EnvelopeWriterArgs): string =>
+    headOf(a.service, a.code, a.message) + a.dataJson + ',"request_id":' + JSON.stringify(a.requestId) +
+    ',"timestamp":' + JSON.stringify(a.timestamp) + ',"latency_us":' + wholeMicros(a.latencyUs) + tailOf(a.lang)
+}
 
 export const Envelope = Schema.Struct({
   success: Schema.Boolean,

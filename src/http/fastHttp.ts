@@ -67,8 +67,9 @@ const FORBIDDEN_IN_VALUE = /[\0\r\n]/
 
 /** Parse a request head (without the final CRLFCRLF). Undefined when it is not valid HTTP/1.x. */
 export const parseRequestHead = (head: string): ParsedHead | undefined => {
-  const lines = head.split("\r\n")
-  const requestLine = lines[0] ?? ""
+  // Lines found with indexOf rather than split: no array of lines per request.
+  const firstEnd = head.indexOf("\r\n")
+  const requestLine = firstEnd === -1 ? head : head.slice(0, firstEnd)
   const firstSpace = requestLine.indexOf(" ")
   const lastSpace = requestLine.lastIndexOf(" ")
   if (firstSpace <= 0 || lastSpace === firstSpace) return undefined
@@ -81,14 +82,17 @@ export const parseRequestHead = (head: string): ParsedHead | undefined => {
   let close = version === "HTTP/1.0"
   let special = false
   let host = false
-  for (let i = 1; i < lines.length; i++) {
-    const line = lines[i]!
-    const colon = line.indexOf(":")
-    if (colon <= 0) return undefined // also rejects obsolete line folding (a line starting with space)
-    const name = line.slice(0, colon)
+  for (let start = firstEnd + 2; firstEnd !== -1 && start <= head.length;) {
+    const lineEnd = head.indexOf("\r\n", start)
+    const end = lineEnd === -1 ? head.length : lineEnd
+    const colon = head.indexOf(":", start)
+    // Also rejects obsolete line folding (a line starting with space) and a line without a colon.
+    if (colon <= start || colon >= end) return undefined
+    const name = head.slice(start, colon)
     if (!TOKEN.test(name)) return undefined
-    const value = line.slice(colon + 1).trim()
+    const value = head.slice(colon + 1, end).trim()
     if (FORBIDDEN_IN_VALUE.test(value)) return undefined
+    start = end + 2
     rawHeaders.push(name, value)
     switch (name.length) {
       case 10:
@@ -133,12 +137,19 @@ const httpDate = (): string => {
   return dateText
 }
 
+const statusLines = new Map<number, string>()
+const statusLine = (status: number): string => {
+  const line = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n`
+  if (STATUS_CODES[status] !== undefined) statusLines.set(status, line)
+  return line
+}
+
 /** Serialise one response. Header values containing CR/LF are dropped (no response splitting). */
 export const formatResponse = (status: number, headers: ReadonlyArray<string | number>, body: string, close: boolean): string => {
-  let out = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? "Unknown"}\r\n`
+  let out = statusLines.get(status) ?? statusLine(status)
   for (let i = 0; i + 1 < headers.length; i += 2) {
-    const value = String(headers[i + 1])
-    if (!FORBIDDEN_IN_VALUE.test(value)) out += `${headers[i]}: ${value}\r\n`
+    const value = headers[i + 1]!
+    if (typeof value === "number" || !FORBIDDEN_IN_VALUE.test(value)) out += `${headers[i]}: ${value}\r\n`
   }
   out += `date: ${httpDate()}\r\n`
   out += close ? "connection: close\r\n\r\n" : "connection: keep-alive\r\nkeep-alive: timeout=65\r\n\r\n"

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Reply } from "./fastHttp.ts"
 import { randomBytes } from "node:crypto"
-import { envelopeJson, rfc3339, type ServiceName } from "../domain/envelope.ts"
+import { makeEnvelopeWriter, rfc3339, type ServiceName } from "../domain/envelope.ts"
 import { type ResponseCode, statusOf } from "../domain/errorCodes.ts"
 import { type Lang, messageFor, negotiateLang } from "../domain/messages.ts"
 
@@ -108,38 +108,32 @@ export const apiKeyOf = (info: RequestInfo): string | undefined => {
 export const latencyUs = (info: RequestInfo): number => Math.max(0, Math.round((performance.now() - info.startedAt) * 1000))
 
 /** Send one envelope; returns the number of body bytes written (for usage rows). */
-export const sendEnvelope = (
+export type SendEnvelope = (
   reply: Reply,
   info: RequestInfo,
-  meta: ServerMeta,
   service: ServiceName,
   code: ResponseCode,
   dataJson: string,
   extraHeaders?: ReadonlyArray<string | number>,
-  status: number = statusOf(code),
-  message: string = messageFor(code, info.lang)
-): number => {
-  const body = envelopeJson(
-    {
-      service,
-      request_id: info.requestId,
-      timestamp: rfc3339(Date.now()),
-      latency_us: latencyUs(info),
-      node: meta.node,
-      region: meta.region,
-      version: meta.version,
-      lang: info.lang
-    },
-    code,
-    message,
-    dataJson
-  )
-  const bytes = Buffer.byteLength(body)
-  // A flat [name, value, …] list: node:http takes it without building a header object.
-  const headers: Array<string | number> = ["content-type", "application/json; charset=utf-8", "content-length", bytes, "x-request-id", info.requestId]
-  if (extraHeaders !== undefined) for (const h of extraHeaders) headers.push(h)
-  reply(status, headers, body)
-  return bytes
+  status?: number,
+  message?: string
+) => number
+
+/** One server's envelope sender: its node, region and version are serialised once (makeEnvelopeWriter). */
+export const makeSendEnvelope = (meta: ServerMeta): SendEnvelope => {
+  const write = makeEnvelopeWriter(meta)
+  return (reply, info, service, code, dataJson, extraHeaders, status = statusOf(code), message = messageFor(code, info.lang)) => {
+    const body = write({
+      service, code, message, lang: info.lang, dataJson,
+      requestId: info.requestId, timestamp: rfc3339(Date.now()), latencyUs: latencyUs(info)
+    })
+    const bytes = Buffer.byteLength(body)
+    // A flat [name, value, …] list: node:http takes it without building a header object.
+    const headers: Array<string | number> = ["content-type", "application/json; charset=utf-8", "content-length", bytes, "x-request-id", info.requestId]
+    if (extraHeaders !== undefined) for (const h of extraHeaders) headers.push(h)
+    reply(status, headers, body)
+    return bytes
+  }
 }
 
 /** Read a small JSON body (admin endpoints). Resolves undefined for invalid JSON or oversize bodies. */

@@ -2,7 +2,7 @@ import { Effect, Layer } from "effect"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { type FastHttpServer, type FastRoute, makeFastHttpServer, type Reply } from "../../http/fastHttp.ts"
-import { latencyUs, nodeReply, parseRequest, readJsonBody, type RequestInfo, requestInfo, sendEnvelope, wantedHeadersFrom } from "../../http/httpKit.ts"
+import { latencyUs, makeSendEnvelope, nodeReply, parseRequest, readJsonBody, type RequestInfo, requestInfo, type SendEnvelope, wantedHeadersFrom } from "../../http/httpKit.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { AdminToken } from "../../services/AdminToken.ts"
@@ -57,9 +57,10 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* AppConfig
   const meta = yield* ServerInfo
   const context = yield* Effect.context<AdminServices>()
+  const sendEnvelope = makeSendEnvelope(meta)
   const deps: PriceHttpDeps = {
     apiKeys: yield* ApiKeys, limiter: yield* RateLimiter, prices: yield* PriceCache, params: yield* Params,
-    stats: yield* RuntimeStats, usage: yield* UsageSink, meta
+    stats: yield* RuntimeStats, usage: yield* UsageSink, meta, sendEnvelope
   }
   const admin = yield* AdminToken
   const probes = yield* Probes
@@ -80,12 +81,12 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
       draining
     }
     const ready = data.prices.warm && data.storage.database && !draining
-    sendEnvelope(reply, info, meta, "LPO", readiness && !ready ? "SYSTEM_BUSY" : "OK", JSON.stringify(data))
+    sendEnvelope(reply, info, "LPO", readiness && !ready ? "SYSTEM_BUSY" : "OK", JSON.stringify(data))
   }
 
   const handleAdmin = (req: IncomingMessage, res: ServerResponse, info: RequestInfo) => {
-    const finish = (code: Parameters<typeof sendEnvelope>[4], data: unknown, status?: number, message?: string) => {
-      const bytes = sendEnvelope(nodeReply(res), info, meta, "ADMIN", code, JSON.stringify(data ?? null), undefined, status, message)
+    const finish = (code: Parameters<SendEnvelope>[3], data: unknown, status?: number, message?: string) => {
+      const bytes = sendEnvelope(nodeReply(res), info, "ADMIN", code, JSON.stringify(data ?? null), undefined, status, message)
       deps.usage.record(usageRow(meta, {
         requestId: info.requestId, apiKeyId: undefined, service: "ADMIN", protocol: "http", endpoint: info.path,
         code, status, latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
@@ -145,7 +146,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     if (handler !== undefined) return handler(nodeReply(res), info)
     if (info.path.startsWith("/admin/")) return handleAdmin(req, res, info)
     deps.stats.values[COUNTER.client_errors]!++
-    const bytes = sendEnvelope(nodeReply(res), info, meta, "LPO", "NOT_FOUND", "null")
+    const bytes = sendEnvelope(nodeReply(res), info, "LPO", "NOT_FOUND", "null")
     deps.usage.record(usageRow(meta, {
       requestId: info.requestId, apiKeyId: undefined, service: "LPO", protocol: "http", endpoint: info.path.slice(0, 200),
       code: "NOT_FOUND", latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt

@@ -1,7 +1,7 @@
 import type { Reply } from "../../http/fastHttp.ts"
 import type { ErrorCode } from "../../domain/errorCodes.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
-import { apiKeyOf, latencyUs, type RequestInfo, sendEnvelope, type ServerMeta } from "../../http/httpKit.ts"
+import { apiKeyOf, latencyUs, type RequestInfo, type SendEnvelope, type ServerMeta } from "../../http/httpKit.ts"
 import type { Admission } from "../../services/RateLimiter.ts"
 import type { UsageSink } from "../../services/UsageSink.ts"
 import { usageRow } from "../usageRows.ts"
@@ -10,6 +10,7 @@ import { authenticateThen, parseQuery, type PriceDeps, type QueryOutcome, runQue
 export interface PriceHttpDeps extends PriceDeps {
   readonly usage: UsageSink["Service"]
   readonly meta: ServerMeta
+  readonly sendEnvelope: SendEnvelope
 }
 
 /** RateLimit-* and Retry-After, as a flat [name, value, …] list. */
@@ -36,7 +37,7 @@ export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: Request
   const quoteField = typeof parsed === "string" ? undefined : parsed.quote
 
   const finish = (code: ErrorCode | "OK", keyId: string | undefined, dataJson: string, outcome: QueryOutcome | undefined, price?: number, source?: string) => {
-    const bytes = sendEnvelope(reply, info, deps.meta, "LPO", code, dataJson, rateHeaders(outcome?.admission))
+    const bytes = deps.sendEnvelope(reply, info, "LPO", code, dataJson, rateHeaders(outcome?.admission))
     if (code !== "OK") deps.stats.values[code === "INTERNAL" || code === "NO_FRESH_PRICE" || code === "SYSTEM_BUSY" || code === "MAINTENANCE" ? COUNTER.server_errors : COUNTER.client_errors]!++
     deps.usage.record(usageRow(deps.meta, {
       requestId: info.requestId, apiKeyId: keyId, service: "LPO", protocol: "http", endpoint,
