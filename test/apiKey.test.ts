@@ -7,6 +7,7 @@ import {
   generateApiKey,
   hashApiKey,
   constantTimeEqual,
+  constantTimeStringEqual,
   looksLikeApiKey
 } from "../src/domain/apiKey.ts"
 
@@ -159,5 +160,15 @@ describe("looksLikeApiKey", () => {
         expect(looksLikeApiKey(s)).toBe(expected)
       })
     )
+  })
+})
+
+describe("constantTimeStringEqual", () => {
+  it("agrees with === on any two strings", () => {
+    const pair = fc.oneof(fc.tuple(fc.string(), fc.string()), fc.string().map((s) => [s, s] as const), fc.string({ minLength: 1 }).chain((s) =>
+      fc.nat(s.length - 1).map((i) => [s, s.slice(0, i) + String.fromCharCode(s.charCodeAt(i) ^ 1) + s.slice(i + 1)] as const)))
+    fc.assert(fc.property(pair, ([a, b]) => {
+      expect(constantTimeStringEqual(a, b)).toBe(a === b)
+    }))
   })
 })

@@ -1,7 +1,7 @@
 import fc from "fast-check"
 import type { IncomingMessage } from "node:http"
 import { describe, expect, it } from "vitest"
-import { wantedHeaders } from "../src/http/httpKit.ts"
+import { parseQueryString, wantedHeaders } from "../src/http/httpKit.ts"
 
 const withRaw = (rawHeaders: Array<string>) => ({ rawHeaders }) as unknown as IncomingMessage
 
@@ -24,5 +24,17 @@ describe("wantedHeaders", () => {
         acceptLanguage: first("accept-language"), adminToken: first("x-admin-token")
       })
     }))
+  })
+})
+
+describe("parseQueryString", () => {
+  it("reads every query string as URLSearchParams does: pairs in order, first value of a name", () => {
+    const qs = fc.string({ unit: fc.constantFrom("a", "b", "=", "&", "%", "2", "0", "4", "1", "+", "?", "é", " ", "asset", "BTC"), maxLength: 30 })
+    fc.assert(fc.property(qs, fc.constantFrom("a", "b", "", "asset", "a b", "?a"), (q, name) => {
+      const reference = new URLSearchParams(q)
+      const parsed = parseQueryString(q)
+      expect([...parsed]).toEqual([...reference])
+      expect(parsed.get(name)).toBe(reference.get(name))
+    }), { numRuns: 2_000 })
   })
 })

@@ -1,5 +1,6 @@
 import { Schema } from "effect"
 import { execFileSync } from "node:child_process"
+import { connect } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Envelope } from "../src/domain/envelope.ts"
 import { admin, call, createKey, priceWith, type RunningServer, startServer, udpRequest } from "./support/server.ts"
@@ -109,6 +110,51 @@ describe("LPO over HTTP (black box)", () => {
     expect(new Set([en.body["message"], es.body["message"], ja.body["message"]]).size).toBe(3)
     expect(ja.body["request_id"]).toBe("client-42")
     expect(ja.headers.get("x-request-id")).toBe("client-42")
+  })
+
+  it("authenticates every request of one keep-alive connection by its own key, whatever the connection sent before", async () => {
+    // The fast server remembers a connection's last key and hash (KeyHashMemo): a changed key must
+    // never be answered as the remembered one.
+    const a = await createKey(server, "associate")
+    const b = await createKey(server, "partner")
+    const revoked = await createKey(server, "associate")
+    expect((await admin(server, "POST", "/admin/revoke-key", { key_id: revoked.key_id })).status).toBe(200)
+    const lastCharChanged = a.key.slice(0, -1) + (a.key.endsWith("A") ? "B" : "A")
+    const keys = [a.key, b.key, a.key, revoked.key, lastCharChanged, a.key, "not-a-key", a.key, b.key]
+    const socket = connect(Number(new URL(server.baseUrl).port), "127.0.0.1")
+    socket.write(keys.map((k) => `GET /price?asset=BTC HTTP/1.1\r\nhost: x\r\nx-api-key: ${k}\r\n\r\n`).join(""))
+    const answers: Array<{ code: string; limit: string | undefined }> = []
+    let buffered = ""
+    await new Promise<void>((resolve, reject) => {
+      socket.on("error", reject)
+      socket.on("data", (chunk: Buffer) => {
+        buffered += chunk.toString("latin1")
+        for (;;) {
+          const end = buffered.indexOf("\r\n\r\n")
+          const length = Number(/content-length: (\d+)/i.exec(buffered.slice(0, end))?.[1])
+          if (end === -1 || buffered.length < end + 4 + length) break
+          const head = buffered.slice(0, end)
+          answers.push({
+            code: (JSON.parse(buffered.slice(end + 4, end + 4 + length)) as { code: string }).code,
+            limit: /ratelimit-limit: (\d+)/i.exec(head)?.[1]
+          })
+          buffered = buffered.slice(end + 4 + length)
+        }
+        if (answers.length === keys.length) resolve()
+      })
+    })
+    socket.destroy()
+    expect(answers).toEqual([
+      { code: "OK", limit: "1000" },
+      { code: "OK", limit: "10000" },
+      { code: "OK", limit: "1000" },
+      { code: "KEY_REVOKED", limit: undefined },
+      { code: "INVALID_API_KEY", limit: undefined },
+      { code: "OK", limit: "1000" },
+      { code: "INVALID_API_KEY", limit: undefined },
+      { code: "OK", limit: "1000" },
+      { code: "OK", limit: "10000" }
+    ])
   })
 
   it("refuses revoked and expired keys, on this node after /admin/invalidate-key", async () => {

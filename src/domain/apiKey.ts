@@ -53,6 +53,26 @@ export const looksLikeApiKey = (s: string): boolean => {
   return true
 }
 
+/**
+ * The last key one client connection presented, and its hash. A keep-alive client sends the same
+ * key with every request: comparing it with the last one, in constant time, costs less than
+ * hashing it again. Held in memory for the connection's life only; "" is no key yet.
+ */
+export interface KeyHashMemo {
+  key: string
+  hash: string
+}
+
+export const newKeyHashMemo = (): KeyHashMemo => ({ key: "", hash: "" })
+
+/** Equality of two strings that does not stop at the first difference (the length is not secret). */
+export const constantTimeStringEqual = (a: string, b: string): boolean => {
+  if (a.length !== b.length) return false
+  let diff = 0
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i)
+  return diff === 0
+}
+
 /** Constant-time equality of two secrets (hashes, tokens); false when the lengths differ. */
 export const constantTimeEqual = (a: string, b: string): boolean => {
   const left = Buffer.from(a, "utf8")

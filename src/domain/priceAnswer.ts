@@ -69,10 +69,17 @@ export const compileAnswer = (
   pieces.push(`${head}],"spread_bps":${result.spread_bps},"ts":${ts},"age_ms":`)
   const agesOf = used.map((u) => u.ts)
   const tail = `,"stale":false}`
+  // Requests in the same millisecond get the same text: under load most answers reuse the last
+  // one, already flat, instead of joining ~15 pieces that the socket write must flatten again.
+  let renderedAt = Number.NaN
+  let rendered = ""
   const render = (at: number): string => {
+    if (at === renderedAt) return rendered
     let out = ""
     for (let i = 0; i < agesOf.length; i++) out += pieces[i] + String(Math.max(0, at - (agesOf[i] ?? at)))
-    return out + pieces[agesOf.length] + String(Math.max(0, at - ts)) + tail
+    renderedAt = at
+    rendered = out + pieces[agesOf.length] + String(Math.max(0, at - ts)) + tail
+    return rendered
   }
   const sourceName = source ?? "consensus"
   return {

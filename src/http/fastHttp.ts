@@ -1,6 +1,7 @@
 import { type Server as HttpServer, STATUS_CODES } from "node:http"
 import { createServer, type Server as NetServer, type Socket } from "node:net"
 import { Duplex } from "node:stream"
+import { type KeyHashMemo, newKeyHashMemo } from "../domain/apiKey.ts"
 
 /**
  * A minimal HTTP/1.1 server for the price hot path, on raw sockets.
@@ -25,6 +26,8 @@ export interface FastRequest {
   readonly clientIp: string
   /** performance.now() when the request head was complete. */
   readonly startedAt: number
+  /** The connection's last API key and its hash (see KeyHashMemo), shared by its requests. */
+  readonly keyMemo: KeyHashMemo
 }
 
 /** Write one response: status, headers as [name, value, …], body. */
@@ -199,6 +202,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     waitingDrain: boolean
     /** Unparsed bytes as a latin1 string (one char per byte, lossless): finding the end of a head is an inlined string search. */
     buffered: string | undefined
+    readonly keyMemo: KeyHashMemo
   }
   const connections = new Set<Connection>()
   const sockets = new Set<Socket>()
@@ -211,7 +215,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     // for connections it did not accept itself. Any traffic resets it.
     socket.setTimeout(idleTimeoutMs, () => socket.destroy())
     socket.on("error", () => socket.destroy())
-    const conn: Connection = { socket, busy: false, done: false, waitingDrain: false, buffered: undefined }
+    const conn: Connection = { socket, busy: false, done: false, waitingDrain: false, buffered: undefined, keyMemo: newKeyHashMemo() }
     connections.add(conn)
     sockets.add(socket)
     socket.once("close", () => {
@@ -245,7 +249,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
         if (head === undefined) return finish(BAD_REQUEST)
         const handler = head.special || head.method !== "GET"
           ? undefined
-          : options.route({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, clientIp: socket.remoteAddress ?? "", startedAt: performance.now() })
+          : options.route({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, clientIp: socket.remoteAddress ?? "", startedAt: performance.now(), keyMemo: conn.keyMemo })
         if (handler === undefined) {
           stopReading()
           connections.delete(conn)

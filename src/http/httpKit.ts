@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Reply } from "./fastHttp.ts"
 import { randomBytes } from "node:crypto"
+import type { KeyHashMemo } from "../domain/apiKey.ts"
 import { makeEnvelopeWriter, rfc3339, type ServiceName } from "../domain/envelope.ts"
 import { type ResponseCode, statusOf } from "../domain/errorCodes.ts"
 import { type Lang, messageFor, negotiateLang } from "../domain/messages.ts"
@@ -17,11 +18,53 @@ export interface RequestInfo {
   readonly receivedAt: number
   readonly method: string
   readonly path: string
-  readonly query: URLSearchParams
+  readonly query: QueryParams
   readonly requestId: string
   readonly lang: Lang
   readonly clientIp: string
   readonly headers: WantedHeaders
+  /** The connection's key memo, where the server keeps one per connection. */
+  readonly keyMemo: KeyHashMemo | undefined
+}
+
+/** What handlers read of a query string: the first value of a name, and every pair in order. */
+export interface QueryParams extends Iterable<[string, string]> {
+  readonly get: (name: string) => string | null
+}
+
+/** A query string as pairs, searched in order: a request has a handful, so a scan beats a map. */
+class QueryPairs implements QueryParams {
+  constructor(private readonly pairs: ReadonlyArray<[string, string]>) {}
+  get(name: string): string | null {
+    for (const [n, v] of this.pairs) if (n === name) return v
+    return null
+  }
+  [Symbol.iterator](): Iterator<[string, string]> {
+    return this.pairs[Symbol.iterator]()
+  }
+}
+
+const NO_PAIRS = new QueryPairs([])
+
+/**
+ * The query string's pairs, as URLSearchParams reads them. Without "%" or "+" nothing needs
+ * decoding and the pairs are cut directly (most price requests); otherwise URLSearchParams
+ * decodes them.
+ */
+export const parseQueryString = (qs: string): QueryParams => {
+  if (qs === "") return NO_PAIRS
+  if (qs.includes("%") || qs.includes("+") || qs.startsWith("?")) return new QueryPairs([...new URLSearchParams(qs)])
+  const pairs: Array<[string, string]> = []
+  for (let start = 0; start <= qs.length;) {
+    const amp = qs.indexOf("&", start)
+    const end = amp === -1 ? qs.length : amp
+    if (end > start) {
+      const eq = qs.indexOf("=", start)
+      pairs.push(eq === -1 || eq >= end ? [qs.slice(start, end), ""] : [qs.slice(start, eq), qs.slice(eq + 1, end)])
+    }
+    start = end + 1
+  }
+  return new QueryPairs(pairs)
 }
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
@@ -71,9 +114,9 @@ export const wantedHeadersFrom = (raw: ReadonlyArray<string>): WantedHeaders => 
 }
 
 /** What the handlers need of a request, whichever server received it. */
-export const requestInfo = (method: string, url: string, headers: WantedHeaders, clientIp: string, startedAt: number): RequestInfo => {
+export const requestInfo = (method: string, url: string, headers: WantedHeaders, clientIp: string, startedAt: number, keyMemo?: KeyHashMemo): RequestInfo => {
   const q = url.indexOf("?")
-  const query = new URLSearchParams(q === -1 ? "" : url.slice(q + 1))
+  const query = parseQueryString(q === -1 ? "" : url.slice(q + 1))
   const clientId = headers.requestId
   return {
     startedAt,
@@ -84,7 +127,8 @@ export const requestInfo = (method: string, url: string, headers: WantedHeaders,
     requestId: clientId !== undefined && CLIENT_REQUEST_ID.test(clientId) ? clientId : newRequestId(),
     lang: negotiateLang(query.get("lang"), headers.acceptLanguage),
     clientIp,
-    headers
+    headers,
+    keyMemo
   }
 }
 

@@ -1,7 +1,7 @@
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
-import { displayPrefix, generateApiKey, hashApiKey, looksLikeApiKey } from "../domain/apiKey.ts"
+import { constantTimeStringEqual, displayPrefix, generateApiKey, hashApiKey, type KeyHashMemo, looksLikeApiKey } from "../domain/apiKey.ts"
 import { type ApiKeyRecord, ApiKeys, ApiKeysError, type AuthResult, type TierLimits } from "../services/ApiKeys.ts"
 import { Cache } from "../services/Cache.ts"
 import { ReaderSql } from "../services/Database.ts"
@@ -117,10 +117,18 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
     return { _tag: "Authorized", key: rec }
   }
 
-  const authenticate = (plainKey: string | undefined, now: number): AuthResult => {
+  const authenticate = (plainKey: string | undefined, now: number, memo?: KeyHashMemo): AuthResult => {
     if (plainKey === undefined || plainKey === "") return { _tag: "Refused", code: "MISSING_API_KEY", keyId: undefined }
-    if (!looksLikeApiKey(plainKey)) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
-    const hash = hashApiKey(plainKey)
+    let hash: string
+    if (memo !== undefined && memo.key !== "" && constantTimeStringEqual(memo.key, plainKey)) hash = memo.hash
+    else {
+      if (!looksLikeApiKey(plainKey)) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
+      hash = hashApiKey(plainKey)
+      if (memo !== undefined) {
+        memo.key = plainKey
+        memo.hash = hash
+      }
+    }
     const rec = byHash.get(hash)
     if (rec !== undefined) return decide(rec, now)
     const until = unknownUntil.get(hash)

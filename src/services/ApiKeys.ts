@@ -1,4 +1,5 @@
 import { Context, Data, type Effect } from "effect"
+import type { KeyHashMemo } from "../domain/apiKey.ts"
 import type { ErrorCode } from "../domain/errorCodes.ts"
 
 export interface TierLimits {
@@ -42,8 +43,8 @@ export class ApiKeysError extends Data.TaggedError("ApiKeysError")<{
 export interface CreatedKey { readonly key: string; readonly key_id: string; readonly tier: string; readonly prefix: string }
 
 export class ApiKeys extends Context.Service<ApiKeys, {
-  /** Hot path: in-process lookup, no I/O. */
-  readonly authenticate: (plainKey: string | undefined, now: number) => AuthResult
+  /** Hot path: in-process lookup, no I/O. `memo`: the connection's last key and hash, read and updated. */
+  readonly authenticate: (plainKey: string | undefined, now: number, memo?: KeyHashMemo) => AuthResult
   /** Cache miss: one database lookup (misses are remembered briefly so random keys cannot flood the database). */
   readonly authenticateSlow: (hash: string, now: number) => Effect.Effect<AuthResult>
   readonly create: (input: { readonly tier: string; readonly email?: string | undefined; readonly lrs?: boolean | undefined; readonly expiresAt?: Date | undefined }) => Effect.Effect<CreatedKey, ApiKeysError>

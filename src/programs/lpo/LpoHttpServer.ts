@@ -132,7 +132,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     if (handler === undefined) return undefined
     return (reply) => {
       countRequest()
-      handler(reply, requestInfo(request.method, request.target, wantedHeadersFrom(request.rawHeaders), request.clientIp, request.startedAt))
+      handler(reply, requestInfo(request.method, request.target, wantedHeadersFrom(request.rawHeaders), request.clientIp, request.startedAt, request.keyMemo))
     }
   }
 

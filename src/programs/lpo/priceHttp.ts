@@ -63,5 +63,5 @@ export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: Request
     }
     const answer = outcome.answers[0]!
     finish("OK", key.id, answer.render(now), outcome, answer.price, answer.source)
-  })
+  }, info.keyMemo)
 }

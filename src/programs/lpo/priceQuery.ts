@@ -1,4 +1,5 @@
 import { Effect } from "effect"
+import type { KeyHashMemo } from "../../domain/apiKey.ts"
 import type { ErrorCode } from "../../domain/errorCodes.ts"
 import { type Exchange, isExchange } from "../../domain/price.ts"
 import type { CompiledAnswer } from "../../domain/priceAnswer.ts"
@@ -99,8 +100,8 @@ const BUSY: AuthResult = { _tag: "Refused", code: "SYSTEM_BUSY", keyId: undefine
  * key this node has never seen pays it). Calls `k` synchronously whenever possible, and exactly
  * once in every case.
  */
-export const authenticateThen = (deps: PriceDeps, plainKey: string | undefined, now: number, k: (auth: AuthResult) => void): void => {
-  const auth = deps.apiKeys.authenticate(plainKey, now)
+export const authenticateThen = (deps: PriceDeps, plainKey: string | undefined, now: number, k: (auth: AuthResult) => void, memo?: KeyHashMemo): void => {
+  const auth = deps.apiKeys.authenticate(plainKey, now, memo)
   if (auth._tag !== "Unknown") return k(auth)
   const v = deps.stats.values
   v[COUNTER.key_cache_misses]!++
