@@ -1,5 +1,6 @@
 import { Schema } from "effect"
 import { execFileSync } from "node:child_process"
+import { createSocket } from "node:dgram"
 import { connect } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Envelope } from "../src/domain/envelope.ts"
@@ -254,6 +255,30 @@ describe("LPO over UDP (black box)", () => {
     // The socket survived: a valid request still gets its answer.
     const { key } = await createKey(server, "associate")
     expect(await udpRequest(server.udpPort, `v1 price ${key} BTC`)).toContain("\"ok\":true")
+  })
+
+  it("authenticates every datagram from one client socket by its own key, whatever it sent before", async () => {
+    // The server remembers each client socket's last key and hash (KeyHashMemo).
+    const a = await createKey(server, "associate")
+    const revoked = await createKey(server, "associate")
+    expect((await admin(server, "POST", "/admin/revoke-key", { key_id: revoked.key_id })).status).toBe(200)
+    const lastCharChanged = a.key.slice(0, -1) + (a.key.endsWith("A") ? "B" : "A")
+    const socket = createSocket("udp4")
+    const replies = new Map<string, Record<string, unknown>>()
+    socket.on("message", (m) => {
+      const reply = JSON.parse(m.toString()) as Record<string, unknown>
+      replies.set(String(reply["rid"]), reply)
+    })
+    const sent = [a.key, revoked.key, lastCharChanged, a.key, lastCharChanged, a.key]
+    for (const [i, key] of sent.entries()) {
+      socket.send(`v1 price ${key} BTC r${i}`, server.udpPort, "127.0.0.1")
+      // One at a time: the memo is read and written in the order datagrams arrive.
+      for (let t = 0; t < 100 && !replies.has(`r${i}`); t++) await new Promise((r) => setTimeout(r, 10))
+    }
+    socket.close()
+    expect(sent.map((_, i) => replies.get(`r${i}`)?.["ok"] === true ? "OK" : replies.get(`r${i}`)?.["code"])).toEqual(
+      ["OK", "KEY_REVOKED", "INVALID_API_KEY", "OK", "INVALID_API_KEY", "OK"]
+    )
   })
 
   it("reports refusals for an authenticated key as codes", async () => {

@@ -2,6 +2,7 @@ import { Effect, Layer } from "effect"
 import { createSocket, type RemoteInfo, type Socket } from "node:dgram"
 import { lookup as dnsLookup, type LookupOneOptions } from "node:dns"
 import { isIP } from "node:net"
+import { type KeyHashMemo, newKeyHashMemo } from "../../domain/apiKey.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import type { ResponseCode } from "../../domain/errorCodes.ts"
 import { encodeErrorReply, encodePriceReply, mayReplyUnauthenticated, parseUdpRequest } from "../../domain/udpCodec.ts"
@@ -32,6 +33,9 @@ export const literalFirstLookup = (
   if (family !== 0) return callback(null, hostname, family)
   dnsLookup(hostname, options, callback)
 }
+
+/** Client sockets whose last key is remembered; a flood of sources only restarts the memos. */
+const MAX_KEY_MEMOS = 4_096
 
 /** Bind a UDP socket as a scoped resource. */
 export const bindUdp = (port: number, host: string, onMessage: (socket: Socket, msg: Buffer, rinfo: RemoteInfo) => void) =>
@@ -64,6 +68,18 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
   }
   const usage = yield* UsageSink
   const v = deps.stats.values
+  // Each client socket's last key and hash (KeyHashMemo): a client sends its key with every
+  // datagram, from the same address and port. Bounded: past the limit the memos start over.
+  const keyMemos = new Map<string, KeyHashMemo>()
+  const memoFor = (rinfo: RemoteInfo): KeyHashMemo => {
+    const source = `${rinfo.address} ${rinfo.port}`
+    let memo = keyMemos.get(source)
+    if (memo === undefined) {
+      if (keyMemos.size >= MAX_KEY_MEMOS) keyMemos.clear()
+      keyMemos.set(source, memo = newKeyHashMemo())
+    }
+    return memo
+  }
   // Requests waiting on a key lookup; shutdown lets them answer before the socket closes.
   let pending = 0
   let closed = false
@@ -111,7 +127,7 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
       if (outcome.code !== "OK") return send(encodeErrorReply(request.rid, outcome.code), outcome.code, auth.key.id, true, extra)
       const answer = outcome.answers[0]!
       send(encodePriceReply(request.rid, answer.udpBody, now - answer.ts), "OK", auth.key.id, true, { ...extra, price: answer.price, source: answer.source })
-    })
+    }, memoFor(rinfo))
   }
 
   const socket = yield* bindUdp(config.lpoUdpPort, config.bindHost, onMessage)
