@@ -2,9 +2,21 @@ import { Schema } from "effect"
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { RESPONSE_CODES } from "../src/domain/errorCodes.ts"
-import { Envelope, type EnvelopeMeta, isRfc3339, makeEnvelopeWriter, rfc3339, SERVICES } from "../src/domain/envelope.ts"
+import { Envelope, isRfc3339, makeEnvelopeWriter, rfc3339, type ServiceName, SERVICES } from "../src/domain/envelope.ts"
 import type { ResponseCode } from "../src/domain/errorCodes.ts"
-import { LANGS } from "../src/domain/messages.ts"
+import { type Lang, LANGS } from "../src/domain/messages.ts"
+
+/** The per-answer and per-server fields of an envelope, as the tests generate them. */
+interface EnvelopeMeta {
+  readonly service: ServiceName
+  readonly request_id: string
+  readonly timestamp: string
+  readonly latency_us: number
+  readonly node: string
+  readonly region: string
+  readonly version: string
+  readonly lang: Lang
+}
 
 const KEYS = [
   "success",

@@ -9,17 +9,6 @@ import { LANGS, type Lang } from "./messages.ts"
 export const SERVICES = ["LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"] as const
 export type ServiceName = (typeof SERVICES)[number]
 
-export interface EnvelopeMeta {
-  readonly service: ServiceName
-  readonly request_id: string
-  readonly timestamp: string
-  readonly latency_us: number
-  readonly node: string
-  readonly region: string
-  readonly version: string
-  readonly lang: Lang
-}
-
 /** RFC 3339 UTC timestamp for epoch ms. */
 export const rfc3339 = (ms: number): string => {
   // Many answers share a millisecond; formatting a Date is the costly part.

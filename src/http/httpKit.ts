@@ -47,9 +47,9 @@ class QueryPairs implements QueryParams {
 const NO_PAIRS = new QueryPairs([])
 
 /**
- * The query string's pairs, as URLSearchParams reads them. Without "%" or "+" nothing needs
- * decoding and the pairs are cut directly (most price requests); otherwise URLSearchParams
- * decodes them.
+ * The query string's pairs, as URLSearchParams reads them. Without "%", "+" or a leading "?"
+ * nothing needs decoding and the pairs are cut directly (most price requests); otherwise
+ * URLSearchParams decodes them.
  */
 export const parseQueryString = (qs: string): QueryParams => {
   if (qs === "") return NO_PAIRS
