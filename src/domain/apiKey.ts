@@ -2,7 +2,7 @@
  * API key format and hashing. Only `hashApiKey(key)` and `displayPrefix(key)` are stored;
  * the plaintext key is shown once, at creation.
  */
-import { hash, timingSafeEqual } from "node:crypto"
+import { hash } from "node:crypto"
 
 export const API_KEY_PREFIX = "tb_"
 
@@ -65,17 +65,15 @@ export interface KeyHashMemo {
 
 export const newKeyHashMemo = (): KeyHashMemo => ({ key: "", hash: "" })
 
-/** Equality of two strings that does not stop at the first difference (the length is not secret). */
-export const constantTimeStringEqual = (a: string, b: string): boolean => {
+/**
+ * Constant-time equality of two secrets (hashes, tokens, keys): it does not stop at the first
+ * difference, and compares UTF-16 code units, so two different strings are never equal (UTF-8
+ * bytes would turn every lone surrogate into the same replacement bytes). Only the length, which
+ * is not secret, ends it early.
+ */
+export const constantTimeEqual = (a: string, b: string): boolean => {
   if (a.length !== b.length) return false
   let diff = 0
   for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i)
   return diff === 0
-}
-
-/** Constant-time equality of two secrets (hashes, tokens); false when the lengths differ. */
-export const constantTimeEqual = (a: string, b: string): boolean => {
-  const left = Buffer.from(a, "utf8")
-  const right = Buffer.from(b, "utf8")
-  return left.length === right.length && timingSafeEqual(left, right)
 }

@@ -1,7 +1,7 @@
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
-import { constantTimeStringEqual, displayPrefix, generateApiKey, hashApiKey, type KeyHashMemo, looksLikeApiKey } from "../domain/apiKey.ts"
+import { constantTimeEqual, displayPrefix, generateApiKey, hashApiKey, type KeyHashMemo, looksLikeApiKey } from "../domain/apiKey.ts"
 import { type ApiKeyRecord, ApiKeys, ApiKeysError, type AuthResult, type TierLimits } from "../services/ApiKeys.ts"
 import { Cache } from "../services/Cache.ts"
 import { ReaderSql } from "../services/Database.ts"
@@ -120,7 +120,7 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
   const authenticate = (plainKey: string | undefined, now: number, memo?: KeyHashMemo): AuthResult => {
     if (plainKey === undefined || plainKey === "") return { _tag: "Refused", code: "MISSING_API_KEY", keyId: undefined }
     let hash: string
-    if (memo !== undefined && memo.key !== "" && constantTimeStringEqual(memo.key, plainKey)) hash = memo.hash
+    if (memo !== undefined && memo.key !== "" && constantTimeEqual(memo.key, plainKey)) hash = memo.hash
     else {
       if (!looksLikeApiKey(plainKey)) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
       hash = hashApiKey(plainKey)
