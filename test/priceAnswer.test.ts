@@ -30,7 +30,9 @@ describe("compileAnswer render", () => {
       .chain((xs) => fc.shuffledSubarray([...xs, ...xs], { minLength: xs.length }))
     fc.assert(
       fc.property(fc.uniqueArray(tickArb, { minLength: 1, maxLength: 6, selector: (t) => t.exchange }), instants, (ticks, ats) => {
+        // Every tick is fresh and priced, so there is always an answer to render.
         const answer = compileAnswer("BTC", "USD", ticks, undefined, NOW, STALE_MS, 10_000)
+        expect(answer).toBeDefined()
         if (answer === undefined) return
         for (const at of ats) {
           const data = JSON.parse(answer.render(at)) as Rendered
