@@ -10,7 +10,7 @@
  * measured window. Prints a table and PASS/FAIL per target; exits non-zero when any target fails
  * (including "server not available").
  *
- *   node dist/bench/run.js [--duration 6s] [--warmup 1.5s]
+ *   node dist/bench/run.js [--duration 6s] [--warmup 1.5s] [--only <part of a benchmark's name>]
  */
 import { spawn, type ChildProcess } from "node:child_process"
 import { randomBytes } from "node:crypto"
@@ -579,7 +579,8 @@ const targetChecks = (
     {
       name: `${label}: every answer ${okStatus}, no errors or timeouts`,
       pass: real.requests > 0 && okAnswers === real.requests && real.errors === 0 && real.timeouts === 0,
-      detail: `${statuses(real) || "no answers"}; errors ${real.errors}, timeouts ${real.timeouts}`
+      detail: `${statuses(real) || "no answers"}; errors ${real.errors}, timeouts ${real.timeouts}` +
+        Object.entries(real.firstAnswers).filter(([status]) => status !== okStatus).map(([status, answer]) => `; first ${status}: ${answer}`).join("")
     }
   ]
 }
@@ -765,7 +766,7 @@ const main = async (argv: ReadonlyArray<string>): Promise<number> => {
   const durationMs = parseDurationMs(option("--duration") ?? "6s")
   const warmupMs = parseDurationMs(option("--warmup") ?? "1.5s")
   if (durationMs === undefined || warmupMs === undefined) {
-    console.error("usage: node dist/bench/run.js [--duration 6s] [--warmup 1.5s]")
+    console.error("usage: node dist/bench/run.js [--duration 6s] [--warmup 1.5s] [--only <part of a benchmark's name>]")
     return 2
   }
   const settings: BenchSettings = { durationMs, warmupMs, connections: 64, cores: os.availableParallelism() }
@@ -776,7 +777,8 @@ const main = async (argv: ReadonlyArray<string>): Promise<number> => {
   )
   const rows: Array<BenchRow> = []
   const checks: Array<TargetCheck> = []
-  for (const benchmark of benchmarks) {
+  const only = option("--only")
+  for (const benchmark of benchmarks.filter((b) => only === undefined || b.name.includes(only))) {
     console.log(`running: ${benchmark.name}`)
     const report = await benchmark.run(settings).catch(
       (error: unknown): BenchReport => ({

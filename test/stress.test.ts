@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import {
   LatencyHistogram,
   parseHttpResponse,
+  formatResult,
   stressCli,
   stressHttp,
   stressUdp,
@@ -81,6 +82,8 @@ describe("stressHttp", () => {
     expect(r.requests).toBeGreaterThan(100)
     expect(r.statusCounts["200"]).toBeGreaterThan(0)
     expect(r.statusCounts["429"]).toBeGreaterThan(0)
+    // The body after the head, not the head itself.
+    expect(r.firstAnswers).toEqual({ "200": '{"success":true}', "429": '{"success":false}' })
     expect(r.errors).toBe(0)
     expect(r.timeouts).toBe(0)
     expect(seenKeys).toEqual(new Set(["test-key"]))
@@ -125,6 +128,19 @@ describe("stressHttp", () => {
   })
 })
 
+describe("formatResult", () => {
+  it("shows what the first refusal of each kind said, and not the successes", () => {
+    const r: StressResult = {
+      requests: 3, errors: 0, timeouts: 0, statusCounts: { "200": 2, "404": 1 },
+      firstAnswers: { "200": '{"success":true}', "404": '{"code":"UNKNOWN_ASSET"}' },
+      durationMs: 1000, rps: 3, p50Ms: 1, p90Ms: 1, p99Ms: 1, maxMs: 1
+    }
+    const text = formatResult("HTTP", r)
+    expect(text).toContain('first 404: {"code":"UNKNOWN_ASSET"}')
+    expect(text).not.toContain("first 200")
+  })
+})
+
 describe("stressUdp", () => {
   let echo: dgram.Socket
   let silent: dgram.Socket
@@ -161,6 +177,8 @@ describe("stressUdp", () => {
     expect(r.requests).toBeGreaterThan(100)
     expect(r.statusCounts["ok"]).toBeGreaterThan(0)
     expect(r.statusCounts["RATE_LIMITED"]).toBeGreaterThan(0)
+    expect(JSON.parse(r.firstAnswers["RATE_LIMITED"] ?? "")).toMatchObject({ ok: false, code: "RATE_LIMITED" })
+    expect(Object.keys(r.firstAnswers).sort()).toEqual(["RATE_LIMITED", "ok"])
     expect(r.timeouts).toBe(0)
     expectConsistent(r)
   })

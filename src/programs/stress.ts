@@ -47,6 +47,8 @@ export interface StressResult {
   readonly timeouts: number
   /** HTTP status code, or for UDP `ok` / the reply's `code` / `reply`; sums to `requests`. */
   readonly statusCounts: Record<string, number>
+  /** The first answer's text (its body for HTTP, up to 300 characters) for each status seen: what a refusal said. */
+  readonly firstAnswers: Record<string, string>
   readonly durationMs: number
   readonly rps: number
   readonly p50Ms: number
@@ -149,9 +151,18 @@ export class LatencyHistogram {
 // ---------------------------------------------------------------------------------------------
 // Shared run bookkeeping
 
+const ANSWER_SAMPLE_CHARS = 300
+
+/** An HTTP response's body (the whole text if it has no header end). */
+const responseBody = (response: Buffer): string => {
+  const headEnd = response.indexOf("\r\n\r\n")
+  return response.toString("utf8", headEnd === -1 ? 0 : headEnd + 4)
+}
+
 class RunStats {
   readonly histogram = new LatencyHistogram()
   readonly statusCounts = new Map<string, number>()
+  readonly firstAnswers = new Map<string, string>()
   requests = 0
   errors = 0
   timeouts = 0
@@ -170,10 +181,13 @@ class RunStats {
     this.recording = false
   }
 
-  response(status: string, latencyMs: number): void {
+  /** `answer` is read only for the first answer of each status. */
+  response(status: string, latencyMs: number, answer: () => string): void {
     if (!this.recording) return
     this.requests += 1
-    this.statusCounts.set(status, (this.statusCounts.get(status) ?? 0) + 1)
+    const seen = this.statusCounts.get(status)
+    if (seen === undefined) this.firstAnswers.set(status, answer().slice(0, ANSWER_SAMPLE_CHARS))
+    this.statusCounts.set(status, (seen ?? 0) + 1)
     this.histogram.recordMs(latencyMs)
   }
 
@@ -193,6 +207,7 @@ class RunStats {
       errors: this.errors,
       timeouts: this.timeouts,
       statusCounts: Object.fromEntries(this.statusCounts),
+      firstAnswers: Object.fromEntries(this.firstAnswers),
       durationMs,
       rps: durationMs > 0 ? (this.requests * 1000) / durationMs : 0,
       p50Ms: h.percentileMs(50),
@@ -416,7 +431,7 @@ class HttpConnection {
     }
     this.inFlight = false
     this.answered = true
-    this.stats.response(String(parsed.status), now - this.sentAt)
+    this.stats.response(String(parsed.status), now - this.sentAt, () => responseBody(buf))
     if (parsed.close) this.socket?.end()
     else this.send()
     return true
@@ -547,7 +562,7 @@ export const stressUdp = (o: UdpStressOptions): Promise<StressResult> =>
         inFlight.delete(oldest.value[0])
         sentAt = oldest.value[1]
       }
-      stats.response(replyStatus(msg), now - sentAt)
+      stats.response(replyStatus(msg), now - sentAt, () => msg.toString("utf8"))
       if (running) sendOne()
     })
     // Send failures and ICMP unreachable surface here; the datagram itself times out and is replaced.
@@ -651,6 +666,9 @@ const httpUrlFor = (base: string, asset: string): string => {
   return url.toString()
 }
 
+/** HTTP 2xx, or a UDP `ok` reply. */
+export const isSuccessStatus = (status: string): boolean => status === "ok" || /^2\d\d$/u.test(status)
+
 const fmt = (n: number, digits = 2): string => n.toFixed(digits)
 
 export const formatResult = (label: string, r: StressResult): string => {
@@ -662,7 +680,10 @@ export const formatResult = (label: string, r: StressResult): string => {
     `  requests   ${r.requests} in ${fmt(r.durationMs / 1000)} s = ${Math.round(r.rps)} req/s`,
     `  latency    p50 ${fmt(r.p50Ms)} ms  p90 ${fmt(r.p90Ms)} ms  p99 ${fmt(r.p99Ms)} ms  max ${fmt(r.maxMs)} ms`,
     `  errors     ${r.errors}  timeouts ${r.timeouts}`,
-    `  statuses   ${statuses === "" ? "none" : statuses}`
+    `  statuses   ${statuses === "" ? "none" : statuses}`,
+    ...Object.entries(r.firstAnswers)
+      .filter(([status]) => !isSuccessStatus(status))
+      .map(([status, answer]) => `  first ${status}: ${answer}`)
   ].join("\n")
 }
 
