@@ -11,6 +11,7 @@ import type { ParamName } from "../src/domain/params.ts"
 import { UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageSinkLive } from "../src/layers/UsageSinkLive.ts"
+import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
 import { UsageWriterDatabase } from "../src/layers/UsageWriterDatabase.ts"
 import { Params } from "../src/services/Params.ts"
 import { UsageSink, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
@@ -372,13 +373,8 @@ describe("UsageSinkLive", () => {
     }))
 })
 
-describe("UsageWriterDatabase (real PostgreSQL)", () => {
-  const dbUrl = freshDatabase("usage_writer")
-  afterAll(() => dropDatabase(dbUrl))
-  const PgLive = PgClient.layer({ url: Redacted.make(dbUrl), maxConnections: 2 })
-
-  it.live("inserts 5000 rows in one write, and the same batch again adds none", () =>
-    Effect.gen(function*() {
+/** Writes a batch, the same batch again, then duplicates beside one new row: every row lands once. */
+const writesEachRowOnce = Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       yield* migrate
       const writer = yield* UsageWriter
@@ -402,7 +398,24 @@ describe("UsageWriterDatabase (real PostgreSQL)", () => {
       assert.strictEqual(stored[0]?.price, sample.price)
       assert.strictEqual(stored[0]?.latency_us, sample.latency_us)
       assert.strictEqual(stored[0]?.created_at.getTime(), sample.created_at)
-    }).pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
+})
+
+describe("UsageWriterDatabase (real PostgreSQL)", () => {
+  const dbUrl = freshDatabase("usage_writer")
+  afterAll(() => dropDatabase(dbUrl))
+  const PgLive = PgClient.layer({ url: Redacted.make(dbUrl), maxConnections: 2 })
+
+  it.live("inserts 5000 rows in one write, and the same batch again adds none", () =>
+    writesEachRowOnce.pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
+
+  it.live("the embedded database (PGlite behind its socket) reports duplicates the same way: each row once", () =>
+    Effect.gen(function*() {
+      const { url } = yield* startEmbeddedPostgres(newDataDir())
+      yield* writesEachRowOnce.pipe(
+        Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))))
+      )
+    }).pipe(Effect.scoped), 60_000)
+
 
   it.live("a shutdown during a send waits for it instead of sending the batch again", () =>
     Effect.gen(function*() {
