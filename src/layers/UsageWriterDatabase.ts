@@ -19,7 +19,7 @@ const INSERT_FROM_ARRAYS = `INSERT INTO usage_logs (${USAGE_COLUMNS.join(",")})
 const INSERT_SKIPPING_DUPLICATES = `${INSERT_FROM_ARRAYS} ON CONFLICT (id, created_at) DO NOTHING`
 
 /** One array literal per column, in `USAGE_COLUMNS` order. */
-export const usageColumnArrays = (rows: ReadonlyArray<UsageRow>): Array<string> =>
+const usageColumnArrays = (rows: ReadonlyArray<UsageRow>): Array<string> =>
   USAGE_COLUMNS.map((column) => pgArrayLiteral(rows.map((r) => r[column])))
 
 /**

@@ -667,7 +667,7 @@ const httpUrlFor = (base: string, asset: string): string => {
 }
 
 /** HTTP 2xx, or a UDP `ok` reply. */
-export const isSuccessStatus = (status: string): boolean => status === "ok" || /^2\d\d$/u.test(status)
+const isSuccessStatus = (status: string): boolean => status === "ok" || /^2\d\d$/u.test(status)
 
 const fmt = (n: number, digits = 2): string => n.toFixed(digits)
 
