@@ -79,7 +79,8 @@ export const compressEncodedChunks = (chunks: ReadonlyArray<EncodedChunk>, maxBy
 export const usageWriterSqs = (queueUrl: string) =>
   Layer.effect(UsageWriter, Effect.gen(function*() {
     const client = yield* Effect.acquireRelease(Effect.sync(() => new SQSClient({})), (c) => Effect.sync(() => c.destroy()))
-    const sendBodies = (bodies: ReadonlyArray<string>) =>
+    /** One SendMessageBatch request (at most MAX_ENTRIES bodies), its failed entries retried. */
+    const sendBatch = (bodies: ReadonlyArray<string>) =>
       Effect.tryPromise({
         try: async () => {
           let pending = bodies.map((body, i) => ({ Id: String(i), MessageBody: body }))
@@ -92,20 +93,17 @@ export const usageWriterSqs = (queueUrl: string) =>
         },
         catch: (cause) => new UsageWriteError({ reason: "Queue", message: messageOf(cause) })
       })
+    const sendBodies = (bodies: ReadonlyArray<string>) =>
+      Effect.gen(function*() {
+        for (let i = 0; i < bodies.length; i += MAX_ENTRIES) yield* sendBatch(bodies.slice(i, i + MAX_ENTRIES))
+      })
     return UsageWriter.of({
       kind: "sqs",
-      write: (rows) =>
-        Effect.gen(function*() {
-          const bodies = compressUsageMessages(rows, MAX_BATCH_BYTES / MAX_ENTRIES)
-          for (let i = 0; i < bodies.length; i += MAX_ENTRIES) yield* sendBodies(bodies.slice(i, i + MAX_ENTRIES))
-        }),
+      write: (rows) => Effect.suspend(() => sendBodies(compressUsageMessages(rows, MAX_BATCH_BYTES / MAX_ENTRIES))),
       writeEncoded: (chunks) =>
-        Effect.gen(function*() {
-          const bodies = yield* Effect.try({
-            try: () => compressEncodedChunks(chunks, MAX_BATCH_BYTES / MAX_ENTRIES),
-            catch: (cause) => new UsageWriteError({ reason: "Queue", message: `encoded rows: ${messageOf(cause)}` })
-          })
-          for (let i = 0; i < bodies.length; i += MAX_ENTRIES) yield* sendBodies(bodies.slice(i, i + MAX_ENTRIES))
-        })
+        Effect.try({
+          try: () => compressEncodedChunks(chunks, MAX_BATCH_BYTES / MAX_ENTRIES),
+          catch: (cause) => new UsageWriteError({ reason: "Queue", message: `encoded rows: ${messageOf(cause)}` })
+        }).pipe(Effect.flatMap(sendBodies))
     })
   }))

@@ -66,14 +66,17 @@ const forwarderFor = (writer: UsageWriter["Service"], sink: UsageSink["Service"]
   if (writeEncoded === undefined) return undefined
   return makeChunkForwarder({
     writeEncoded: (chunks) => Effect.runPromise(writeEncoded(chunks)),
-    fallback: (c) => {
-      for (const row of decodeUsageLines(c.chunk)) sink.record(row)
-    },
+    fallback: (c) => recordChunk(sink, c.chunk),
     ack: (seq) => post({ type: "ack", seq }),
     lost: (seq, e) => reportUndecodable(seq, e),
     batchRows: () => Math.max(1, params.int("usage_batch_size")),
     flushMs: () => Math.max(10, params.int("usage_flush_ms"))
   })
+}
+
+/** Every row of a chunk into the sink. Throws if the chunk does not decode (nothing is recorded then). */
+const recordChunk = (sink: UsageSink["Service"], chunk: string) => {
+  for (const row of decodeUsageLines(chunk)) sink.record(row)
 }
 
 /** A chunk that does not decode is a bug on the serving thread: say so loudly. */
@@ -95,7 +98,7 @@ const serveChunks = (sink: UsageSink["Service"], forwarder: ChunkForwarder | und
         case "rows": {
           if (forwarder !== undefined) return forwarder.add(message.seq, { chunk: message.chunk, rows: message.rows })
           try {
-            for (const row of decodeUsageLines(message.chunk)) sink.record(row)
+            recordChunk(sink, message.chunk)
           } catch (e) {
             reportUndecodable(message.seq, e)
           }
