@@ -1,7 +1,7 @@
 import { PGlite } from "@electric-sql/pglite"
-import { PGLiteSocketServer } from "@electric-sql/pglite-socket"
 import { mkdir, rm, writeFile } from "node:fs/promises"
 import { join } from "node:path"
+import { servePglite } from "./pgliteServer.ts"
 
 /**
  * The embedded PostgreSQL as its own process (started by EmbeddedPostgres.ts): PGlite runs
@@ -20,9 +20,20 @@ const ownerFile = join(dataDir, "embedded-postgres.json")
 const dir = join(dataDir, "pgdata")
 await mkdir(dir, { recursive: true })
 const db = await PGlite.create(dir)
-const server = new PGLiteSocketServer({ db, host: "127.0.0.1", port: 0, maxConnections: 64 })
-await server.start()
-const url = `postgres://postgres@${server.getServerConn()}/postgres`
+const server = await servePglite(db, {
+  host: "127.0.0.1",
+  port: 0,
+  maxConnections: 64,
+  // The same JSON line shape as the server's logger (Logger.consoleJson).
+  onError: (error) =>
+    console.log(JSON.stringify({
+      message: ["a client's cycle failed inside PGlite; that client was disconnected", String(error)],
+      level: "ERROR",
+      timestamp: new Date().toISOString(),
+      annotations: { module: "embedded-postgres" }
+    }))
+})
+const url = `postgres://postgres@127.0.0.1:${server.port}/postgres`
 await writeFile(ownerFile, JSON.stringify({ pid: process.pid, url }))
 
 let stopping = false
@@ -30,7 +41,7 @@ const stop = async () => {
   if (stopping) return
   stopping = true
   await rm(ownerFile, { force: true })
-  await server.stop()
+  await server.close()
   await db.close()
   process.exit(0)
 }

@@ -1,0 +1,235 @@
+import { createServer, type Server, type Socket } from "node:net"
+
+/**
+ * Serves one PGlite database to many PostgreSQL wire-protocol clients on a TCP socket.
+ *
+ * PGlite is one PostgreSQL session. Each client must still see the guarantees of its own
+ * connection, so the session is handed out a protocol cycle at a time: a client's messages run,
+ * without any other client's in between, from its first message up to and including the `Sync`
+ * (extended query) or `Query` (simple query) that ends the cycle; and while a cycle leaves the
+ * session inside a transaction block, only that client's cycles run until it ends the block.
+ *
+ * Why not @electric-sql/pglite-socket (0.2.17): it queues single messages, not cycles, and keeps a
+ * client's affinity only inside a transaction block. When a client's cycle reaches the server in
+ * two TCP reads, another client's `Bind`/`Execute`/`Sync` can land between its messages, and the
+ * unnamed portal they share then hands one client the other's rows (upstream issue
+ * electric-sql/pglite#1046, reproduced in test/embeddedPostgres.test.ts). Its queue also stops for
+ * good after one internal error.
+ */
+
+/** The untyped first messages of a connection, by their protocol code. */
+const PROTOCOL_3 = 196_608
+const SSL_REQUEST = 80_877_103
+const GSS_ENCRYPTION_REQUEST = 80_877_104
+const CANCEL_REQUEST = 80_877_102
+/** Larger messages are refused (PostgreSQL's own limit for a message is 1 GB). */
+const MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+const TYPE_SYNC = 0x53 // 'S'
+const TYPE_QUERY = 0x51 // 'Q'
+const TYPE_TERMINATE = 0x58 // 'X'
+
+/** The part of PGlite this server drives. */
+export interface PgliteSession {
+  readonly runExclusive: <T>(fn: () => Promise<T>) => Promise<T>
+  readonly execProtocolRawStream: (message: Uint8Array, options: { readonly onRawData: (data: Uint8Array) => void }) => Promise<void>
+  readonly isInTransaction: () => boolean
+  readonly exec: (query: string) => Promise<unknown>
+}
+
+interface Client {
+  readonly socket: Socket
+  /** Bytes received and not yet cut into messages. */
+  buffer: Buffer
+  /** Messages of the cycle not yet complete. */
+  cycle: Array<Uint8Array>
+  /** Until the startup message, messages carry no type byte. */
+  started: boolean
+  closed: boolean
+}
+
+interface Cycle {
+  readonly client: Client
+  readonly messages: ReadonlyArray<Uint8Array>
+}
+
+export interface PgliteServerOptions {
+  readonly host: string
+  /** 0 picks a free port. */
+  readonly port: number
+  readonly maxConnections: number
+  /** Told when a cycle fails inside PGlite (its client is disconnected; the others go on). */
+  readonly onError?: (error: unknown) => void
+}
+
+export interface PgliteServer {
+  readonly port: number
+  readonly close: () => Promise<void>
+}
+
+/** A complete message at the start of `buffer`: its length in bytes, 0 if incomplete, -1 if invalid. */
+const messageLength = (buffer: Buffer, started: boolean): number => {
+  if (!started) {
+    if (buffer.length < 4) return 0
+    const length = buffer.readInt32BE(0)
+    if (length < 8 || length > MAX_MESSAGE_BYTES) return -1
+    return buffer.length >= length ? length : 0
+  }
+  if (buffer.length < 5) return 0
+  const length = buffer.readInt32BE(1)
+  if (length < 4 || length > MAX_MESSAGE_BYTES) return -1
+  return buffer.length >= length + 1 ? length + 1 : 0
+}
+
+export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Promise<PgliteServer> => {
+  const clients = new Set<Client>()
+  const queue: Array<Cycle> = []
+  /** The client whose transaction block is open: only its cycles run until it closes the block. */
+  let owner: Client | undefined
+  /** The owner left with its block open: roll it back before the next cycle. */
+  let ownerLeft = false
+  let running = false
+  let stopping = false
+
+  const write = (client: Client, data: Uint8Array) => {
+    if (!client.closed && data.length > 0) client.socket.write(data)
+  }
+
+  /** Run one cycle with the session to itself. */
+  const runCycle = (cycle: Cycle) =>
+    db.runExclusive(async () => {
+      for (const message of cycle.messages) {
+        if (cycle.client.closed) break
+        await db.execProtocolRawStream(message, { onRawData: (data) => write(cycle.client, data) })
+      }
+    })
+
+  /** The next cycle allowed to run: the owner's while a transaction block is open, else the oldest. */
+  const takeNext = (): Cycle | undefined => {
+    if (owner === undefined) return queue.shift()
+    const index = queue.findIndex((c) => c.client === owner)
+    return index === -1 ? undefined : queue.splice(index, 1)[0]
+  }
+
+  /** PGlite's own exec takes its locks; it is only called here, between cycles. */
+  const rollBackIfOpen = async () => {
+    if (db.isInTransaction()) await db.exec("ROLLBACK")
+  }
+
+  /** Cycles one at a time, until none may run now. */
+  const run = async () => {
+    if (running) return
+    running = true
+    try {
+      for (;;) {
+        if (ownerLeft) {
+          ownerLeft = false
+          await rollBackIfOpen()
+        }
+        const cycle = takeNext()
+        if (cycle === undefined) return
+        try {
+          await runCycle(cycle)
+        } catch (error) {
+          options.onError?.(error)
+          cycle.client.socket.destroy()
+          release(cycle.client)
+        }
+        // A client that left during its cycle leaves no transaction block open behind it.
+        if (cycle.client.closed) await rollBackIfOpen()
+        else owner = db.isInTransaction() ? cycle.client : undefined
+      }
+    } finally {
+      running = false
+    }
+  }
+
+  const kick = () => void run().catch((error: unknown) => options.onError?.(error))
+
+  /** A client that is gone gives back the session: its queued cycles go, its open transaction block is rolled back. */
+  const release = (client: Client) => {
+    if (client.closed) return
+    client.closed = true
+    clients.delete(client)
+    for (let i = queue.length - 1; i >= 0; i--) if (queue[i]!.client === client) queue.splice(i, 1)
+    if (owner === client) {
+      owner = undefined
+      ownerLeft = true
+    }
+  }
+
+  const onData = (client: Client, data: Buffer) => {
+    client.buffer = client.buffer.length === 0 ? data : Buffer.concat([client.buffer, data])
+    let queued = false
+    for (;;) {
+      const length = messageLength(client.buffer, client.started)
+      if (length === 0) break
+      if (length < 0) {
+        client.socket.destroy()
+        return
+      }
+      const message = client.buffer.subarray(0, length)
+      client.buffer = client.buffer.subarray(length)
+      if (!client.started) {
+        const code = message.readInt32BE(4)
+        if (code === SSL_REQUEST || code === GSS_ENCRYPTION_REQUEST) {
+          client.socket.write("N") // no encryption on loopback; the client goes on in the clear
+          continue
+        }
+        if (code === CANCEL_REQUEST || code !== PROTOCOL_3) {
+          client.socket.destroy()
+          return
+        }
+        client.started = true
+        queue.push({ client, messages: [message] })
+        queued = true
+        continue
+      }
+      const type = message[0]
+      if (type === TYPE_TERMINATE) {
+        client.socket.end()
+        return
+      }
+      client.cycle.push(message)
+      if (type === TYPE_SYNC || type === TYPE_QUERY) {
+        queue.push({ client, messages: client.cycle })
+        client.cycle = []
+        queued = true
+      }
+    }
+    if (queued) kick()
+  }
+
+  const server: Server = createServer((socket) => {
+    if (stopping || clients.size >= options.maxConnections) {
+      socket.destroy()
+      return
+    }
+    socket.setNoDelay(true)
+    const client: Client = { socket, buffer: Buffer.alloc(0), cycle: [], started: false, closed: false }
+    clients.add(client)
+    socket.on("data", (data: Buffer) => onData(client, data))
+    socket.on("error", () => socket.destroy())
+    socket.on("close", () => {
+      release(client)
+      kick()
+    })
+  })
+
+  return new Promise((resolve, reject) => {
+    server.once("error", reject)
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject)
+      const address = server.address()
+      resolve({
+        port: typeof address === "object" && address !== null ? address.port : options.port,
+        close: () =>
+          new Promise<void>((done) => {
+            stopping = true
+            for (const client of clients) client.socket.destroy()
+            server.close(() => done())
+          })
+      })
+    })
+  })
+}

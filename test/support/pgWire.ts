@@ -1,0 +1,111 @@
+import { connect, type Socket } from "node:net"
+
+/**
+ * A bare PostgreSQL wire-protocol client for tests that need to control how a client's bytes
+ * reach the server (e.g. one cycle in two TCP writes), which a driver does not let them do.
+ */
+
+const int16 = (n: number) => {
+  const b = Buffer.alloc(2)
+  b.writeInt16BE(n)
+  return b
+}
+const int32 = (n: number) => {
+  const b = Buffer.alloc(4)
+  b.writeInt32BE(n)
+  return b
+}
+const cString = (s: string) => Buffer.from(`${s}\0`)
+const message = (type: string, ...parts: Array<Buffer>) => {
+  const body = Buffer.concat(parts)
+  return Buffer.concat([Buffer.from(type, "latin1"), int32(body.length + 4), body])
+}
+
+const startupMessage = () => {
+  const body = Buffer.concat([int32(196_608), cString("user"), cString("postgres"), cString("database"), cString("postgres"), Buffer.from([0])])
+  return Buffer.concat([int32(body.length + 4), body])
+}
+
+/** An extended-query cycle on the unnamed statement and portal, cut after its `Bind`. */
+export const extendedCycle = (sql: string): { readonly head: Buffer; readonly tail: Buffer } => ({
+  head: Buffer.concat([
+    message("P", cString(""), cString(sql), int16(0)),
+    message("B", cString(""), cString(""), int16(0), int16(0), int16(0))
+  ]),
+  tail: Buffer.concat([message("D", Buffer.from("P"), cString("")), message("E", cString(""), int32(0)), message("S")])
+})
+
+export const simpleQuery = (sql: string) => message("Q", cString(sql))
+
+export interface WireReply {
+  /** Backend message types in order, e.g. "12TDCZ". */
+  readonly types: string
+  /** The first column of every DataRow, as text. */
+  readonly values: ReadonlyArray<string | null>
+}
+
+export interface WireClient {
+  readonly write: (bytes: Buffer) => void
+  /** Everything received up to the next ReadyForQuery, then forgotten. */
+  readonly nextReply: (timeoutMs?: number) => Promise<WireReply>
+  readonly destroy: () => void
+}
+
+const parseReply = (bytes: Buffer): WireReply => {
+  let types = ""
+  const values: Array<string | null> = []
+  for (let offset = 0; offset + 5 <= bytes.length;) {
+    const type = String.fromCharCode(bytes[offset]!)
+    const length = bytes.readInt32BE(offset + 1)
+    if (type === "D") {
+      const first = bytes.readInt32BE(offset + 7)
+      values.push(first === -1 ? null : bytes.subarray(offset + 11, offset + 11 + first).toString())
+    }
+    types += type
+    offset += 1 + length
+  }
+  return { types, values }
+}
+
+/** Connect and finish the startup exchange. */
+export const connectWire = async (port: number): Promise<WireClient> => {
+  const socket: Socket = connect(port, "127.0.0.1")
+  await new Promise<void>((resolve, reject) => {
+    socket.once("connect", resolve)
+    socket.once("error", reject)
+  })
+  let received = Buffer.alloc(0)
+  let waiter: (() => void) | undefined
+  socket.on("data", (data: Buffer) => {
+    received = Buffer.concat([received, data])
+    waiter?.()
+  })
+  /** Offset just past the first complete ReadyForQuery, or -1. */
+  const readyEnd = () => {
+    for (let offset = 0; offset + 5 <= received.length;) {
+      const end = offset + 1 + received.readInt32BE(offset + 1)
+      if (end > received.length) return -1
+      if (received[offset] === 0x5a) return end
+      offset = end
+    }
+    return -1
+  }
+  const nextReply = (timeoutMs = 5_000) =>
+    new Promise<WireReply>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no ReadyForQuery within ${timeoutMs} ms; got ${parseReply(received).types}`)), timeoutMs)
+      const check = () => {
+        const end = readyEnd()
+        if (end === -1) return
+        clearTimeout(timer)
+        waiter = undefined
+        const reply = parseReply(received.subarray(0, end))
+        received = received.subarray(end)
+        resolve(reply)
+      }
+      waiter = check
+      check()
+    })
+  socket.write(startupMessage())
+  await nextReply()
+  return { write: (bytes) => socket.write(bytes), nextReply, destroy: () => socket.destroy() }
+}
