@@ -3,14 +3,17 @@ import { makeChunkForwarder } from "../src/layers/usageChunkForwarder.ts"
 import type { EncodedChunk } from "../src/services/UsageSink.ts"
 
 /** A forwarder over a fake queue whose writes succeed or fail as the test says, on a fake clock. */
-const harness = (options: { batchRows?: number; fail?: () => boolean } = {}) => {
+const harness = (options: { batchRows?: number; maxRows?: number; fail?: () => boolean; hang?: boolean } = {}) => {
   const written: Array<ReadonlyArray<EncodedChunk>> = []
   const sunk: Array<string> = []
   const acked: Array<number> = []
   const lost: Array<number> = []
   let clock = 1_000
   const forwarder = makeChunkForwarder({
-    writeEncoded: (chunks) => options.fail?.() === true ? Promise.reject(new Error("queue down")) : Promise.resolve(void written.push(chunks)),
+    writeEncoded: (chunks) =>
+      options.hang === true
+        ? new Promise<void>(() => {})
+        : options.fail?.() === true ? Promise.reject(new Error("queue down")) : Promise.resolve(void written.push(chunks)),
     fallback: (c) => {
       if (c.chunk === "bad") throw new Error("does not decode")
       sunk.push(c.chunk)
@@ -19,6 +22,7 @@ const harness = (options: { batchRows?: number; fail?: () => boolean } = {}) => 
     lost: (seq) => void lost.push(seq),
     batchRows: () => options.batchRows ?? 10,
     flushMs: () => 20,
+    maxRows: () => options.maxRows ?? 1_000_000,
     bypassMs: 5_000,
     now: () => clock
   })
@@ -27,7 +31,18 @@ const harness = (options: { batchRows?: number; fail?: () => boolean } = {}) => 
 const chunk = (name: string, rows: number): EncodedChunk => ({ chunk: name, rows })
 const settle = () => new Promise((r) => setTimeout(r, 0))
 
-describe("usage chunk forwarder (usage thread → SQS, encoded rows as they are)", () => {
+describe("usage chunk forwarder (usage thread → SQS or the database, encoded rows as they are)", () => {
+  it("while a write hangs, holds at most maxRows rows and hands further chunks to the sink, acknowledged", async () => {
+    const h = harness({ batchRows: 4, maxRows: 10, hang: true })
+    h.forwarder.add(1, chunk("a", 4))
+    await settle()
+    h.forwarder.add(2, chunk("b", 4))
+    h.forwarder.add(3, chunk("c", 4))
+    h.forwarder.add(4, chunk("d", 4))
+    await settle()
+    expect({ sunk: h.sunk, acked: h.acked, buffered: h.forwarder.stats().buffered }).toEqual({ sunk: ["d"], acked: [4], buffered: 12 })
+  })
+
   it("writes a batch as soon as it holds batchRows rows, and acknowledges each chunk after the write", async () => {
     const h = harness({ batchRows: 10 })
     h.forwarder.add(1, chunk("a", 4))

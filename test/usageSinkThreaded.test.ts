@@ -1,12 +1,14 @@
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
-import { execFileSync } from "node:child_process"
+import { execFileSync, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { Worker } from "node:worker_threads"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import type { UsageRow } from "../src/domain/usage.ts"
+import { encodeUsageLine } from "../src/domain/usageLine.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
@@ -76,5 +78,35 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
     }))
     const asset = execFileSync("psql", [dbUrl, "-qAt", "-c", `SELECT asset FROM usage_logs WHERE node = '${node}'`], { encoding: "utf8" }).trim()
     expect(asset).toBe("é\u{1F600}")
+  }, 60_000)
+
+  it("the usage thread acknowledges a chunk only once its rows are in the database, so a thread that dies before loses none", async () => {
+    const node = "thread-c"
+    const rows = Array.from({ length: 300 }, (_, i) => row(node, i))
+    const chunk = rows.map(encodeUsageLine).join(",")
+    // A transaction holding usage_logs: the thread's insert waits behind it.
+    const locker = spawn("psql", [dbUrl, "-qAt"], { stdio: ["pipe", "ignore", "ignore"] })
+    locker.stdin.write("BEGIN; LOCK TABLE usage_logs IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
+    const startThread = async () => {
+      const thread = new Worker(new URL("../src/programs/usageThread.ts", import.meta.url), {
+        workerData: { params: { usage_flush_ms: "20" } },
+        env: { ...process.env, DATABASE_URL: dbUrl, DATA_DIR: mkdtempSync(join(tmpdir(), "tb-usage-thread-c-")) }
+      })
+      const acks: Array<number> = []
+      thread.on("message", (m: { type: string; seq?: number }) => void (m.type === "ack" && m.seq !== undefined && acks.push(m.seq)))
+      await new Promise<void>((resolve) => thread.on("message", (m: { type: string }) => m.type === "ready" && resolve()))
+      thread.postMessage({ type: "rows", seq: 7, chunk, rows: rows.length })
+      return { thread, acks }
+    }
+    const first = await startThread()
+    await new Promise((r) => setTimeout(r, 1_000))
+    const ackedWhileLocked = [...first.acks]
+    // The thread dies with the rows in hand; the serving thread still holds the chunk and sends it again.
+    await first.thread.terminate()
+    locker.stdin.end("ROLLBACK;\n")
+    const second = await startThread()
+    for (let waited = 0; second.acks.length === 0 && waited < 10_000; waited += 50) await new Promise((r) => setTimeout(r, 50))
+    await second.thread.terminate()
+    expect({ ackedWhileLocked, ackedAfter: second.acks, rows: countRows(node) }).toEqual({ ackedWhileLocked: [], ackedAfter: [7], rows: 300 })
   }, 60_000)
 })

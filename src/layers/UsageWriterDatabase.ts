@@ -2,6 +2,8 @@ import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { pgArrayLiteral } from "../domain/pgArrayLiteral.ts"
 import { USAGE_COLUMNS, type UsageRow } from "../domain/usage.ts"
+import { decodeUsageLines } from "../domain/usageLine.ts"
+import { messageOf } from "../domain/errorMessage.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 
 /** Column types of usage_logs as the array parameters declare them (created_at arrives as epoch ms). */
@@ -44,12 +46,19 @@ export const insertUsageRows = (rows: ReadonlyArray<UsageRow>) =>
 
 export const UsageWriterDatabase = Layer.effect(UsageWriter, Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
+  const write = (rows: ReadonlyArray<UsageRow>) =>
+    rows.length === 0 ? Effect.void : insertUsageRows(rows).pipe(
+      Effect.provideService(SqlClient.SqlClient, sql),
+      Effect.mapError((e) => new UsageWriteError({ reason: "Database", message: e.message }))
+    )
   return UsageWriter.of({
     kind: "database",
-    write: (rows) =>
-      rows.length === 0 ? Effect.void : insertUsageRows(rows).pipe(
-        Effect.provideService(SqlClient.SqlClient, sql),
-        Effect.mapError((e) => new UsageWriteError({ reason: "Database", message: e.message }))
-      )
+    write,
+    // The serving thread's chunks as one insert: written before they are acknowledged (usageThread.ts).
+    writeEncoded: (chunks) =>
+      Effect.try({
+        try: () => decodeUsageLines(chunks.filter((c) => c.rows > 0).map((c) => c.chunk).join(",")),
+        catch: (cause) => new UsageWriteError({ reason: "Database", message: `encoded rows: ${messageOf(cause)}` })
+      }).pipe(Effect.flatMap(write))
   })
 }))

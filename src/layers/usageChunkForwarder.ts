@@ -1,13 +1,14 @@
 import { type EncodedChunk, type UsageSinkStats, ZERO_USAGE_STATS } from "../services/UsageSink.ts"
 
 /**
- * On the usage thread, with a writer that ships encoded rows as they are (SQS): chunks from the
- * serving thread are batched (`batchRows()` rows, or `flushMs()` after the first one waits) and
- * written without being decoded into objects and encoded again, which was most of the thread's
- * work per row. A chunk is acknowledged once written. When a write fails, its chunks go to
- * `fallback` (decoded into the usage sink, which retries with backoff and spools), and for
- * `bypassMs` after a failure every chunk takes that path, so a queue that is down is not tried
- * twice for every batch.
+ * On the usage thread: chunks from the serving thread are batched (`batchRows()` rows, or
+ * `flushMs()` after the first one waits) and handed to the writer as they are (SQS ships the text
+ * without decoding it; the database decodes the batch once for its insert). A chunk is
+ * acknowledged once written, so a thread that dies before leaves it with the serving thread, which
+ * sends it again. When a write fails, its chunks go to `fallback` (decoded into the usage sink,
+ * which retries with backoff and spools), and for `bypassMs` after a failure every chunk takes
+ * that path, so a destination that is down is not tried twice for every batch. So does every chunk
+ * past `maxRows()` waiting here while a write hangs: the sink bounds its memory with the spool.
  */
 export interface ChunkForwarderOptions {
   readonly writeEncoded: (chunks: ReadonlyArray<EncodedChunk>) => Promise<void>
@@ -18,6 +19,8 @@ export interface ChunkForwarderOptions {
   readonly lost: (seq: number, error: unknown) => void
   readonly batchRows: () => number
   readonly flushMs: () => number
+  /** Rows this forwarder holds (waiting and being written) before further chunks go to `fallback`. */
+  readonly maxRows: () => number
   readonly bypassMs?: number
   readonly now?: () => number
 }
@@ -99,7 +102,7 @@ export const makeChunkForwarder = (options: ChunkForwarderOptions): ChunkForward
   return {
     add: (seq, chunk) => {
       const c: Waiting = { seq, chunk: chunk.chunk, rows: chunk.rows }
-      if (now() < bypassUntil) return toSink(c)
+      if (now() < bypassUntil || waitingRows + inFlightRows >= options.maxRows()) return toSink(c)
       waiting.push(c)
       waitingRows += c.rows
       if (waitingRows >= options.batchRows()) kick()

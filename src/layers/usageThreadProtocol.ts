@@ -4,8 +4,8 @@ import { UsageSinkStats } from "../services/UsageSink.ts"
 /**
  * Messages between the serving thread (UsageSinkThreaded) and the usage thread (usageThread.ts).
  * Rows travel as chunks of `encodeUsageLine` text; the usage thread acknowledges a chunk once it is
- * written (SQS, forwarded as it is) or every row of it is in its sink, from where it is written or
- * spooled, never dropped.
+ * written (to SQS or the database), or, after a failed write, once every row of it is in its sink,
+ * from where it is written or spooled, never dropped.
  */
 export const ToUsageThread = Schema.Union([
   Schema.Struct({ type: Schema.Literal("rows"), seq: Schema.Number, chunk: Schema.String, rows: Schema.Number }),

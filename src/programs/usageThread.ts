@@ -58,8 +58,8 @@ const ThreadLive = UsageSinkLive.pipe(
 const STATS_EVERY = "250 millis"
 
 /**
- * Chunks straight to a writer that takes them encoded (SQS), with the sink behind it for failures;
- * undefined for the database writer, whose rows go through the sink.
+ * Chunks straight to a writer that takes them encoded (SQS and the database both do), acknowledged
+ * once written, with the sink behind it for failures; undefined for a writer that takes rows only.
  */
 const forwarderFor = (writer: UsageWriter["Service"], sink: UsageSink["Service"], params: Params["Service"]): ChunkForwarder | undefined => {
   const writeEncoded = writer.writeEncoded
@@ -70,7 +70,8 @@ const forwarderFor = (writer: UsageWriter["Service"], sink: UsageSink["Service"]
     ack: (seq) => post({ type: "ack", seq }),
     lost: (seq, e) => reportUndecodable(seq, e),
     batchRows: () => Math.max(1, params.int("usage_batch_size")),
-    flushMs: () => Math.max(10, params.int("usage_flush_ms"))
+    flushMs: () => Math.max(10, params.int("usage_flush_ms")),
+    maxRows: () => Math.max(1, params.int("usage_buffer_max_rows"))
   })
 }
 
