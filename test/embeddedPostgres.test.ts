@@ -6,7 +6,7 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
-import { connectWire, extendedCycle, simpleQuery } from "./support/pgWire.ts"
+import { bindExecuteSync, connectWire, describeThenFlush, extendedCycle, simpleQuery } from "./support/pgWire.ts"
 
 /**
  * The embedded PostgreSQL is one PGlite session shared by every connection of its socket. These
@@ -54,6 +54,34 @@ describe("embedded PostgreSQL (PGlite behind its socket), many connections at on
       b.destroy()
       assert.deepStrictEqual({ a: replyA.values, b: replyB.values }, { a: ["from A"], b: ["from B"] })
       assert.notInclude(replyA.types + replyB.types, "E", "an ErrorResponse")
+    }), 60_000)
+
+  it.live("a Flush gets its answers at once and keeps the session for that client until its Sync", () =>
+    withEmbeddedPort(async (port) => {
+      const [a, b] = [await connectWire(port), await connectWire(port)]
+      a.write(describeThenFlush("SELECT 'from A'"))
+      const described = await a.nextUpTo("T")
+      // B's whole cycle must not run between A's Parse and A's Bind of the same unnamed statement.
+      b.write(Buffer.concat([extendedCycle("SELECT 'from B'").head, extendedCycle("SELECT 'from B'").tail]))
+      await pause(100)
+      a.write(bindExecuteSync())
+      const [replyA, replyB] = await Promise.all([a.nextReply(), b.nextReply()])
+      a.destroy()
+      b.destroy()
+      assert.deepStrictEqual({ described: described.types, a: replyA.values, b: replyB.values }, { described: "1tT", a: ["from A"], b: ["from B"] })
+    }), 60_000)
+
+  it.live("a client that fails after a Flush and leaves without its Sync does not swallow the next client's cycle", () =>
+    withEmbeddedPort(async (port) => {
+      const [a, b] = [await connectWire(port), await connectWire(port)]
+      a.write(describeThenFlush("SELECT * FROM no_such_table"))
+      const failed = await a.nextUpTo("E")
+      a.destroy()
+      await pause(100)
+      b.write(Buffer.concat([extendedCycle("SELECT 'from B'").head, extendedCycle("SELECT 'from B'").tail]))
+      const replyB = await b.nextReply()
+      b.destroy()
+      assert.deepStrictEqual({ failed: failed.types, b: replyB.values }, { failed: "E", b: ["from B"] })
     }), 60_000)
 
   it.live("a client that leaves inside a transaction block has it rolled back, and the others go on", () =>

@@ -6,8 +6,10 @@ import { createServer, type Server, type Socket } from "node:net"
  * PGlite is one PostgreSQL session. Each client must still see the guarantees of its own
  * connection, so the session is handed out a protocol cycle at a time: a client's messages run,
  * without any other client's in between, from its first message up to and including the `Sync`
- * (extended query) or `Query` (simple query) that ends the cycle; and while a cycle leaves the
- * session inside a transaction block, only that client's cycles run until it ends the block.
+ * (extended query) or `Query` (simple query) that ends the cycle. A `Flush` runs what came before
+ * it and keeps the session for that client until its `Sync`; and while a cycle leaves the session
+ * inside a transaction block, only that client's cycles run until it ends the block. (COPY FROM
+ * STDIN is not served: PGlite does not take it over the wire.)
  *
  * Why not @electric-sql/pglite-socket (0.2.17): it queues single messages, not cycles, and keeps a
  * client's affinity only inside a transaction block. When a client's cycle reaches the server in
@@ -27,7 +29,10 @@ const MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 const TYPE_SYNC = 0x53 // 'S'
 const TYPE_QUERY = 0x51 // 'Q'
+const TYPE_FLUSH = 0x48 // 'H'
 const TYPE_TERMINATE = 0x58 // 'X'
+/** A Sync message: ends the cycle a departed client left open after a Flush. */
+const SYNC_MESSAGE = new Uint8Array([TYPE_SYNC, 0, 0, 0, 4])
 
 /** The part of PGlite this server drives. */
 export interface PgliteSession {
@@ -51,6 +56,8 @@ interface Client {
 interface Cycle {
   readonly client: Client
   readonly messages: ReadonlyArray<Uint8Array>
+  /** Ends with a Flush: the client waits for these answers before it sends the rest of its cycle. */
+  readonly flushed: boolean
 }
 
 export interface PgliteServerOptions {
@@ -88,6 +95,8 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
   let owner: Client | undefined
   /** The owner left with its block open: roll it back before the next cycle. */
   let ownerLeft = false
+  /** The owner's last cycle ended with a Flush: its extended-query cycle is still open. */
+  let ownerMidCycle = false
   let running = false
   let stopping = false
 
@@ -98,10 +107,8 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
   /** Run one cycle with the session to itself. */
   const runCycle = (cycle: Cycle) =>
     db.runExclusive(async () => {
-      for (const message of cycle.messages) {
-        if (cycle.client.closed) break
-        await db.execProtocolRawStream(message, { onRawData: (data) => write(cycle.client, data) })
-      }
+      // A client gone mid-cycle still has its cycle run to its end, so the session is left idle.
+      for (const message of cycle.messages) await db.execProtocolRawStream(message, { onRawData: (data) => write(cycle.client, data) })
     })
 
   /** The next cycle allowed to run: the owner's while a transaction block is open, else the oldest. */
@@ -111,8 +118,13 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
     return index === -1 ? undefined : queue.splice(index, 1)[0]
   }
 
-  /** PGlite's own exec takes its locks; it is only called here, between cycles. */
-  const rollBackIfOpen = async () => {
+  /**
+   * Clean up after a client that left: end the cycle it left open after a Flush (after an error
+   * the session would otherwise skip the next client's messages up to its Sync), then roll back
+   * its open transaction block. Only called between cycles; PGlite's own exec takes its locks.
+   */
+  const abandon = async (midCycle: boolean) => {
+    if (midCycle) await db.runExclusive(() => db.execProtocolRawStream(SYNC_MESSAGE, { onRawData: () => {} }))
     if (db.isInTransaction()) await db.exec("ROLLBACK")
   }
 
@@ -124,7 +136,8 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
       for (;;) {
         if (ownerLeft) {
           ownerLeft = false
-          await rollBackIfOpen()
+          await abandon(ownerMidCycle)
+          ownerMidCycle = false
         }
         const cycle = takeNext()
         if (cycle === undefined) return
@@ -135,9 +148,12 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
           cycle.client.socket.destroy()
           release(cycle.client)
         }
-        // A client that left during its cycle leaves no transaction block open behind it.
-        if (cycle.client.closed) await rollBackIfOpen()
-        else owner = db.isInTransaction() ? cycle.client : undefined
+        // A client that left during its cycle leaves no open cycle or transaction block behind it.
+        if (cycle.client.closed) await abandon(cycle.flushed)
+        else {
+          owner = cycle.flushed || db.isInTransaction() ? cycle.client : undefined
+          ownerMidCycle = cycle.flushed
+        }
       }
     } finally {
       running = false
@@ -181,7 +197,7 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
           return
         }
         client.started = true
-        queue.push({ client, messages: [message] })
+        queue.push({ client, messages: [message], flushed: false })
         queued = true
         continue
       }
@@ -191,8 +207,8 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
         return
       }
       client.cycle.push(message)
-      if (type === TYPE_SYNC || type === TYPE_QUERY) {
-        queue.push({ client, messages: client.cycle })
+      if (type === TYPE_SYNC || type === TYPE_QUERY || type === TYPE_FLUSH) {
+        queue.push({ client, messages: client.cycle, flushed: type === TYPE_FLUSH })
         client.cycle = []
         queued = true
       }

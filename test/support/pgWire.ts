@@ -37,6 +37,18 @@ export const extendedCycle = (sql: string): { readonly head: Buffer; readonly ta
 
 export const simpleQuery = (sql: string) => message("Q", cString(sql))
 
+/** Parse and describe the unnamed statement, then Flush: the answers come before any Sync. */
+export const describeThenFlush = (sql: string) =>
+  Buffer.concat([message("P", cString(""), cString(sql), int16(0)), message("D", Buffer.from("S"), cString("")), message("H")])
+
+/** Bind the unnamed statement (no parameters), execute it and Sync. */
+export const bindExecuteSync = () =>
+  Buffer.concat([
+    message("B", cString(""), cString(""), int16(0), int16(0), int16(0)),
+    message("E", cString(""), int32(0)),
+    message("S")
+  ])
+
 export interface WireReply {
   /** Backend message types in order, e.g. "12TDCZ". */
   readonly types: string
@@ -48,6 +60,8 @@ export interface WireClient {
   readonly write: (bytes: Buffer) => void
   /** Everything received up to the next ReadyForQuery, then forgotten. */
   readonly nextReply: (timeoutMs?: number) => Promise<WireReply>
+  /** Everything received up to the next message of `type` (e.g. "T" after a Flush), then forgotten. */
+  readonly nextUpTo: (type: string, timeoutMs?: number) => Promise<WireReply>
   readonly destroy: () => void
 }
 
@@ -80,21 +94,21 @@ export const connectWire = async (port: number): Promise<WireClient> => {
     received = Buffer.concat([received, data])
     waiter?.()
   })
-  /** Offset just past the first complete ReadyForQuery, or -1. */
-  const readyEnd = () => {
+  /** Offset just past the first complete message of `type`, or -1. */
+  const endOf = (type: number) => {
     for (let offset = 0; offset + 5 <= received.length;) {
       const end = offset + 1 + received.readInt32BE(offset + 1)
       if (end > received.length) return -1
-      if (received[offset] === 0x5a) return end
+      if (received[offset] === type) return end
       offset = end
     }
     return -1
   }
-  const nextReply = (timeoutMs = 5_000) =>
+  const nextUpTo = (type: string, timeoutMs = 5_000) =>
     new Promise<WireReply>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no ReadyForQuery within ${timeoutMs} ms; got ${parseReply(received).types}`)), timeoutMs)
+      const timer = setTimeout(() => reject(new Error(`no ${type} within ${timeoutMs} ms; got ${parseReply(received).types}`)), timeoutMs)
       const check = () => {
-        const end = readyEnd()
+        const end = endOf(type.charCodeAt(0))
         if (end === -1) return
         clearTimeout(timer)
         waiter = undefined
@@ -105,7 +119,8 @@ export const connectWire = async (port: number): Promise<WireClient> => {
       waiter = check
       check()
     })
+  const nextReply = (timeoutMs?: number) => nextUpTo("Z", timeoutMs)
   socket.write(startupMessage())
   await nextReply()
-  return { write: (bytes) => socket.write(bytes), nextReply, destroy: () => socket.destroy() }
+  return { write: (bytes) => socket.write(bytes), nextReply, nextUpTo, destroy: () => socket.destroy() }
 }
