@@ -56,6 +56,9 @@ const checkSchemaAndSeed = async (query: Query) => {
   expect(tiers).toEqual(SPEC_TIERS)
   const listener = await query(`SELECT lrs_requires_addon AS addon FROM rate_limit_template WHERE tier = 'listener'`)
   expect(listener).toEqual([{ addon: true }])
+  // Internal tiers, never sold: load tests pay the rate limiter and quota like a sold tier; operations pay neither.
+  const internal = await query(`SELECT tier, requests_per_second IS NOT NULL AS metered FROM rate_limit_template WHERE NOT public ORDER BY tier`)
+  expect(internal).toEqual([{ tier: "loadtest", metered: true }, { tier: "unmetered", metered: false }])
 
   const feeds = (await query(`SELECT exchange FROM exchange_feeds ORDER BY exchange`)).map((r) => r["exchange"])
   expect(feeds).toEqual(EXCHANGES)
@@ -98,7 +101,7 @@ describe("tb migrate against PostgreSQL", () => {
   it("creates every Storage table, day partitions and the spec's seed data", async () => {
     await migrateOk({ DATABASE_URL: url })
     await checkSchemaAndSeed(query)
-    expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }])
+    expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }])
   })
 
   it("enforces one transaction per payment session id and routes usage rows to today's partition", async () => {
@@ -147,7 +150,7 @@ describe("tb migrate on the embedded default (PGlite in DATA_DIR)", () => {
         return r.rows[0]?.j ?? []
       }
       await checkSchemaAndSeed(query)
-      expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }])
+      expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }])
     } finally {
       await db.close()
     }

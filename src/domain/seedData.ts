@@ -1,13 +1,18 @@
 import { protocolFor } from "./exchanges/index.ts"
 import type { Exchange } from "./price.ts"
 
-/** Tier seed (spec "Tiers"). NULL limits = unlimited. `unmetered` is internal (load tests, ops), never sold. */
+/**
+ * Tier seed (spec "Tiers"). NULL limits = unlimited. Two internal tiers, never sold (`public` false):
+ * `unmetered` (operations: no rate limit or quota) and `loadtest` (load tests: metered like a sold
+ * tier, so every request pays the token bucket and the quota count, with limits no test reaches).
+ */
 export const TIER_SEED = [
   { tier: "demo", requests_per_second: 5, burst: 10, monthly_queries: 10_000, lrs_reports_per_month: 0, lrs_requires_addon: false, webhook_assets: 0, partner_ws: false, public: true, description: "Free trial" },
   { tier: "listener", requests_per_second: 50, burst: 100, monthly_queries: 5_000_000, lrs_reports_per_month: 100, lrs_requires_addon: true, webhook_assets: 0, partner_ws: false, public: true, description: "LRS with the add-on" },
   { tier: "associate", requests_per_second: 500, burst: 1000, monthly_queries: 50_000_000, lrs_reports_per_month: 1000, lrs_requires_addon: false, webhook_assets: 25, partner_ws: false, public: true, description: "" },
   { tier: "partner", requests_per_second: 5000, burst: 10_000, monthly_queries: null, lrs_reports_per_month: null, lrs_requires_addon: false, webhook_assets: 150, partner_ws: true, public: true, description: "Unlimited queries and reports" },
-  { tier: "unmetered", requests_per_second: null, burst: null, monthly_queries: null, lrs_reports_per_month: null, lrs_requires_addon: false, webhook_assets: 0, partner_ws: false, public: false, description: "Internal: load tests and operations; no rate limit or quota" }
+  { tier: "unmetered", requests_per_second: null, burst: null, monthly_queries: null, lrs_reports_per_month: null, lrs_requires_addon: false, webhook_assets: 0, partner_ws: false, public: false, description: "Internal: load tests and operations; no rate limit or quota" },
+  { tier: "loadtest", requests_per_second: 1_000_000, burst: 1_000_000, monthly_queries: 1_000_000_000_000, lrs_reports_per_month: null, lrs_requires_addon: false, webhook_assets: 0, partner_ws: false, public: false, description: "Internal: load tests; metered like a sold tier, with limits no load test reaches" }
 ] as const
 
 export const EXCHANGE_SEED: ReadonlyArray<{ exchange: Exchange; ws_url: string; rest_url: string; rest_budget_per_second: number; quote: string }> = [
