@@ -7,7 +7,11 @@ import {
   generateApiKey,
   hashApiKey,
   constantTimeEqual,
-  looksLikeApiKey
+  keyBytesMatch,
+  looksLikeApiKey,
+  MAX_API_KEY_BYTES,
+  newKeyBytesMemo,
+  rememberKeyBytes
 } from "../src/domain/apiKey.ts"
 
 const randomArb = fc.uint8Array({ minLength: 32, maxLength: 96 })
@@ -169,5 +173,34 @@ describe("looksLikeApiKey", () => {
         expect(looksLikeApiKey(s)).toBe(expected)
       })
     )
+  })
+})
+
+describe("KeyBytesMemo (a UDP client's last key, compared in place)", () => {
+  // Lengths spread over 0..MAX+5 (fast-check favours short strings), from a small alphabet so keys collide often.
+  const keyText = fc.integer({ min: 0, max: MAX_API_KEY_BYTES + 5 }).chain((n) => fc.string({ unit: fc.constantFrom(..."tb_AB9-"), minLength: n, maxLength: n }))
+  /** A key, and a second one: the same, the same but one character, or another. */
+  const keyPair = keyText.chain((a) =>
+    fc.oneof(
+      fc.constant([a, a] as const),
+      fc.nat({ max: Math.max(0, a.length - 1) }).map((i) => [a, a.length === 0 ? "x" : `${a.slice(0, i)}${a[i] === "A" ? "B" : "A"}${a.slice(i + 1)}`] as const),
+      keyText.map((b) => [a, b] as const)
+    ))
+
+  it("matches exactly the remembered key's bytes, wherever they sit in the datagram", () => {
+    fc.assert(fc.property(keyPair, fc.nat({ max: 20 }), ([remembered, sent], offset) => {
+      const memo = newKeyBytesMemo()
+      const first = Buffer.from(`${"x".repeat(offset)}${remembered} BTC`, "latin1")
+      rememberKeyBytes(memo, first, offset, offset + remembered.length, "hash-of-remembered")
+      const datagram = Buffer.from(`v1 price ${sent} BTC`, "latin1")
+      const matches = keyBytesMatch(memo, datagram, 9, 9 + sent.length)
+      // A key too long to be valid is never remembered, so nothing matches it.
+      expect(matches).toBe(remembered.length <= MAX_API_KEY_BYTES && remembered === sent)
+      if (matches) expect(memo.hash).toBe("hash-of-remembered")
+    }))
+  })
+
+  it("an empty memo matches nothing, not even an empty key", () => {
+    expect(keyBytesMatch(newKeyBytesMemo(), Buffer.from("v1 price  BTC"), 9, 9)).toBe(false)
   })
 })

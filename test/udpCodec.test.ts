@@ -6,11 +6,15 @@ import {
   encodeErrorReply,
   encodePriceReply,
   formatUdpRequest,
+  makePairTable,
   MAX_DATAGRAM_BYTES,
   mayReplyUnauthenticated,
+  newPriceSpans,
   parseUdpRequest,
   priceReplyBody,
-  type UdpRequest
+  scanPriceRequest,
+  type UdpRequest,
+  writePriceReply
 } from "../src/domain/udpCodec.ts"
 
 const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -297,5 +301,66 @@ describe("mayReplyUnauthenticated", () => {
   it("forbids an error reply to a short malformed probe", () => {
     const probe = bytes("v1 x")
     expect(mayReplyUnauthenticated(encodeErrorReply(undefined, "BAD_REQUEST"), probe)).toBe(false)
+  })
+})
+
+/** Strings of `chars` whose length is spread evenly over [min, max] (fast-check favours short ones). */
+const sized = (chars: string, min: number, max: number) =>
+  fc.integer({ min, max }).chain((n) => fc.string({ unit: fc.constantFrom(...chars), minLength: n, maxLength: n }))
+
+describe("the hot path's price scan, pair table and reply writer", () => {
+  /** Datagrams near the price grammar, and arbitrary bytes: where a fast path could drift from the parser. */
+  const nearDatagram = fc.oneof(
+    priceArb.chain((r) => fc.constantFrom("", "\n", "\r\n", "\r", " ", "\t").map((eol) => bytes(formatUdpRequest(r) + eol))),
+    fc.array(fc.oneof(fc.constantFrom("v1", "price", "summary", "tb_key", "BTC", "BTC/USD", "/", "BTC/", "/USD", "r-1", "é", "\u0000", ""), identArb(20)), { maxLength: 7 })
+      .map((tokens) => Buffer.from(tokens.join(" "), "utf8")),
+    // Fields just inside and just past their length limits (key 128, symbols 15, rid 32).
+    fc.tuple(sized(IDENT, 120, 132), sized(ALNUM, 12, 17), fc.option(sized(ALNUM, 0, 17)), fc.option(sized(IDENT, 29, 35)))
+      .map(([key, asset, quote, rid]) => bytes(`v1 price ${key} ${asset}${quote === null ? "" : `/${quote}`}${rid === null ? "" : ` ${rid}`}`)),
+    fc.uint8Array({ maxLength: 600 })
+  )
+
+  it("scans a price request exactly when the parser parses one, to the same fields", () => {
+    const spans = newPriceSpans()
+    fc.assert(fc.property(nearDatagram, (datagram) => {
+      const parsed = parseUdpRequest(datagram)
+      const scanned = scanPriceRequest(datagram, spans)
+      expect(scanned).toBe(parsed._tag === "price")
+      if (parsed._tag !== "price") return
+      const text = (start: number, end: number) => Buffer.from(datagram).toString("latin1", start, end)
+      const pair = makePairTable(4)(datagram, spans.pairStart, spans.pairEnd)
+      expect({
+        apiKey: text(spans.keyStart, spans.keyEnd),
+        asset: pair.asset,
+        quote: pair.quote,
+        rid: spans.ridStart < 0 ? undefined : text(spans.ridStart, spans.ridEnd)
+      }).toEqual({ apiKey: parsed.apiKey, asset: parsed.asset, quote: parsed.quote, rid: parsed.rid })
+    }), { numRuns: 3_000 })
+  })
+
+  it("the pair table answers what the bytes say, whatever collides in a table of two slots", () => {
+    const pairText = fc.tuple(symbolArb, fc.option(symbolArb, { nil: undefined })).map(([a, q]) => (q === undefined ? a : `${a}/${q}`))
+    fc.assert(fc.property(fc.array(pairText, { minLength: 1, maxLength: 30 }), (pairs) => {
+      const table = makePairTable(2)
+      for (const p of [...pairs, ...pairs]) {
+        const framed = Buffer.from(`xx ${p} yy`, "latin1")
+        const [asset, quote] = p.split("/")
+        expect(table(framed, 3, 3 + p.length)).toEqual({ asset: asset!.toUpperCase(), quote: quote?.toUpperCase() })
+      }
+    }))
+  })
+
+  it("writes the same bytes as encodePriceReply, the rid copied from the datagram", () => {
+    const spans = newPriceSpans()
+    fc.assert(fc.property(
+      priceArb, fc.double({ noNaN: true, noDefaultInfinity: true }), fc.nat(), fc.oneof(fc.nat(), fc.double({ min: -10, max: 1e7 }), fc.constantFrom(Number.NaN, 1e300, Number.POSITIVE_INFINITY)),
+      (request, price, ts, ageMs) => {
+        const datagram = bytes(formatUdpRequest(request))
+        fc.pre(scanPriceRequest(datagram, spans))
+        const body = priceReplyBody(request._tag === "price" ? request.asset : "BTC", "USD", price, "consensus", ts)
+        const written = writePriceReply(datagram, spans.ridStart, spans.ridEnd, Buffer.from(body, "utf8"), ageMs)
+        expect(written.toString("latin1")).toBe(encodePriceReply(request.rid, body, ageMs).toString("latin1"))
+      }
+    ))
   })
 })

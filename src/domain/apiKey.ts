@@ -77,3 +77,34 @@ export const constantTimeEqual = (a: string, b: string): boolean => {
   for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i)
   return diff === 0
 }
+
+/** The longest key `looksLikeApiKey` accepts, in bytes (all ASCII). */
+export const MAX_API_KEY_BYTES = API_KEY_PREFIX.length + MAX_BODY_CHARS
+
+/**
+ * KeyHashMemo for a key that arrives as bytes (a UDP client's datagrams): the key as sent and its
+ * hash, compared in place, so a repeated key costs neither a string nor a hash. `length` -1: none.
+ */
+export interface KeyBytesMemo {
+  readonly bytes: Uint8Array
+  length: number
+  hash: string
+}
+
+export const newKeyBytesMemo = (): KeyBytesMemo => ({ bytes: new Uint8Array(MAX_API_KEY_BYTES), length: -1, hash: "" })
+
+/** `bytes[start, end)` is the remembered key. Constant time over the key; only the length (not secret) ends it early. */
+export const keyBytesMatch = (memo: KeyBytesMemo, bytes: Uint8Array, start: number, end: number): boolean => {
+  if (memo.length !== end - start) return false
+  let diff = 0
+  for (let i = 0; i < memo.length; i++) diff |= memo.bytes[i]! ^ bytes[start + i]!
+  return diff === 0
+}
+
+/** Remember `bytes[start, end)` and its hash (a key too long to be valid is not remembered). */
+export const rememberKeyBytes = (memo: KeyBytesMemo, bytes: Uint8Array, start: number, end: number, hash: string): void => {
+  if (end - start > memo.bytes.length) return
+  memo.bytes.set(bytes.subarray(start, end))
+  memo.length = end - start
+  memo.hash = hash
+}

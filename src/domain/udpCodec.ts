@@ -185,8 +185,11 @@ export const priceReplyBody = (asset: string, quote: string, price: number, sour
   `"asset":${JSON.stringify(asset)},"quote":${JSON.stringify(quote)},"price":${jsonNumber(price)}` +
   `,"source":${JSON.stringify(source)},"ts":${jsonNumber(ts)}`
 
+/** A reply's age_ms: a whole number of ms, 0 for nonsense, at most MAX_SAFE_INTEGER (so always plain digits). */
+const replyAge = (ageMs: number): number => (Number.isFinite(ageMs) ? Math.min(Number.MAX_SAFE_INTEGER, Math.max(0, Math.round(ageMs))) : 0)
+
 export const encodePriceReply = (rid: string | undefined, body: string, ageMs: number): Buffer => {
-  const age = Number.isFinite(ageMs) ? Math.max(0, Math.round(ageMs)) : 0
+  const age = replyAge(ageMs)
   return Buffer.from(`{"ok":true${ridMember(rid)},${body},"age_ms":${age}}`, "utf8")
 }
 
@@ -196,3 +199,148 @@ export const encodeErrorReply = (rid: string | undefined, code: ResponseCode): B
 /** Anti-amplification: a reply to a malformed or unauthenticated datagram may be sent only if it is no longer than the request. */
 export const mayReplyUnauthenticated = (reply: Uint8Array, request: Uint8Array): boolean =>
   reply.length <= request.length
+
+/**
+ * Where the fields of a valid `v1 price` datagram lie: byte offsets, ends exclusive; `ridStart`
+ * is -1 when there is no rid. Filled by `scanPriceRequest`, one per handler, reused.
+ */
+export interface PriceSpans {
+  keyStart: number
+  keyEnd: number
+  /** `ASSET[/QUOTE]` as sent. */
+  pairStart: number
+  pairEnd: number
+  ridStart: number
+  ridEnd: number
+}
+
+export const newPriceSpans = (): PriceSpans => ({ keyStart: 0, keyEnd: 0, pairStart: 0, pairEnd: 0, ridStart: -1, ridEnd: -1 })
+
+const PRICE_PREFIX = Buffer.from("v1 price ", "latin1")
+
+/** The end of the field starting at `start` (the next space, or `end`) if all its bytes have `flag`, else -1. */
+const fieldEnd = (bytes: Uint8Array, start: number, end: number, flag: number): number => {
+  let i = start
+  for (; i < end; i++) {
+    const b = bytes[i]!
+    if (b === SPACE) break
+    if (b >= 0x80 || ((CHAR_CLASS[b] ?? 0) & flag) === 0) return -1
+  }
+  return i
+}
+
+/**
+ * The hot path's parse of a price request: true exactly when `parseUdpRequest` would answer a
+ * price request, and then `spans` holds its fields. Allocates nothing; anything else (malformed,
+ * summary) is left to `parseUdpRequest`, which says what is wrong.
+ */
+export const scanPriceRequest = (datagram: Uint8Array, spans: PriceSpans): boolean => {
+  let end = datagram.length
+  if (end > MAX_DATAGRAM_BYTES) return false
+  if (end > 0 && datagram[end - 1] === LF) {
+    end--
+    if (end > 0 && datagram[end - 1] === CR) end--
+  }
+  const prefix = PRICE_PREFIX.length
+  if (end <= prefix) return false
+  for (let i = 0; i < prefix; i++) if (datagram[i] !== PRICE_PREFIX[i]) return false
+  const keyEnd = fieldEnd(datagram, prefix, end, IDENT)
+  if (keyEnd < 0 || keyEnd === end || keyEnd - prefix < 1 || keyEnd - prefix > MAX_API_KEY_CHARS) return false
+  const pairStart = keyEnd + 1
+  // The asset, then an optional "/QUOTE": both 1..15 alphanumerics.
+  let assetEnd = pairStart
+  while (assetEnd < end && datagram[assetEnd] !== SLASH && datagram[assetEnd] !== SPACE) assetEnd++
+  if (!allOfClass(datagram, pairStart, assetEnd, ALNUM, MAX_SYMBOL_CHARS)) return false
+  let pairEnd = assetEnd
+  if (assetEnd < end && datagram[assetEnd] === SLASH) {
+    pairEnd = fieldEnd(datagram, assetEnd + 1, end, ALNUM)
+    if (pairEnd < 0 || pairEnd - assetEnd - 1 < 1 || pairEnd - assetEnd - 1 > MAX_SYMBOL_CHARS) return false
+  }
+  let ridStart = -1
+  let ridEnd = -1
+  if (pairEnd < end) {
+    ridStart = pairEnd + 1
+    ridEnd = fieldEnd(datagram, ridStart, end, IDENT)
+    if (ridEnd !== end || ridEnd - ridStart < 1 || ridEnd - ridStart > MAX_RID_CHARS) return false
+  }
+  spans.keyStart = prefix
+  spans.keyEnd = keyEnd
+  spans.pairStart = pairStart
+  spans.pairEnd = pairEnd
+  spans.ridStart = ridStart
+  spans.ridEnd = ridEnd
+  return true
+}
+
+/** An asset and quote as the parser reports them (upper case; quote undefined when not sent). */
+export interface AssetPair {
+  readonly asset: string
+  readonly quote: string | undefined
+}
+
+/**
+ * `ASSET[/QUOTE]` bytes to their strings, remembered in a small table by their bytes, so a pair
+ * asked again costs a hash and a compare, not two new strings. `slots` must be a power of two.
+ */
+export const makePairTable = (slots: number) => {
+  const keys = Array.from({ length: slots }, (): Uint8Array | undefined => undefined)
+  const values = Array.from({ length: slots }, (): AssetPair | undefined => undefined)
+  const mask = slots - 1
+  return (bytes: Uint8Array, start: number, end: number): AssetPair => {
+    let h = 0x811c9dc5 // FNV-1a
+    for (let i = start; i < end; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193)
+    const slot = (h >>> 0) & mask
+    const known = keys[slot]
+    if (known !== undefined && known.length === end - start) {
+      let same = true
+      for (let i = 0; i < known.length; i++) {
+        if (known[i] !== bytes[start + i]) {
+          same = false
+          break
+        }
+      }
+      if (same) return values[slot]!
+    }
+    const text = Buffer.from(bytes.buffer, bytes.byteOffset + start, end - start).toString("latin1")
+    const slash = text.indexOf("/")
+    const pair: AssetPair = slash < 0
+      ? { asset: text.toUpperCase(), quote: undefined }
+      : { asset: text.slice(0, slash).toUpperCase(), quote: text.slice(slash + 1).toUpperCase() }
+    keys[slot] = Uint8Array.from(bytes.subarray(start, end))
+    values[slot] = pair
+    return pair
+  }
+}
+
+const REPLY_OK = Buffer.from('{"ok":true', "latin1")
+const REPLY_RID = Buffer.from(',"rid":"', "latin1")
+const REPLY_AGE = Buffer.from(',"age_ms":', "latin1")
+
+/**
+ * `encodePriceReply` written as bytes: the rid copied from the datagram (`ridStart` -1: none; its
+ * bytes are [A-Za-z0-9_-], which JSON needs no escape for) and the answer's body bytes.
+ */
+export const writePriceReply = (datagram: Uint8Array, ridStart: number, ridEnd: number, body: Uint8Array, ageMs: number): Buffer => {
+  const age = replyAge(ageMs)
+  let digits = 1
+  for (let p = 10; p <= age; p *= 10) digits++
+  const ridBytes = ridStart < 0 ? 0 : REPLY_RID.length + (ridEnd - ridStart) + 1
+  const out = Buffer.allocUnsafe(REPLY_OK.length + ridBytes + 1 + body.length + REPLY_AGE.length + digits + 1)
+  out.set(REPLY_OK, 0)
+  let o = REPLY_OK.length
+  if (ridStart >= 0) {
+    out.set(REPLY_RID, o)
+    o += REPLY_RID.length
+    for (let i = ridStart; i < ridEnd; i++) out[o++] = datagram[i]!
+    out[o++] = 0x22 // "
+  }
+  out[o++] = 0x2c // ,
+  out.set(body, o)
+  o += body.length
+  out.set(REPLY_AGE, o)
+  o += REPLY_AGE.length
+  // Digits of `age`, least significant last.
+  for (let i = digits - 1, n = age; i >= 0; i--, n = Math.floor(n / 10)) out[o + i] = 0x30 + (n % 10)
+  out[o + digits] = 0x7d // }
+  return out
+}
