@@ -7,12 +7,14 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, expect, it as vitestIt } from "vitest"
 import type { UsageRow } from "../src/domain/usage.ts"
+import type { UsageFacts } from "../src/domain/usageChunk.ts"
 import { decodeUsageMessage } from "../src/domain/usageMessage.ts"
 import { SecretsLive } from "../src/layers/SecretsLive.ts"
 import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
 import { usageWriterSqs } from "../src/layers/UsageWriterSqs.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
 import { Secrets } from "../src/services/Secrets.ts"
+import { ServerInfo } from "../src/services/ServerInfo.ts"
 import { UsageSink, UsageWriter } from "../src/services/UsageSink.ts"
 import {
   AWS_TEST_ENV, type SqsStandIn, SQS_MAX_BATCH_BYTES, SQS_MAX_BATCH_ENTRIES, startSecretsManagerStandIn, startSqsStandIn
@@ -136,7 +138,7 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
     }))
 })
 
-describe("UsageSinkThreaded with SQS (the usage thread forwards rows as encoded)", () => {
+describe("UsageSinkThreaded with SQS (the usage thread ships the serving thread's chunks as they are)", () => {
   it.live("every row arrives; a batch the queue keeps refusing goes through the sink's retries instead", () =>
     Effect.gen(function*() {
       const sqs = yield* sqsStandIn
@@ -148,22 +150,27 @@ describe("UsageSinkThreaded with SQS (the usage thread forwards rows as encoded)
       const context = yield* Layer.buildWithScope(UsageSinkThreaded.pipe(Layer.provide(Layer.mergeAll(
         testAppConfig({ dataDir, sqsQueueUrl: Option.some(sqs.queueUrl) }),
         testParams({ usage_flush_ms: "50", usage_batch_size: "1000" }),
-        Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined }))
+        Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined })),
+        Layer.succeed(ServerInfo, ServerInfo.of({ node: "node-a", region: "us-east-1", version: "test" }))
       ))), scope)
       const sink = Context.get(context, UsageSink)
-      const rows = Array.from({ length: 2_600 }, makeRow)
-      for (const row of rows.slice(0, 2_000)) sink.record(row)
+      const facts = Array.from({ length: 2_600 }, (): UsageFacts => ({
+        requestId: randomUUID(), apiKeyId: randomUUID(), service: "LPO", protocol: "udp", endpoint: "price", asset: "ETH", quote: "USD",
+        source: "consensus", price: 3_456.789, code: "OK", latencyUs: 17, clientIp: "10.1.2.3", bytesOut: 321, createdAt: Date.now()
+      }))
+      for (const f of facts.slice(0, 2_000)) sink.record(f)
       yield* Effect.sleep("500 millis")
-      for (const row of rows.slice(2_000)) sink.record(row)
+      for (const f of facts.slice(2_000)) sink.record(f)
       yield* Scope.close(scope, Exit.void)
       const stats = sink.stats()
       assert.isAtLeast(stats.failures, 1, "the refused batch was counted")
       assert.strictEqual(stats.buffered, 0)
       assert.deepStrictEqual(sqs.violations, [])
       // A retried batch may arrive twice (rows are idempotent on id); none may be missing.
-      const received = new Set(rowsOf(sqs.acceptedBodies).map((r) => r.id))
-      assert.strictEqual(rows.filter((r) => !received.has(r.id)).length, 0)
-      assert.strictEqual(received.size, rows.length)
+      const received = rowsOf(sqs.acceptedBodies)
+      const requestIds = new Set(received.map((r) => r.request_id))
+      assert.strictEqual(facts.filter((f) => !requestIds.has(f.requestId ?? "")).length, 0)
+      assert.strictEqual(new Set(received.map((r) => r.id)).size, facts.length)
     }))
 })
 

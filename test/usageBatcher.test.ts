@@ -10,11 +10,11 @@ import { afterAll } from "vitest"
 import type { ParamName } from "../src/domain/params.ts"
 import { UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
-import { UsageSinkLive } from "../src/layers/UsageSinkLive.ts"
+import { UsageBatcherLive } from "../src/layers/UsageBatcherLive.ts"
 import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
 import { UsageWriterDatabase } from "../src/layers/UsageWriterDatabase.ts"
 import { Params } from "../src/services/Params.ts"
-import { UsageSink, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
+import { UsageBatcher, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 import { testAppConfig } from "./support/config.ts"
 import { testParams } from "./support/params.ts"
@@ -73,7 +73,9 @@ const makeFakeWriter = () => {
             batches.push([...rows])
             return Effect.void
         }
-      })
+      }),
+    // The batcher writes rows only; chunks are the usage thread's forwarder's.
+    writeChunks: () => Effect.die("the batcher does not write chunks")
   })
   return {
     layer: Layer.succeed(UsageWriter, writer),
@@ -86,14 +88,14 @@ const makeFakeWriter = () => {
 }
 
 
-interface SinkOptions {
+interface BatcherOptions {
   readonly params?: Layer.Layer<Params>
   readonly shutdownTimeoutMs?: number
   readonly logs?: Array<{ readonly level: string; readonly text: string }>
 }
 
-/** Build a sink in its own scope, so a test can shut it down (close the scope) when it chooses. */
-const startSink = (writer: Layer.Layer<UsageWriter>, params: Partial<Record<ParamName, string>>, dataDir: string, options: SinkOptions = {}) =>
+/** Build a batcher in its own scope, so a test can shut it down (close the scope) when it chooses. */
+const startBatcher = (writer: Layer.Layer<UsageWriter>, params: Partial<Record<ParamName, string>>, dataDir: string, options: BatcherOptions = {}) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const logs = options.logs
@@ -104,9 +106,9 @@ const startSink = (writer: Layer.Layer<UsageWriter>, params: Partial<Record<Para
         logs.push({ level: logLevel, text })
       })])
     const config = testAppConfig(options.shutdownTimeoutMs === undefined ? { dataDir } : { dataDir, shutdownTimeoutMs: options.shutdownTimeoutMs })
-    const layer = UsageSinkLive.pipe(Layer.provide(Layer.mergeAll(writer, options.params ?? testParams(params), config, logger)))
+    const layer = UsageBatcherLive.pipe(Layer.provide(Layer.mergeAll(writer, options.params ?? testParams(params), config, logger)))
     const context = yield* Layer.buildWithScope(layer, scope)
-    return { sink: Context.get(context, UsageSink), shutdown: Scope.close(scope, Exit.void) }
+    return { batcher: Context.get(context, UsageBatcher), shutdown: Scope.close(scope, Exit.void) }
   })
 
 const eventually = (check: () => boolean, timeoutMs = 5_000) =>
@@ -121,7 +123,7 @@ const spoolFiles = (dataDir: string) => existsSync(spoolDir(dataDir)) ? readdirS
 const spooledIds = (dataDir: string) =>
   spoolFiles(dataDir).flatMap((f) => Schema.decodeUnknownSync(UsageBatchJson)(readFileSync(join(spoolDir(dataDir), f), "utf8")).rows.map((r) => r.id))
 
-const newDataDir = () => mkdtempSync(join(tmpdir(), "tb-usage-sink-"))
+const newDataDir = () => mkdtempSync(join(tmpdir(), "tb-usage-batcher-"))
 
 /** Every id written exactly once, and exactly the expected ones. */
 const assertExactlyOnce = (written: ReadonlyArray<string>, expected: ReadonlyArray<string>) => {
@@ -129,22 +131,22 @@ const assertExactlyOnce = (written: ReadonlyArray<string>, expected: ReadonlyArr
   assert.deepStrictEqual([...written].sort(), [...expected].sort())
 }
 
-describe("UsageSinkLive", () => {
+describe("UsageBatcherLive", () => {
   it.live("writes a full batch as soon as usage_batch_size rows are buffered (size trigger)", () =>
     Effect.gen(function*() {
       const writer = makeFakeWriter()
       const dataDir = newDataDir()
-      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "60000", usage_buffer_max_rows: "1000" }, dataDir)
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "100", usage_flush_ms: "60000", usage_buffer_max_rows: "1000" }, dataDir)
       const rows = Array.from({ length: 100 }, () => makeRow())
-      for (const r of rows) sink.record(r)
+      for (const r of rows) batcher.add(r)
       assert.isTrue(yield* eventually(() => writer.batches.length === 1, 2_000), "the full batch was not written before the (one minute) timer")
       assert.deepStrictEqual(writer.batches.map((b) => b.length), [100])
       // Fewer than a batch: nothing is written while the timer has not fired.
       const rest = Array.from({ length: 30 }, () => makeRow())
-      for (const r of rest) sink.record(r)
+      for (const r of rest) batcher.add(r)
       yield* Effect.sleep("300 millis")
       assert.deepStrictEqual(writer.batches.map((b) => b.length), [100])
-      assert.strictEqual(sink.stats().buffered, 30)
+      assert.strictEqual(batcher.stats().buffered, 30)
       // Shutdown flushes the partial batch.
       yield* shutdown
       assert.deepStrictEqual(writer.batches.map((b) => b.length), [100, 30])
@@ -154,17 +156,17 @@ describe("UsageSinkLive", () => {
   it.live("writes fewer rows than a batch once usage_flush_ms has passed (timer trigger)", () =>
     Effect.gen(function*() {
       const writer = makeFakeWriter()
-      const { sink } = yield* startSink(writer.layer, { usage_batch_size: "1000", usage_flush_ms: "400", usage_buffer_max_rows: "5000" }, newDataDir())
+      const { batcher } = yield* startBatcher(writer.layer, { usage_batch_size: "1000", usage_flush_ms: "400", usage_buffer_max_rows: "5000" }, newDataDir())
       // Let the first timer cycle start, then record: the rows wait for the timer, not for a full batch.
       yield* Effect.sleep("50 millis")
       const rows = Array.from({ length: 25 }, () => makeRow())
-      for (const r of rows) sink.record(r)
+      for (const r of rows) batcher.add(r)
       yield* Effect.sleep("100 millis")
       assert.strictEqual(writer.batches.length, 0, "written before usage_flush_ms")
       assert.isTrue(yield* eventually(() => writer.batches.length === 1, 2_000), "not written after usage_flush_ms")
       assert.deepStrictEqual(writer.batches.map((b) => b.length), [25])
       assertExactlyOnce(writer.writtenIds(), rows.map((r) => r.id))
-      assert.strictEqual(sink.stats().written, 25)
+      assert.strictEqual(batcher.stats().written, 25)
     }))
 
   it.live("holds rows while the writer fails, spills beyond usage_buffer_max_rows, then writes everything exactly once", () =>
@@ -172,23 +174,23 @@ describe("UsageSinkLive", () => {
       const writer = makeFakeWriter()
       writer.setFailing(true)
       const dataDir = newDataDir()
-      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir)
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir)
       const rows = Array.from({ length: 600 }, () => makeRow())
-      for (const r of rows) sink.record(r)
+      for (const r of rows) batcher.add(r)
       assert.isTrue(yield* eventually(() => writer.attempts() >= 2), "the writer was not retried")
       // Held in memory, not dropped and not yet spilled.
-      assert.strictEqual(sink.stats().buffered, 600)
+      assert.strictEqual(batcher.stats().buffered, 600)
       assert.deepStrictEqual(spoolFiles(dataDir), [])
       assert.strictEqual(writer.batches.length, 0)
       // Past the memory bound the oldest rows go to disk.
       const more = Array.from({ length: 900 }, () => makeRow())
-      for (const r of more) sink.record(r)
+      for (const r of more) batcher.add(r)
       const all = [...rows, ...more].map((r) => r.id)
-      // The loop (not record) spills, as soon as it is woken.
+      // The loop (not add) spills, as soon as it is woken.
       assert.isTrue(yield* eventually(() => spoolFiles(dataDir).length > 0, 2_000), "nothing spilled")
-      assert.isBelow(sink.stats().buffered, 1000)
+      assert.isBelow(batcher.stats().buffered, 1000)
       const spooled = spooledIds(dataDir)
-      assert.strictEqual(sink.stats().buffered + spooled.length, all.length)
+      assert.strictEqual(batcher.stats().buffered + spooled.length, all.length)
       // The oldest rows are the ones spilled.
       assertExactlyOnce(spooled, all.slice(0, spooled.length))
       // The writer recovers: buffer and spool are both written, each row once, and the spool empties.
@@ -198,57 +200,57 @@ describe("UsageSinkLive", () => {
       yield* Effect.sleep("100 millis")
       assertExactlyOnce(writer.writtenIds(), all)
       assert.isTrue(writer.batches.every((b) => b.length <= 1000))
-      const stats = sink.stats()
+      const stats = batcher.stats()
       assert.strictEqual(stats.buffered, 0)
       assert.strictEqual(stats.replayed, stats.spooled)
       yield* shutdown
       assertExactlyOnce(writer.writtenIds(), all)
     }), 20_000)
 
-  it.live("a shutdown with the writer down leaves every row in the spool; the next sink replays them at start", () =>
+  it.live("a shutdown with the writer down leaves every row in the spool; the next batcher replays them at start", () =>
     Effect.gen(function*() {
       const dataDir = newDataDir()
       const down = makeFakeWriter()
       down.setFailing(true)
-      const first = yield* startSink(down.layer, { usage_batch_size: "50", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir)
+      const first = yield* startBatcher(down.layer, { usage_batch_size: "50", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir)
       const rows = Array.from({ length: 175 }, () => makeRow())
-      for (const r of rows) first.sink.record(r)
+      for (const r of rows) first.batcher.add(r)
       assert.isTrue(yield* eventually(() => down.attempts() >= 1))
       yield* first.shutdown
       assert.strictEqual(down.batches.length, 0)
       assertExactlyOnce(spooledIds(dataDir), rows.map((r) => r.id))
 
       const up = makeFakeWriter()
-      const second = yield* startSink(up.layer, { usage_batch_size: "50", usage_flush_ms: "60000", usage_buffer_max_rows: "1000" }, dataDir)
+      const second = yield* startBatcher(up.layer, { usage_batch_size: "50", usage_flush_ms: "60000", usage_buffer_max_rows: "1000" }, dataDir)
       // Replayed by the loop's first pass, long before the (one minute) timer.
       assert.isTrue(yield* eventually(() => spoolFiles(dataDir).length === 0, 2_000), "spool not replayed")
       assertExactlyOnce(up.writtenIds(), rows.map((r) => r.id))
-      assert.strictEqual(second.sink.stats().replayed, rows.length)
+      assert.strictEqual(second.batcher.stats().replayed, rows.length)
       yield* second.shutdown
       assertExactlyOnce(up.writtenIds(), rows.map((r) => r.id))
     }))
 
-  it.live("record never throws when the spool cannot be written: rows stay in memory, one warning, nothing lost", () =>
+  it.live("add never throws when the spool cannot be written: rows stay in memory, one warning, nothing lost", () =>
     Effect.gen(function*() {
       const writer = makeFakeWriter()
       writer.setFailing(true)
       const dataDir = newDataDir()
       const logs: Array<{ level: string; text: string }> = []
-      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { logs })
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { logs })
       // A file where the spool directory should be: every spool write fails (also as root).
       rmSync(spoolDir(dataDir), { recursive: true, force: true })
       writeFileSync(spoolDir(dataDir), "not a directory")
       const rows = Array.from({ length: 1500 }, () => makeRow())
-      for (const r of rows) assert.doesNotThrow(() => sink.record(r))
+      for (const r of rows) assert.doesNotThrow(() => batcher.add(r))
       const spillWarnings = () => logs.filter((l) => l.level === "Warn" && l.text.includes("spool not writable"))
       assert.isTrue(yield* eventually(() => spillWarnings().length > 0, 2_000), "the failed spill was not logged")
       // More rows and more passes: every spill keeps failing, the warning is not repeated.
       const more = Array.from({ length: 500 }, () => makeRow())
-      for (const r of more) assert.doesNotThrow(() => sink.record(r))
+      for (const r of more) assert.doesNotThrow(() => batcher.add(r))
       yield* Effect.sleep("300 millis")
       assert.strictEqual(spillWarnings().length, 1)
       const all = [...rows, ...more].map((r) => r.id)
-      assert.strictEqual(sink.stats().buffered, all.length, "rows were dropped")
+      assert.strictEqual(batcher.stats().buffered, all.length, "rows were dropped")
       // Disk and writer back: every row is written exactly once.
       rmSync(spoolDir(dataDir), { force: true })
       writer.setFailing(false)
@@ -269,7 +271,7 @@ describe("UsageSinkLive", () => {
       writeFileSync(join(spoolDir(dataDir), "usage-2-b.json"), Schema.encodeSync(UsageBatchJson)({ rows: second }))
       const writer = makeFakeWriter()
       const logs: Array<{ level: string; text: string }> = []
-      const { shutdown } = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { logs })
+      const { shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { logs })
       assert.isTrue(yield* eventually(() => spoolFiles(dataDir).length === 0, 3_000), `left: ${spoolFiles(dataDir).join(", ")}`)
       assertExactlyOnce(writer.writtenIds(), [...first, ...second].map((r) => r.id))
       assert.deepStrictEqual(readdirSync(spoolDir(dataDir)), ["usage-0-corrupt.json.bad"])
@@ -281,18 +283,18 @@ describe("UsageSinkLive", () => {
     Effect.gen(function*() {
       const writer = makeFakeWriter()
       writer.setMode("reject")
-      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "50", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, newDataDir())
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "50", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, newDataDir())
       const rows = Array.from({ length: 120 }, () => makeRow())
-      for (const r of rows) sink.record(r)
+      for (const r of rows) batcher.add(r)
       assert.isTrue(yield* eventually(() => writer.attempts() >= 2, 3_000), "the writer was not retried after a defect")
-      assert.strictEqual(sink.stats().buffered, rows.length)
+      assert.strictEqual(batcher.stats().buffered, rows.length)
       writer.setMode("ok")
       assert.isTrue(yield* eventually(() => writer.writtenIds().length >= rows.length, 5_000), "rows not written after the defect")
       // The loop is still alive for new rows.
       const later = Array.from({ length: 50 }, () => makeRow())
-      for (const r of later) sink.record(r)
+      for (const r of later) batcher.add(r)
       assert.isTrue(yield* eventually(() => writer.writtenIds().length >= rows.length + later.length, 2_000))
-      assert.isAtLeast(sink.stats().failures, 1)
+      assert.isAtLeast(batcher.stats().failures, 1)
       yield* shutdown
       assertExactlyOnce(writer.writtenIds(), [...rows, ...later].map((r) => r.id))
     }), 15_000)
@@ -301,17 +303,17 @@ describe("UsageSinkLive", () => {
     Effect.gen(function*() {
       const writer = makeFakeWriter()
       const dataDir = newDataDir()
-      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "10", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir)
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "10", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir)
       // readdir on a file throws ENOTDIR on every replay pass.
       rmSync(spoolDir(dataDir), { recursive: true, force: true })
       writeFileSync(spoolDir(dataDir), "not a directory")
       const rows = Array.from({ length: 10 }, () => makeRow())
-      for (const r of rows) sink.record(r)
+      for (const r of rows) batcher.add(r)
       assert.isTrue(yield* eventually(() => writer.writtenIds().length === 10, 2_000))
       // Let several passes (and a replay attempt) run, then the loop must still write.
       yield* Effect.sleep("600 millis")
       const later = Array.from({ length: 10 }, () => makeRow())
-      for (const r of later) sink.record(r)
+      for (const r of later) batcher.add(r)
       assert.isTrue(yield* eventually(() => writer.writtenIds().length === 20, 2_000), "the loop died")
       yield* shutdown
       assertExactlyOnce(writer.writtenIds(), [...rows, ...later].map((r) => r.id))
@@ -323,11 +325,11 @@ describe("UsageSinkLive", () => {
       writer.setMode("hang")
       const dataDir = newDataDir()
       // Deadline: a third of 3 s = 1 s.
-      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "50", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { shutdownTimeoutMs: 3_000 })
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "50", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { shutdownTimeoutMs: 3_000 })
       const rows = Array.from({ length: 120 }, () => makeRow())
-      for (const r of rows) sink.record(r)
+      for (const r of rows) batcher.add(r)
       assert.isTrue(yield* eventually(() => writer.attempts() === 1, 2_000), "no batch in flight")
-      assert.strictEqual(sink.stats().buffered, rows.length)
+      assert.strictEqual(batcher.stats().buffered, rows.length)
       const started = Date.now()
       const closed = yield* shutdown.pipe(Effect.timeoutOption("4 seconds"))
       const tookMs = Date.now() - started
@@ -346,7 +348,7 @@ describe("UsageSinkLive", () => {
       writeFileSync(join(spoolDir(dataDir), "usage-1-backlog.json"), Schema.encodeSync(UsageBatchJson)({ rows: backlog }))
       const writer = makeFakeWriter()
       writer.setMode("hang")
-      const started = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { shutdownTimeoutMs: 3_000 })
+      const started = yield* startBatcher(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "1000" }, dataDir, { shutdownTimeoutMs: 3_000 })
         .pipe(Effect.timeoutOption("500 millis"))
       assert.isTrue(Option.isSome(started), "start-up waited for the replay")
       if (Option.isNone(started)) return
@@ -356,15 +358,15 @@ describe("UsageSinkLive", () => {
       assertExactlyOnce(spooledIds(dataDir), backlog.map((r) => r.id))
     }), 10_000)
 
-  it.live("record does not read (parse) params: limits are cached by the loop", () =>
+  it.live("add does not read (parse) params: limits are cached by the loop", () =>
     Effect.gen(function*() {
       const writer = makeFakeWriter()
       let intReads = 0
       const params = testParams({ usage_batch_size: "1000", usage_flush_ms: "20", usage_buffer_max_rows: "5000" }, () => void intReads++)
-      const { sink, shutdown } = yield* startSink(writer.layer, {}, newDataDir(), { params })
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, {}, newDataDir(), { params })
       const rows = Array.from({ length: 4000 }, () => makeRow())
       const before = intReads
-      for (const r of rows) sink.record(r)
+      for (const r of rows) batcher.add(r)
       assert.strictEqual(intReads - before, 0)
       // The cached limits are the configured ones: four full batches.
       assert.isTrue(yield* eventually(() => writer.writtenIds().length === rows.length, 2_000))
@@ -422,9 +424,9 @@ describe("UsageWriterDatabase (real PostgreSQL)", () => {
       const writer = makeFakeWriter()
       writer.setMode("slow")
       const dataDir = newDataDir()
-      const { sink, shutdown } = yield* startSink(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "5000" }, dataDir, { shutdownTimeoutMs: 6_000 })
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "100", usage_flush_ms: "20", usage_buffer_max_rows: "5000" }, dataDir, { shutdownTimeoutMs: 6_000 })
       const rows = Array.from({ length: 250 }, () => makeRow())
-      for (const r of rows) sink.record(r)
+      for (const r of rows) batcher.add(r)
       assert.isTrue(yield* eventually(() => writer.attempts() >= 1, 2_000), "no send started")
       yield* shutdown
       yield* Effect.sleep("400 millis") // anything sent twice would have landed by now

@@ -2,7 +2,7 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import type { UsageRow } from "../src/domain/usage.ts"
 import { USAGE_COLUMNS } from "../src/domain/usage.ts"
-import { decodeColumnarBatch, decodeUsageLines, encodeColumnarBatch, encodeUsageLine, UsageLineError } from "../src/domain/usageLine.ts"
+import { decodeColumnarBatch, encodeColumnarBatch } from "../src/domain/usageLine.ts"
 
 const text = fc.string({ unit: "binary", maxLength: 40 })
 const nullable = <A>(a: fc.Arbitrary<A>) => fc.option(a, { nil: null })
@@ -29,43 +29,30 @@ const usageRow: fc.Arbitrary<UsageRow> = fc.record({
   created_at: fc.integer({ min: 0, max: 2 ** 47 })
 })
 
-describe("usage lines (serving thread → usage thread)", () => {
-  it("a chunk of encoded rows decodes to the same rows, in order", () => {
-    fc.assert(fc.property(fc.array(usageRow, { maxLength: 20 }), (rows) => {
-      const decoded = decodeUsageLines(rows.map(encodeUsageLine).join(","))
-      // -0 is written as 0 by JSON; the database cannot tell them apart either.
-      expect(decoded).toEqual(rows.map((r) => (Object.is(r.price, -0) ? { ...r, price: 0 } : r)))
-    }))
-  })
-
-  it("an empty chunk is no rows", () => {
-    expect(decodeUsageLines("")).toEqual([])
-  })
-
-  it("refuses what is not a chunk of rows, saying which column is wrong", () => {
-    const good = JSON.parse(encodeUsageLine({
-      id: "01930000-0000-7000-8000-000000000000", request_id: "r", api_key_id: null, service: "LPO", protocol: "udp",
-      endpoint: "/price", asset: "BTC", quote: "USD", source: null, price: 1.5, status_code: 200, error_code: null,
-      latency_us: 3, client_ip: "127.0.0.1", node: "n", region: "r", bytes_out: 10, created_at: 1
-    })) as Array<unknown>
-    const withColumn = (i: number, v: unknown) => JSON.stringify(good.map((x, j) => (j === i ? v : x)))
-    expect(() => decodeUsageLines("[1,2")).toThrow(UsageLineError)
-    expect(() => decodeUsageLines("{}")).toThrow(/array of 18/)
-    expect(() => decodeUsageLines(JSON.stringify(good.slice(1)))).toThrow(/array of 18/)
-    expect(() => decodeUsageLines(withColumn(3, "SHOP"))).toThrow(/service/)
-    expect(() => decodeUsageLines(withColumn(4, "tcp"))).toThrow(/protocol/)
-    expect(() => decodeUsageLines(withColumn(10, 200.5))).toThrow(/status_code/)
-    expect(() => decodeUsageLines(withColumn(9, "1.5"))).toThrow(/price/)
-    expect(() => decodeUsageLines(withColumn(0, null))).toThrow(/id/)
-    expect(decodeUsageLines(JSON.stringify(good))[0]?.protocol).toBe("udp")
-  })
-})
-
 describe("columnar batches (queue messages)", () => {
   it("round-trip any rows, in order", () => {
     fc.assert(fc.property(fc.array(usageRow, { maxLength: 20 }), (rows) => {
       expect(decodeColumnarBatch(encodeColumnarBatch(rows))).toEqual(rows.map((r) => (Object.is(r.price, -0) ? { ...r, price: 0 } : r)))
     }))
+  })
+
+  it("refuse a row that is not a usage row, saying which column is wrong", () => {
+    const good = JSON.parse(encodeColumnarBatch([{
+      id: "01930000-0000-7000-8000-000000000000", request_id: "r", api_key_id: null, service: "LPO", protocol: "udp",
+      endpoint: "/price", asset: "BTC", quote: "USD", source: null, price: 1.5, status_code: 200, error_code: null,
+      latency_us: 3, client_ip: "127.0.0.1", node: "n", region: "r", bytes_out: 10, created_at: 1
+    }])) as { readonly columns: Array<string>; readonly rows: Array<Array<unknown>> }
+    const row = good.rows[0]!
+    const withRow = (r: unknown) => JSON.stringify({ columns: good.columns, rows: [r] })
+    const withColumn = (i: number, v: unknown) => withRow(row.map((x, j) => (j === i ? v : x)))
+    expect(() => decodeColumnarBatch(withRow({}))).toThrow(/array of 18/)
+    expect(() => decodeColumnarBatch(withRow(row.slice(1)))).toThrow(/array of 18/)
+    expect(() => decodeColumnarBatch(withColumn(3, "SHOP"))).toThrow(/service/)
+    expect(() => decodeColumnarBatch(withColumn(4, "tcp"))).toThrow(/protocol/)
+    expect(() => decodeColumnarBatch(withColumn(10, 200.5))).toThrow(/status_code/)
+    expect(() => decodeColumnarBatch(withColumn(9, "1.5"))).toThrow(/price/)
+    expect(() => decodeColumnarBatch(withColumn(0, null))).toThrow(/id/)
+    expect(decodeColumnarBatch(withRow(row))[0]?.protocol).toBe("udp")
   })
 
   it("refuse a batch whose columns are not the table's, in order", () => {

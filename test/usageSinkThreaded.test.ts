@@ -1,17 +1,17 @@
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
 import { execFileSync, spawn } from "node:child_process"
-import { randomUUID } from "node:crypto"
+import { randomFillSync, randomUUID } from "node:crypto"
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Worker } from "node:worker_threads"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import type { UsageRow } from "../src/domain/usage.ts"
-import { encodeUsageLine } from "../src/domain/usageLine.ts"
+import { makeUsageChunkBuilder, type UsageFacts } from "../src/domain/usageChunk.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
+import { ServerInfo } from "../src/services/ServerInfo.ts"
 import { UsageSink } from "../src/services/UsageSink.ts"
 import { testAppConfig } from "./support/config.ts"
 import { testParams } from "./support/params.ts"
@@ -23,20 +23,20 @@ const dataDir = mkdtempSync(join(tmpdir(), "tb-usage-thread-"))
 const countRows = (node: string) =>
   Number(execFileSync("psql", [dbUrl, "-qAt", "-c", `SELECT count(*) FROM usage_logs WHERE node = '${node}'`], { encoding: "utf8" }).trim())
 
-const row = (node: string, i: number): UsageRow => ({
-  id: randomUUID(), request_id: randomUUID(), api_key_id: null, service: "LPO", protocol: i % 2 === 0 ? "http" : "udp",
-  endpoint: "/price", asset: i % 5 === 0 ? "NOT\"A\nCOIN" : "BTC", quote: "USD", source: null, price: i % 5 === 0 ? null : 97_000 + i,
-  status_code: i % 5 === 0 ? 404 : 200, error_code: i % 5 === 0 ? "UNKNOWN_ASSET" : null, latency_us: i, client_ip: "127.0.0.1",
-  node, region: "local", bytes_out: 600, created_at: Date.now()
+const facts = (i: number): UsageFacts => ({
+  requestId: randomUUID(), apiKeyId: undefined, service: "LPO", protocol: i % 2 === 0 ? "http" : "udp",
+  endpoint: "/price", asset: i % 5 === 0 ? "NOT\"A\nCOIN" : "BTC", quote: "USD", price: i % 5 === 0 ? undefined : 97_000 + i,
+  code: i % 5 === 0 ? "UNKNOWN_ASSET" : "OK", latencyUs: i, clientIp: "127.0.0.1", bytesOut: 600, createdAt: Date.now()
 })
 
-/** The serving side of the sink, its thread writing to the test database. */
-const startSink = Effect.gen(function*() {
+/** The serving side of the sink of node `node`, its thread writing to the test database. */
+const startSink = (node: string) => Effect.gen(function*() {
   const scope = yield* Scope.make()
   const layer = UsageSinkThreaded.pipe(Layer.provide(Layer.mergeAll(
     testAppConfig({ dataDir, databaseUrl: Option.some(Redacted.make(dbUrl)) }),
     testParams({ usage_flush_ms: "50" }),
-    Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined }))
+    Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined })),
+    Layer.succeed(ServerInfo, ServerInfo.of({ node, region: "local", version: "test" }))
   )))
   const context = yield* Layer.buildWithScope(layer, scope)
   return { sink: Context.get(context, UsageSink), shutdown: Scope.close(scope, Exit.void) }
@@ -55,12 +55,12 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
   it("every row recorded reaches the database, the last ones through the shutdown flush", async () => {
     const node = "thread-a"
     const written = await Effect.runPromise(Effect.gen(function*() {
-      const { sink, shutdown } = yield* startSink
-      for (let i = 0; i < 3_000; i++) sink.record(row(node, i))
+      const { sink, shutdown } = yield* startSink(node)
+      for (let i = 0; i < 3_000; i++) sink.record(facts(i))
       yield* Effect.sleep("300 millis")
       // Written while serving, not only at the end; then more rows, and stop at once.
       const whileServing = sink.stats().written
-      for (let i = 3_000; i < 3_700; i++) sink.record(row(node, i))
+      for (let i = 3_000; i < 3_700; i++) sink.record(facts(i))
       yield* shutdown
       return whileServing
     }))
@@ -72,8 +72,8 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
   it("rows with hostile text survive the trip between threads", async () => {
     const node = "thread-b"
     await Effect.runPromise(Effect.gen(function*() {
-      const { sink, shutdown } = yield* startSink
-      sink.record({ ...row(node, 0), endpoint: "/\u2028\"'\\\n", asset: "é\u{1F600}" })
+      const { sink, shutdown } = yield* startSink(node)
+      sink.record({ ...facts(0), endpoint: "/\u2028\"'\\\n", asset: "é\u{1F600}" })
       yield* shutdown
     }))
     const asset = execFileSync("psql", [dbUrl, "-qAt", "-c", `SELECT asset FROM usage_logs WHERE node = '${node}'`], { encoding: "utf8" }).trim()
@@ -82,8 +82,9 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
 
   it("the usage thread acknowledges a chunk only once its rows are in the database, so a thread that dies before loses none", async () => {
     const node = "thread-c"
-    const rows = Array.from({ length: 300 }, (_, i) => row(node, i))
-    const chunk = rows.map(encodeUsageLine).join(",")
+    const builder = makeUsageChunkBuilder({ capacity: 300, node, region: "local", requestTag: "t", fillRandom: randomFillSync })
+    for (let i = 0; i < 300; i++) builder.record(facts(i))
+    const chunk = builder.take()
     // A transaction holding usage_logs: the thread's insert waits behind it.
     const locker = spawn("psql", [dbUrl, "-qAt"], { stdio: ["pipe", "ignore", "ignore"] })
     locker.stdin.write("BEGIN; LOCK TABLE usage_logs IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
@@ -95,7 +96,7 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
       const acks: Array<number> = []
       thread.on("message", (m: { type: string; seq?: number }) => void (m.type === "ack" && m.seq !== undefined && acks.push(m.seq)))
       await new Promise<void>((resolve) => thread.on("message", (m: { type: string }) => m.type === "ready" && resolve()))
-      thread.postMessage({ type: "rows", seq: 7, chunk, rows: rows.length })
+      thread.postMessage({ type: "rows", seq: 7, chunk })
       return { thread, acks }
     }
     const first = await startThread()

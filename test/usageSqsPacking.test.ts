@@ -3,8 +3,9 @@ import { describe, expect, it } from "vitest"
 import { gzipSync, zstdCompressSync, zstdDecompressSync } from "node:zlib"
 import type { UsageRow } from "../src/domain/usage.ts"
 import { decodeUsageMessage, ZSTD_BASE64_MAGIC } from "../src/domain/usageMessage.ts"
-import { encodeUsageLine } from "../src/domain/usageLine.ts"
-import { compressEncodedChunks, compressUsageMessages } from "../src/layers/UsageWriterSqs.ts"
+import { isUsageChunkBytes, rowsOfChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
+import { compressUsageChunks, compressUsageMessages } from "../src/layers/UsageWriterSqs.ts"
+import { chunkOf, usageFactsArb } from "./support/usageFacts.ts"
 
 const text = fc.string({ maxLength: 40 })
 const row: fc.Arbitrary<UsageRow> = fc.record({
@@ -29,32 +30,33 @@ describe("usage queue messages", () => {
     }), { numRuns: 40 })
   })
 
-  it("compresses already-encoded chunks losslessly within the limit, splitting what is too large", () => {
-    fc.assert(fc.property(fc.array(fc.array(row, { maxLength: 120 }), { maxLength: 8 }), fc.integer({ min: 600, max: 20_000 }), (groups, maxBytes) => {
-      const chunks = groups.map((rows) => ({ chunk: rows.map(encodeUsageLine).join(","), rows: rows.length }))
-      const bodies = compressEncodedChunks(chunks, maxBytes)
-      expect(bodies.flatMap(decodeUsageMessage)).toEqual(groups.flat())
+  it("compresses the serving thread's chunks losslessly within the limit, splitting what is too large", () => {
+    const facts = usageFactsArb().map((f) => ({ ...f, price: f.price === undefined ? undefined : Math.abs(f.price) || 1 }))
+    fc.assert(fc.property(fc.array(fc.array(facts, { minLength: 1, maxLength: 120 }), { maxLength: 8 }), fc.integer({ min: 600, max: 20_000 }), (groups, maxBytes) => {
+      const chunks = groups.map((g, i) => chunkOf(g, i * 4_096)!)
+      const bodies = compressUsageChunks(chunks, maxBytes)
+      expect(bodies.flatMap(decodeUsageMessage)).toEqual(chunks.flatMap(rowsOfChunk))
       for (const b of bodies) if (b.length > maxBytes) expect(decodeUsageMessage(b)).toHaveLength(1)
     }), { numRuns: 40 })
   })
 
-  it("gives a serving-thread chunk of 256 realistic rows one message of its own, with no decoding fallback", () => {
+  it("sends realistic serving-thread chunks as chunk bytes, two 256-row chunks to a message, well within an entry", () => {
     // Varied prices, latencies and addresses compress worst among real rows; a fixed LCG keeps it reproducible.
     let seed = 42
     const next = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31
-    const realistic = (i: number): UsageRow => ({
-      id: `0193a1b2-c3d4-7${String(i).padStart(3, "0")}-8a9b-${Math.floor(next() * 2 ** 47).toString(16).padStart(12, "0")}`,
-      request_id: `9f3c2a1b-${Math.floor(next() * 1e9).toString(36)}`, api_key_id: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b",
-      service: "LPO", protocol: i % 2 === 0 ? "http" : "udp", endpoint: i % 2 === 0 ? "/price" : "price", asset: "BTC", quote: "USD",
-      source: "coinbase", price: 97_000 + next() * 1_000, status_code: 200, error_code: null, latency_us: Math.floor(next() * 900),
-      client_ip: `10.${Math.floor(next() * 255)}.${Math.floor(next() * 255)}.${Math.floor(next() * 255)}`, node: "ip-10-0-1-23-7f3a",
-      region: "us-east-1", bytes_out: 600 + Math.floor(next() * 60), created_at: 1_795_000_000_000 + i
+    const realistic = (i: number): UsageFacts => ({
+      requestSeq: i, apiKeyId: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", service: "LPO", protocol: i % 2 === 0 ? "http" : "udp",
+      endpoint: i % 2 === 0 ? "/price" : "price", asset: "BTC", quote: "USD", source: "coinbase", price: 97_000 + next() * 1_000, code: "OK",
+      latencyUs: Math.floor(next() * 900), clientIp: `10.${Math.floor(next() * 255)}.${Math.floor(next() * 255)}.${Math.floor(next() * 255)}`,
+      bytesOut: 600 + Math.floor(next() * 60), createdAt: 1_795_000_000_000 + i
     })
-    const rows = Array.from({ length: 1_024 }, (_, i) => realistic(i))
-    const chunks = [0, 256, 512, 768].map((at) => ({ chunk: rows.slice(at, at + 256).map(encodeUsageLine).join(","), rows: 256 }))
-    const bodies = compressEncodedChunks(chunks, 24 * 1024)
-    expect(bodies).toHaveLength(4)
-    expect(bodies.map(decodeUsageMessage).map((b) => b.length)).toEqual([256, 256, 256, 256])
+    const chunks = [0, 256, 512, 768].map((at) => chunkOf(Array.from({ length: 256 }, (_, i) => realistic(at + i)), at * 10)!)
+    const bodies = compressUsageChunks(chunks, 24 * 1024)
+    expect(bodies.map(decodeUsageMessage).map((b) => b.length)).toEqual([512, 512])
+    for (const b of bodies) {
+      expect(isUsageChunkBytes(zstdDecompressSync(Buffer.from(b, "base64")))).toBe(true)
+      expect(b.length).toBeLessThan(16 * 1024)
+    }
   })
 
   it("sends columnar batches: the column names once per message, not once per row", () => {

@@ -2,10 +2,9 @@ import { messageOf } from "./errorMessage.ts"
 import { USAGE_COLUMNS, UsageRow } from "./usage.ts"
 
 /**
- * Usage rows as positional JSON arrays in `USAGE_COLUMNS` order (no keys to repeat). Two uses:
- * - between the serving thread and the usage thread, a chunk being the lines joined by ",": one
- *   native stringify per row on the hot path, the objects rebuilt on the other thread;
- * - in queue messages, as a columnar batch that names its columns once (`encodeColumnarBatch`).
+ * Usage rows as positional JSON arrays in `USAGE_COLUMNS` order (no keys to repeat), for queue
+ * messages: a columnar batch names its columns once (`encodeColumnarBatch`). The LPO sends its
+ * chunks as bytes (usageChunk.ts); this form carries a chunk too large for one message, split.
  */
 export const encodeUsageLine = (r: UsageRow): string =>
   JSON.stringify([
@@ -64,19 +63,6 @@ const rowOf = (v: unknown): UsageRow => {
   }
 }
 
-/** A chunk of encoded rows (joined by ","; "" is no rows) back into rows. Throws UsageLineError. */
-export const decodeUsageLines = (chunk: string): ReadonlyArray<UsageRow> => {
-  if (chunk === "") return []
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(`[${chunk}]`)
-  } catch (e) {
-    throw new UsageLineError(`chunk is not JSON: ${messageOf(e)}`)
-  }
-  if (!Array.isArray(parsed)) throw new UsageLineError("chunk is not a list of rows")
-  return parsed.map(rowOf)
-}
-
 const COLUMNS_JSON = JSON.stringify(USAGE_COLUMNS)
 const COLUMNAR_PREFIX = `{"columns":${COLUMNS_JSON},"rows":[`
 
@@ -89,9 +75,6 @@ export const encodeColumnarBatch = (rows: ReadonlyArray<UsageRow>): string => {
   for (let i = 0; i < rows.length; i++) out += (i === 0 ? "" : ",") + encodeUsageLine(rows[i]!)
   return out + "]}"
 }
-
-/** A chunk of `encodeUsageLine` texts joined by "," as a columnar batch, without decoding it. */
-export const columnarBatchOfChunk = (chunk: string): string => COLUMNAR_PREFIX + chunk + "]}"
 
 export const isColumnarBatch = (json: string): boolean => json.startsWith('{"columns":')
 

@@ -5,8 +5,8 @@
  */
 const HEX: ReadonlyArray<string> = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"))
 
-/** `random` must hold at least 10 bytes; only the first 10 are used. */
-export const uuidv7 = (now: number, random: Uint8Array): string => {
+/** Uses the 10 bytes of `random` from `offset` (there must be that many). */
+export const uuidv7 = (now: number, random: Uint8Array, offset = 0): string => {
   const ms = Math.max(0, Math.floor(now))
   const high = Math.floor(ms / 0x10000) // top 32 bits of the 48-bit timestamp
   const low = ms % 0x10000
@@ -14,9 +14,9 @@ export const uuidv7 = (now: number, random: Uint8Array): string => {
   return (
     h(high >>> 24) + h(high >>> 16) + h(high >>> 8) + h(high) + "-" +
     h(low >>> 8) + h(low) + "-" +
-    h(0x70 | (random[0]! & 0x0f)) + h(random[1]!) + "-" +
-    h(0x80 | (random[2]! & 0x3f)) + h(random[3]!) + "-" +
-    h(random[4]!) + h(random[5]!) + h(random[6]!) + h(random[7]!) + h(random[8]!) + h(random[9]!)
+    h(0x70 | (random[offset]! & 0x0f)) + h(random[offset + 1]!) + "-" +
+    h(0x80 | (random[offset + 2]! & 0x3f)) + h(random[offset + 3]!) + "-" +
+    h(random[offset + 4]!) + h(random[offset + 5]!) + h(random[offset + 6]!) + h(random[offset + 7]!) + h(random[offset + 8]!) + h(random[offset + 9]!)
   )
 }
 

@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Reply } from "./fastHttp.ts"
 import { randomBytes } from "node:crypto"
 import type { KeyHashMemo } from "../domain/apiKey.ts"
+import { requestIdOf } from "../domain/usageChunk.ts"
 import { makeEnvelopeWriter, rfc3339, type ServiceName } from "../domain/envelope.ts"
 import { type ResponseCode, statusOf } from "../domain/errorCodes.ts"
 import { type Lang, messageFor, negotiateLang } from "../domain/messages.ts"
@@ -68,11 +69,14 @@ export const parseQueryString = (qs: string): QueryParams => {
 }
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
-const processTag = randomBytes(4).toString("hex")
+/** This process's request ids: `<requestTag>-<request number in base 36>` (domain/usageChunk.ts requestIdOf). */
+export const requestTag = randomBytes(4).toString("hex")
 let requestSeq = 0
 
-/** Unique across nodes and restarts: a random per-process tag plus a counter. */
-export const newRequestId = (): string => `${processTag}-${(requestSeq++).toString(36)}`
+/** The next request number; a request id made from it is unique across nodes and restarts. */
+export const nextRequestSeq = (): number => requestSeq++
+
+export const newRequestId = (): string => requestIdOf(requestTag, nextRequestSeq())
 
 /** The request headers the handlers read. */
 export interface WantedHeaders {

@@ -117,22 +117,28 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
     return { _tag: "Authorized", key: rec }
   }
 
+  const INVALID: AuthResult = { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
+
   const authenticate = (plainKey: string | undefined, now: number, memo?: KeyHashMemo): AuthResult => {
     if (plainKey === undefined || plainKey === "") return { _tag: "Refused", code: "MISSING_API_KEY", keyId: undefined }
     let hash: string
     if (memo !== undefined && memo.key !== "" && constantTimeEqual(memo.key, plainKey)) hash = memo.hash
     else {
-      if (!looksLikeApiKey(plainKey)) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
+      if (!looksLikeApiKey(plainKey)) return INVALID
       hash = hashApiKey(plainKey)
       if (memo !== undefined) {
         memo.key = plainKey
         memo.hash = hash
       }
     }
+    return authenticateHash(hash, now)
+  }
+
+  const authenticateHash = (hash: string, now: number): AuthResult => {
     const rec = byHash.get(hash)
     if (rec !== undefined) return decide(rec, now)
     const until = unknownUntil.get(hash)
-    if (until !== undefined && until > now) return { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
+    if (until !== undefined && until > now) return INVALID
     return { _tag: "Unknown", hash }
   }
 
@@ -167,6 +173,7 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
 
   return ApiKeys.of({
     authenticate,
+    authenticateHash,
     authenticateSlow,
     create: ({ tier, email, lrs, expiresAt }) =>
       Effect.gen(function*() {

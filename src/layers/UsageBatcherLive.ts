@@ -3,7 +3,7 @@ import { join } from "node:path"
 import type { UsageRow } from "../domain/usage.ts"
 import { AppConfig } from "../config/AppConfig.ts"
 import { Params } from "../services/Params.ts"
-import { UsageSink, UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
+import { UsageBatcher, UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { withModule } from "./Logging.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { decodeSpoolBatch, makeSpool } from "./usageSpool.ts"
@@ -32,9 +32,9 @@ const spoolIo = <A>(file: string, f: () => A) =>
  * In-memory buffer → batches (`usage_batch_size` rows or every `usage_flush_ms`) → UsageWriter.
  * Memory is bounded by `usage_buffer_max_rows`: beyond it the loop spills the oldest rows to
  * DATA_DIR/spool, replayed once the writer succeeds again. A failing writer or disk delays rows;
- * it never drops them. `record` only pushes and compares numbers: all I/O is on the loop fiber.
+ * it never drops them. `add` only pushes and compares numbers: all I/O is on the loop fiber.
  */
-export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
+export const UsageBatcherLive = Layer.effect(UsageBatcher, Effect.gen(function*() {
   const writer = yield* UsageWriter
   const params = yield* Params
   const config = yield* AppConfig
@@ -57,7 +57,7 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
   let passesSinceReplay = Infinity // the first pass replays what an earlier run left
   const quarantineFailed = new Set<string>()
 
-  // Param values cached per loop pass, so `record` never parses strings.
+  // Param values cached per loop pass, so `add` never parses strings.
   let batchSize = 1
   let maxRows = 1
   let flushMs = 250
@@ -71,7 +71,7 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
   }
   readLimits()
 
-  const record = (row: UsageRow) => {
+  const add = (row: UsageRow) => {
     buffer.push(row)
     if (buffer.length >= wakeAt && wake !== undefined) wake()
   }
@@ -123,7 +123,7 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
       Effect.catchDefect((defect) =>
         Effect.fail(new UsageWriteError({ reason: writer.kind === "sqs" ? "Queue" : "Database", message: `writer defect: ${messageOf(defect)}` }))
       ),
-      Effect.withSpan("UsageSink.writeBatch", { attributes: { rows: rows.length, writer: writer.kind } })
+      Effect.withSpan("UsageBatcher.writeBatch", { attributes: { rows: rows.length, writer: writer.kind } })
     )
 
   /**
@@ -289,8 +289,8 @@ export const UsageSinkLive = Layer.effect(UsageSink, Effect.gen(function*() {
   yield* Effect.addFinalizer(() => flush)
   loopFiber = yield* Effect.forkDetach(loop)
 
-  return UsageSink.of({
-    record,
+  return UsageBatcher.of({
+    add,
     stats: () => ({
       buffered: buffer.length + [...inFlight].reduce((n, rows) => n + rows.length, 0),
       written,

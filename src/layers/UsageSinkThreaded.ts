@@ -1,11 +1,13 @@
 import { Effect, Fiber, Layer, Option, Redacted, Schema } from "effect"
+import { randomFillSync } from "node:crypto"
 import { join } from "node:path"
 import { Worker } from "node:worker_threads"
 import { AppConfig } from "../config/AppConfig.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import type { ParamValues } from "../domain/params.ts"
-import type { UsageRow } from "../domain/usage.ts"
-import { decodeUsageLines, encodeUsageLine } from "../domain/usageLine.ts"
+import { makeUsageChunkBuilder, rowsOfChunk, type UsageChunk, type UsageFacts } from "../domain/usageChunk.ts"
+import { requestTag } from "../http/httpKit.ts"
+import { ServerInfo } from "../services/ServerInfo.ts"
 import { DatabaseInfo } from "../services/Database.ts"
 import { Params } from "../services/Params.ts"
 import { addUsageStats as addStats, UsageSink, type UsageSinkStats, ZERO_USAGE_STATS as ZERO } from "../services/UsageSink.ts"
@@ -13,7 +15,7 @@ import { withModule } from "./Logging.ts"
 import { makeSpool } from "./usageSpool.ts"
 import { FromUsageThread, type ToUsageThread } from "./usageThreadProtocol.ts"
 
-/** Rows per chunk handed to the usage thread: ~60 KB of lines, one SQS message each (UsageWriterSqs). */
+/** Rows per chunk handed to the usage thread (~16 KB of columns). */
 const CHUNK_ROWS = 256
 /** The longest a row waits on the serving thread before its chunk is handed over. */
 const SHIP_EVERY_MS = 20
@@ -27,7 +29,7 @@ const threadEntry = () => new URL(import.meta.url.endsWith(".ts") ? "../programs
 
 interface Chunk {
   readonly seq: number
-  readonly chunk: string
+  readonly chunk: UsageChunk
   readonly rows: number
   sent: boolean
 }
@@ -35,9 +37,10 @@ interface Chunk {
 const decodeFromThread = Schema.decodeUnknownSync(FromUsageThread)
 
 /**
- * The UsageSink of a server: `record` turns the row into one line of text (one native stringify)
- * and returns; lines go in chunks to the usage thread (src/programs/usageThread.ts), which runs
- * UsageSinkLive with the database or SQS writer. The serving thread keeps every chunk until the
+ * The UsageSink of a server: `record` writes the request's facts into the current column chunk
+ * (domain/usageChunk.ts: a few typed-array stores) and returns; chunks go to the usage thread
+ * (src/programs/usageThread.ts), which makes the rows and writes them with the database or SQS
+ * writer. The serving thread keeps every chunk until the
  * usage thread acknowledges it; a usage thread that dies is restarted and sent the
  * unacknowledged chunks again. Memory here is bounded by `usage_buffer_max_rows` (beyond it the
  * oldest chunks go to the spool, which the usage thread replays). At shutdown: hand over the last
@@ -47,6 +50,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   const config = yield* AppConfig
   const params = yield* Params
   const database = yield* DatabaseInfo
+  const meta = yield* ServerInfo
   const spool = makeSpool(join(config.dataDir, "spool"))
   // The usage thread gets half of the shutdown budget for its final flush; then it is terminated.
   const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
@@ -61,7 +65,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   }
   if (Option.isNone(config.sqsQueueUrl)) delete threadEnv["SQS_QUEUE_URL"]
 
-  let lines: Array<string> = []
+  const builder = makeUsageChunkBuilder({ capacity: CHUNK_ROWS, node: meta.node, region: meta.region, requestTag, fillRandom: randomFillSync })
   /** Chunks not yet acknowledged, oldest first (a Map keeps insertion order). */
   const outbox = new Map<number, Chunk>()
   let outboxRows = 0
@@ -80,7 +84,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
 
   const send = (c: Chunk) => {
     if (thread === undefined) return
-    post(thread, { type: "rows", seq: c.seq, chunk: c.chunk, rows: c.rows })
+    post(thread, { type: "rows", seq: c.seq, chunk: c.chunk })
     c.sent = true
   }
 
@@ -94,7 +98,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
     for (const c of outbox.values()) {
       if (outboxRows <= keep) return
       try {
-        spool.put(decodeUsageLines(c.chunk))
+        spool.put(rowsOfChunk(c.chunk))
       } catch (e) {
         Effect.runFork(Effect.logError("usage rows could not be spooled; kept in memory", { rows: c.rows, error: messageOf(e) }).pipe(withModule("usage")))
         return
@@ -105,9 +109,9 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   }
 
   const ship = () => {
-    if (lines.length === 0) return
-    const c: Chunk = { seq: seq++, chunk: lines.join(","), rows: lines.length, sent: false }
-    lines = []
+    const chunk = builder.take()
+    if (chunk === undefined) return
+    const c: Chunk = { seq: seq++, chunk, rows: chunk.rows, sent: false }
     outbox.set(c.seq, c)
     outboxRows += c.rows
     send(c)
@@ -115,9 +119,8 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
     if (outboxRows > maxRows && Number.isFinite(maxRows)) spillOldest(maxRows >>> 1)
   }
 
-  const record = (row: UsageRow) => {
-    lines.push(encodeUsageLine(row))
-    if (lines.length >= CHUNK_ROWS) ship()
+  const record = (facts: UsageFacts) => {
+    if (builder.record(facts) >= CHUNK_ROWS) ship()
   }
 
   const pushParams = () => {
@@ -223,6 +226,6 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
 
   return UsageSink.of({
     record,
-    stats: () => addStats(addStats(earlier, { ...ZERO, buffered: lines.length + outboxRows, spooled: spooledHere }), threadStats)
+    stats: () => addStats(addStats(earlier, { ...ZERO, buffered: builder.rows() + outboxRows, spooled: spooledHere }), threadStats)
   })
 }).pipe(withModule("usage")))

@@ -2,7 +2,7 @@ import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { pgArrayLiteral } from "../domain/pgArrayLiteral.ts"
 import { USAGE_COLUMNS, type UsageRow } from "../domain/usage.ts"
-import { decodeUsageLines } from "../domain/usageLine.ts"
+import { rowsOfChunk } from "../domain/usageChunk.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 
@@ -54,11 +54,10 @@ export const UsageWriterDatabase = Layer.effect(UsageWriter, Effect.gen(function
   return UsageWriter.of({
     kind: "database",
     write,
-    // The serving thread's chunks as one insert: written before they are acknowledged (usageThread.ts).
-    writeEncoded: (chunks) =>
+    writeChunks: (chunks) =>
       Effect.try({
-        try: () => decodeUsageLines(chunks.filter((c) => c.rows > 0).map((c) => c.chunk).join(",")),
-        catch: (cause) => new UsageWriteError({ reason: "Database", message: `encoded rows: ${messageOf(cause)}` })
+        try: () => chunks.flatMap(rowsOfChunk),
+        catch: (cause) => new UsageWriteError({ reason: "Database", message: `usage chunks: ${messageOf(cause)}` })
       }).pipe(Effect.flatMap(write))
   })
 }))

@@ -2,8 +2,9 @@ import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { Effect, Layer } from "effect"
 import { constants, zstdCompressSync } from "node:zlib"
 import type { UsageRow } from "../domain/usage.ts"
-import { columnarBatchOfChunk, decodeUsageLines, encodeColumnarBatch } from "../domain/usageLine.ts"
-import { type EncodedChunk, UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
+import { encodeUsageChunks, rowsOfChunk, type UsageChunk } from "../domain/usageChunk.ts"
+import { encodeColumnarBatch } from "../domain/usageLine.ts"
+import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 
 /** SQS allows 256 KiB per SendMessageBatch request (all entries together); keep a margin. */
@@ -34,44 +35,36 @@ export const compressUsageMessages = (rows: ReadonlyArray<UsageRow>, maxBytes: n
   return bodies
 }
 
-/**
- * Text per message for encoded chunks: ~64 KB of lines compresses to ~12–16 KB of base64 (measured
- * with varied prices, latencies and addresses), well inside a 24 KB entry, so the decoding
- * fallback below stays rare. The serving thread's chunks (256 rows, ~60 KB) fit one each.
- */
-const TEXT_PER_MESSAGE = 64 * 1024
+/** Rows per message of chunk bytes: two serving-thread chunks, ~45 KB of columns, ~15 KB once compressed and base64-encoded. */
+const CHUNK_ROWS_PER_MESSAGE = 512
 
 /**
- * Message bodies for rows that arrive already encoded: consecutive chunks joined into one columnar
- * batch while it stays within `TEXT_PER_MESSAGE` characters and `ROWS_PER_MESSAGE` rows, compressed
- * as they are, with no decoding into objects and no second stringify. A body that compresses too
- * large is rebuilt from its decoded rows by `compressUsageMessages`, which splits it.
+ * Message bodies for the serving thread's chunks (see decodeUsageMessage): consecutive chunks up
+ * to `CHUNK_ROWS_PER_MESSAGE` rows as bytes, zstd level 1, base64. A body too large is split
+ * between its chunks, and a single chunk too large goes as rows through `compressUsageMessages`.
  */
-export const compressEncodedChunks = (chunks: ReadonlyArray<EncodedChunk>, maxBytes: number): ReadonlyArray<string> => {
-  const bodies: Array<string> = []
-  const finish = (group: ReadonlyArray<string>) => {
-    if (group.length === 0) return
-    const joined = group.join(",")
-    const body = zstdCompressSync(columnarBatchOfChunk(joined), ZSTD_FAST).toString("base64")
-    if (body.length <= maxBytes) bodies.push(body)
-    else bodies.push(...compressUsageMessages(decodeUsageLines(joined), maxBytes))
+export const compressUsageChunks = (chunks: ReadonlyArray<UsageChunk>, maxBytes: number): ReadonlyArray<string> => {
+  const compress = (group: ReadonlyArray<UsageChunk>): ReadonlyArray<string> => {
+    const body = zstdCompressSync(encodeUsageChunks(group), ZSTD_FAST).toString("base64")
+    if (body.length <= maxBytes) return [body]
+    if (group.length === 1) return compressUsageMessages(rowsOfChunk(group[0]!), maxBytes)
+    const half = Math.ceil(group.length / 2)
+    return [...compress(group.slice(0, half)), ...compress(group.slice(half))]
   }
-  let group: Array<string> = []
-  let groupRows = 0
-  let groupText = 0
+  const bodies: Array<string> = []
+  let group: Array<UsageChunk> = []
+  let rows = 0
   for (const c of chunks) {
     if (c.rows === 0) continue
-    if (groupRows + c.rows > ROWS_PER_MESSAGE || groupText + c.chunk.length > TEXT_PER_MESSAGE) {
-      finish(group)
+    if (group.length > 0 && rows + c.rows > CHUNK_ROWS_PER_MESSAGE) {
+      bodies.push(...compress(group))
       group = []
-      groupRows = 0
-      groupText = 0
+      rows = 0
     }
-    group.push(c.chunk)
-    groupRows += c.rows
-    groupText += c.chunk.length + 1
+    group.push(c)
+    rows += c.rows
   }
-  finish(group)
+  if (group.length > 0) bodies.push(...compress(group))
   return bodies
 }
 
@@ -100,10 +93,10 @@ export const usageWriterSqs = (queueUrl: string) =>
     return UsageWriter.of({
       kind: "sqs",
       write: (rows) => Effect.suspend(() => sendBodies(compressUsageMessages(rows, MAX_BATCH_BYTES / MAX_ENTRIES))),
-      writeEncoded: (chunks) =>
+      writeChunks: (chunks) =>
         Effect.try({
-          try: () => compressEncodedChunks(chunks, MAX_BATCH_BYTES / MAX_ENTRIES),
-          catch: (cause) => new UsageWriteError({ reason: "Queue", message: `encoded rows: ${messageOf(cause)}` })
+          try: () => compressUsageChunks(chunks, MAX_BATCH_BYTES / MAX_ENTRIES),
+          catch: (cause) => new UsageWriteError({ reason: "Queue", message: `usage chunks: ${messageOf(cause)}` })
         }).pipe(Effect.flatMap(sendBodies))
     })
   }))

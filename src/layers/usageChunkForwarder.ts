@@ -1,21 +1,23 @@
-import { type EncodedChunk, type UsageSinkStats, ZERO_USAGE_STATS } from "../services/UsageSink.ts"
+import type { UsageChunk } from "../domain/usageChunk.ts"
+import { type UsageSinkStats, ZERO_USAGE_STATS } from "../services/UsageSink.ts"
 
 /**
- * On the usage thread: chunks from the serving thread are batched (`batchRows()` rows, or
- * `flushMs()` after the first one waits) and handed to the writer as they are (SQS ships the text
- * without decoding it; the database decodes the batch once for its insert). A chunk is
- * acknowledged once written, so a thread that dies before leaves it with the serving thread, which
- * sends it again. When a write fails, its chunks go to `fallback` (decoded into the usage sink,
- * which retries with backoff and spools), and for `bypassMs` after a failure every chunk takes
- * that path, so a destination that is down is not tried twice for every batch. So does every chunk
- * past `maxRows()` waiting here while a write hangs: the sink bounds its memory with the spool.
+ * On the usage thread: the serving thread's chunks are batched (`batchRows()` rows, or
+ * `flushMs()` after the first one waits) and handed to the writer as they are (SQS ships their
+ * columns without making rows; the database makes the rows for its insert). A chunk is acknowledged once
+ * written, so a thread that dies before leaves it with the serving thread, which sends it again
+ * (ids make a second write harmless). When a write fails, its chunks go to `fallback` (the usage
+ * batcher, which retries with backoff and spools), and for `bypassMs` after a failure every chunk
+ * takes that path, so a destination that is down is not tried twice for every batch. So does
+ * every chunk past `maxRows()` waiting here while a write hangs: the batcher bounds its memory
+ * with the spool.
  */
 export interface ChunkForwarderOptions {
-  readonly writeEncoded: (chunks: ReadonlyArray<EncodedChunk>) => Promise<void>
-  /** Hand a chunk's rows to the usage sink. Throws if the chunk does not decode. */
-  readonly fallback: (chunk: EncodedChunk) => void
+  readonly write: (chunks: ReadonlyArray<UsageChunk>) => Promise<void>
+  /** Hand a chunk's rows to the usage batcher. Throws if the chunk's rows cannot be made. */
+  readonly fallback: (chunk: UsageChunk) => void
   readonly ack: (seq: number) => void
-  /** A chunk that could not be handed anywhere (it does not decode): reported, then acknowledged. */
+  /** A chunk whose rows could not be handed anywhere: reported, then acknowledged. */
   readonly lost: (seq: number, error: unknown) => void
   readonly batchRows: () => number
   readonly flushMs: () => number
@@ -26,15 +28,16 @@ export interface ChunkForwarderOptions {
 }
 
 export interface ChunkForwarder {
-  readonly add: (seq: number, chunk: EncodedChunk) => void
+  readonly add: (seq: number, chunk: UsageChunk) => void
   /** Write what waits and wait for writes in flight (shutdown). Never rejects. */
   readonly flush: () => Promise<void>
   /** Rows written, batches, rows waiting here, failed writes; spool counts are the sink's. */
   readonly stats: () => UsageSinkStats
 }
 
-interface Waiting extends EncodedChunk {
+interface Waiting {
   readonly seq: number
+  readonly chunk: UsageChunk
 }
 
 export const makeChunkForwarder = (options: ChunkForwarderOptions): ChunkForwarder => {
@@ -50,7 +53,7 @@ export const makeChunkForwarder = (options: ChunkForwarderOptions): ChunkForward
 
   const toSink = (c: Waiting) => {
     try {
-      options.fallback(c)
+      options.fallback(c.chunk)
     } catch (error) {
       options.lost(c.seq, error)
     }
@@ -67,7 +70,7 @@ export const makeChunkForwarder = (options: ChunkForwarderOptions): ChunkForward
     if (batch.length === 0) return Promise.resolve()
     inFlightRows = rows
     const started = now()
-    return options.writeEncoded(batch).then(
+    return options.write(batch.map((c) => c.chunk)).then(
       () => {
         stats = { ...stats, written: stats.written + rows, batches: stats.batches + 1, lastBatchMs: now() - started }
         for (const c of batch) options.ack(c.seq)
@@ -101,10 +104,10 @@ export const makeChunkForwarder = (options: ChunkForwarderOptions): ChunkForward
 
   return {
     add: (seq, chunk) => {
-      const c: Waiting = { seq, chunk: chunk.chunk, rows: chunk.rows }
+      const c: Waiting = { seq, chunk }
       if (now() < bypassUntil || waitingRows + inFlightRows >= options.maxRows()) return toSink(c)
       waiting.push(c)
-      waitingRows += c.rows
+      waitingRows += chunk.rows
       if (waitingRows >= options.batchRows()) kick()
       else arm()
     },

@@ -4,7 +4,12 @@ import { join } from "node:path"
 import { threadId } from "node:worker_threads"
 import { UsageBatchJson, type UsageRow } from "../domain/usage.ts"
 
-const encodeBatch = Schema.encodeSync(UsageBatchJson)
+/**
+ * A batch as UsageBatchJson text. Rows are already UsageRows (plain values), so this is the text
+ * the Schema's encoder would write; a plain stringify spares the serving thread, which spills to
+ * the spool when the usage thread falls behind, a per-field Schema walk. Replays still decode.
+ */
+const encodeBatch = (rows: ReadonlyArray<UsageRow>): string => JSON.stringify({ rows })
 export const decodeSpoolBatch = Schema.decodeUnknownSync(UsageBatchJson)
 
 /**
@@ -21,7 +26,7 @@ export const makeSpool = (dir: string) => {
     put: (rows: ReadonlyArray<UsageRow>) => {
       mkdirSync(dir, { recursive: true })
       const name = `usage-${Date.now()}-${process.pid}-${threadId}-${seq++}.json`
-      writeFileSync(join(dir, `${name}.tmp`), encodeBatch({ rows }))
+      writeFileSync(join(dir, `${name}.tmp`), encodeBatch(rows))
       renameSync(join(dir, `${name}.tmp`), join(dir, name))
     },
     files: (): ReadonlyArray<string> => existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(".json")).sort() : [],

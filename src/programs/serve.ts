@@ -29,8 +29,8 @@ export const LpoLive = Layer.mergeAll(
   })),
   PartitionMaintenance
 ).pipe(
-  Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, FeedsLive, AdminToken.layer, ServerInfoLive)),
-  Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStats.layer, Probes.layer)),
+  Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, FeedsLive, AdminToken.layer)),
+  Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStats.layer, Probes.layer, ServerInfoLive)),
   Layer.provideMerge(KeysLive)
 )
 

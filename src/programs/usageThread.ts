@@ -8,15 +8,16 @@ import { parentPort, workerData } from "node:worker_threads"
 import { AppConfig } from "../config/AppConfig.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { DEFAULT_PARAMS, mergeParams, paramRows, type ParamName, type ParamValues } from "../domain/params.ts"
-import { decodeUsageLines } from "../domain/usageLine.ts"
+import type { UsageRow } from "../domain/usage.ts"
+import { checkChunk, rowsOfChunk } from "../domain/usageChunk.ts"
 import { DatabaseLive } from "../layers/DatabaseLive.ts"
 import { withModule } from "../layers/Logging.ts"
-import { UsageSinkLive } from "../layers/UsageSinkLive.ts"
+import { UsageBatcherLive } from "../layers/UsageBatcherLive.ts"
 import { type FromUsageThread, ToUsageThread, UsageThreadData } from "../layers/usageThreadProtocol.ts"
 import { UsageWriterDatabase } from "../layers/UsageWriterDatabase.ts"
 import { usageWriterSqs } from "../layers/UsageWriterSqs.ts"
 import { Params, ParamsError } from "../services/Params.ts"
-import { addUsageStats, UsageSink, UsageWriter } from "../services/UsageSink.ts"
+import { addUsageStats, UsageBatcher, UsageWriter } from "../services/UsageSink.ts"
 import { type ChunkForwarder, makeChunkForwarder } from "../layers/usageChunkForwarder.ts"
 import { BaseLive } from "./layers.ts"
 
@@ -50,42 +51,35 @@ const WriterLive = Layer.unwrap(Effect.gen(function*() {
   })
 }))
 
-const ThreadLive = UsageSinkLive.pipe(
+const ThreadLive = UsageBatcherLive.pipe(
   Layer.provideMerge(Layer.mergeAll(WriterLive, ParamsFromServingThread)),
   Layer.provideMerge(BaseLive)
 )
 
 const STATS_EVERY = "250 millis"
 
-/**
- * Chunks straight to a writer that takes them encoded (SQS and the database both do), acknowledged
- * once written, with the sink behind it for failures; undefined for a writer that takes rows only.
- */
-const forwarderFor = (writer: UsageWriter["Service"], sink: UsageSink["Service"], params: Params["Service"]): ChunkForwarder | undefined => {
-  const writeEncoded = writer.writeEncoded
-  if (writeEncoded === undefined) return undefined
-  return makeChunkForwarder({
-    writeEncoded: (chunks) => Effect.runPromise(writeEncoded(chunks)),
-    fallback: (c) => recordChunk(sink, c.chunk),
+/** Chunks straight to the writer, acknowledged once written, with the batcher behind it for failures. */
+const forwarderFor = (writer: UsageWriter["Service"], batcher: UsageBatcher["Service"], params: Params["Service"]): ChunkForwarder =>
+  makeChunkForwarder({
+    write: (chunks) => Effect.runPromise(writer.writeChunks(chunks)),
+    fallback: (chunk) => addRows(batcher, rowsOfChunk(chunk)),
     ack: (seq) => post({ type: "ack", seq }),
-    lost: (seq, e) => reportUndecodable(seq, e),
+    lost: (seq, e) => reportLost(seq, e),
     batchRows: () => Math.max(1, params.int("usage_batch_size")),
     flushMs: () => Math.max(10, params.int("usage_flush_ms")),
     maxRows: () => Math.max(1, params.int("usage_buffer_max_rows"))
   })
+
+const addRows = (batcher: UsageBatcher["Service"], rows: ReadonlyArray<UsageRow>) => {
+  for (const row of rows) batcher.add(row)
 }
 
-/** Every row of a chunk into the sink. Throws if the chunk does not decode (nothing is recorded then). */
-const recordChunk = (sink: UsageSink["Service"], chunk: string) => {
-  for (const row of decodeUsageLines(chunk)) sink.record(row)
-}
+/** A chunk whose rows cannot be made is a bug on the serving thread: say so loudly. */
+const reportLost = (seq: number, e: unknown) =>
+  Effect.runFork(Effect.logError("usage chunk does not hold together; its rows are lost", { seq, error: messageOf(e) }).pipe(withModule("usage-thread")))
 
-/** A chunk that does not decode is a bug on the serving thread: say so loudly. */
-const reportUndecodable = (seq: number, e: unknown) =>
-  Effect.runFork(Effect.logError("usage chunk does not decode; its rows are lost", { seq, error: messageOf(e) }).pipe(withModule("usage-thread")))
-
-/** Feed the serving thread's chunks into the forwarder or the sink until it asks to stop. */
-const serveChunks = (sink: UsageSink["Service"], forwarder: ChunkForwarder | undefined) =>
+/** Feed the serving thread's chunks into the forwarder until it asks to stop. */
+const serveChunks = (forwarder: ChunkForwarder) =>
   Effect.callback<void>((resume) => {
     port.on("message", (raw: unknown) => {
       let message: ToUsageThread
@@ -97,41 +91,40 @@ const serveChunks = (sink: UsageSink["Service"], forwarder: ChunkForwarder | und
       }
       switch (message.type) {
         case "rows": {
-          if (forwarder !== undefined) return forwarder.add(message.seq, { chunk: message.chunk, rows: message.rows })
           try {
-            recordChunk(sink, message.chunk)
+            checkChunk(message.chunk)
           } catch (e) {
-            reportUndecodable(message.seq, e)
+            reportLost(message.seq, e)
+            post({ type: "ack", seq: message.seq })
+            return
           }
-          post({ type: "ack", seq: message.seq })
-          return
+          return forwarder.add(message.seq, message.chunk)
         }
         case "params":
           values = mergeParams(values, message.values)
           return
         case "stop":
-          // What waits in the forwarder is written (or handed to the sink) before the sink's own final flush.
-          return resume(Effect.promise(() => forwarder?.flush() ?? Promise.resolve()))
+          // What waits in the forwarder is written (or handed to the batcher) before the batcher's own final flush.
+          return resume(Effect.promise(() => forwarder.flush()))
       }
     })
     post({ type: "ready" })
   })
 
 const main = Effect.gen(function*() {
-  const sink = yield* UsageSink
-  const forwarder = forwarderFor(yield* UsageWriter, sink, yield* Params)
+  const batcher = yield* UsageBatcher
+  const forwarder = forwarderFor(yield* UsageWriter, batcher, yield* Params)
   const stats = () => {
-    const own = sink.stats()
-    if (forwarder === undefined) return own
+    const own = batcher.stats()
     const forwarded = forwarder.stats()
     return { ...addUsageStats(own, forwarded), lastBatchMs: forwarded.lastBatchMs || own.lastBatchMs }
   }
   yield* Effect.sync(() => post({ type: "stats", stats: stats() })).pipe(Effect.repeat(Schedule.spaced(STATS_EVERY)), Effect.forkScoped)
-  yield* serveChunks(sink, forwarder)
+  yield* serveChunks(forwarder)
   return stats
 })
 
-// The sink flushes when ThreadLive's scope closes; only then are the final counts known.
+// The batcher flushes when ThreadLive's scope closes; only then are the final counts known.
 Effect.runPromise(main.pipe(Effect.scoped, Effect.provide(ThreadLive), withModule("usage-thread"))).then(
   (stats) => {
     post({ type: "stopped", stats: stats() })

@@ -45,6 +45,8 @@ export interface CreatedKey { readonly key: string; readonly key_id: string; rea
 export class ApiKeys extends Context.Service<ApiKeys, {
   /** Hot path: in-process lookup, no I/O. `memo`: the connection's last key and hash, read and updated. */
   readonly authenticate: (plainKey: string | undefined, now: number, memo?: KeyHashMemo) => AuthResult
+  /** Hot path, for a caller that already holds the key's hash (`hashApiKey`). In-process, no I/O. */
+  readonly authenticateHash: (hash: string, now: number) => AuthResult
   /** Cache miss: one database lookup (misses are remembered briefly so random keys cannot flood the database). */
   readonly authenticateSlow: (hash: string, now: number) => Effect.Effect<AuthResult>
   readonly create: (input: { readonly tier: string; readonly email?: string | undefined; readonly lrs?: boolean | undefined; readonly expiresAt?: Date | undefined }) => Effect.Effect<CreatedKey, ApiKeysError>

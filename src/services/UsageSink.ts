@@ -1,5 +1,6 @@
 import { Context, Data, type Effect, Schema } from "effect"
 import type { UsageRow } from "../domain/usage.ts"
+import type { UsageChunk, UsageFacts } from "../domain/usageChunk.ts"
 
 export class UsageWriteError extends Data.TaggedError("UsageWriteError")<{
   readonly reason: "Database" | "Queue"
@@ -9,20 +10,11 @@ export class UsageWriteError extends Data.TaggedError("UsageWriteError")<{
 /** Where batches of usage rows go: the database (multi-row insert) or SQS. */
 export class UsageWriter extends Context.Service<UsageWriter, {
   readonly kind: "database" | "sqs"
+  /** All or nothing: on failure none of the rows counts as written (a retry may write some twice; ids make that harmless). */
   readonly write: (rows: ReadonlyArray<UsageRow>) => Effect.Effect<void, UsageWriteError>
-  /**
-   * Rows already encoded as `encodeUsageLine` text, as chunks (lines joined by ","), written
-   * without being decoded into objects first. Only writers that can ship the text as it is have
-   * it (SQS). All or nothing: on failure none of the chunks counts as written.
-   */
-  readonly writeEncoded?: (chunks: ReadonlyArray<EncodedChunk>) => Effect.Effect<void, UsageWriteError>
+  /** The serving thread's chunks as they are (SQS ships their columns without making rows). All or nothing, as `write`. */
+  readonly writeChunks: (chunks: ReadonlyArray<UsageChunk>) => Effect.Effect<void, UsageWriteError>
 }>()("tb/UsageWriter") {}
-
-/** `rows` usage rows as `encodeUsageLine` texts joined by ",". */
-export interface EncodedChunk {
-  readonly chunk: string
-  readonly rows: number
-}
 
 export const UsageSinkStats = Schema.Struct({
   buffered: Schema.Number,
@@ -49,11 +41,22 @@ export const addUsageStats = (a: UsageSinkStats, b: UsageSinkStats): UsageSinkSt
 })
 
 /**
- * Every served request's usage row. `record` is synchronous and never blocks the answer; rows are
+ * Every served request's usage row, as the hot path hands it over: the request's facts, after the
+ * answer is sent. `record` is synchronous and never blocks the answer; the row gets its id and is
  * written in batches in the background, spilled to disk when the writer is down, and flushed on
  * shutdown.
  */
 export class UsageSink extends Context.Service<UsageSink, {
-  readonly record: (row: UsageRow) => void
+  readonly record: (facts: UsageFacts) => void
   readonly stats: () => UsageSinkStats
 }>()("tb/UsageSink") {}
+
+/**
+ * Rows waiting for the writer (on the usage thread): `usage_batch_size` rows or `usage_flush_ms`
+ * per write, retried on failure, spilled to the spool past `usage_buffer_max_rows`, flushed on
+ * shutdown. `add` is synchronous.
+ */
+export class UsageBatcher extends Context.Service<UsageBatcher, {
+  readonly add: (row: UsageRow) => void
+  readonly stats: () => UsageSinkStats
+}>()("tb/UsageBatcher") {}

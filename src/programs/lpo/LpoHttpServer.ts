@@ -16,7 +16,6 @@ import { RuntimeStats } from "../../services/RuntimeStats.ts"
 import { ServerInfo } from "../../services/ServerInfo.ts"
 import { UsageSink } from "../../services/UsageSink.ts"
 import { adminRoute, type AdminServices } from "../admin/adminRoutes.ts"
-import { usageRow } from "../usageRows.ts"
 import { handlePriceHttp, type PriceHttpDeps } from "./priceHttp.ts"
 
 /**
@@ -87,10 +86,10 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   const handleAdmin = (req: IncomingMessage, res: ServerResponse, info: RequestInfo) => {
     const finish = (code: Parameters<SendEnvelope>[3], data: unknown, status?: number, message?: string) => {
       const bytes = sendEnvelope(nodeReply(res), info, "ADMIN", code, JSON.stringify(data ?? null), undefined, status, message)
-      deps.usage.record(usageRow(meta, {
+      deps.usage.record({
         requestId: info.requestId, apiKeyId: undefined, service: "ADMIN", protocol: "http", endpoint: info.path,
         code, status, latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
-      }))
+      })
     }
     const given = info.headers.adminToken
     if (given === undefined) return finish("MISSING_API_KEY", { error: "X-Admin-Token header required" })
@@ -147,10 +146,10 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     if (info.path.startsWith("/admin/")) return handleAdmin(req, res, info)
     deps.stats.values[COUNTER.client_errors]!++
     const bytes = sendEnvelope(nodeReply(res), info, "LPO", "NOT_FOUND", "null")
-    deps.usage.record(usageRow(meta, {
+    deps.usage.record({
       requestId: info.requestId, apiKeyId: undefined, service: "LPO", protocol: "http", endpoint: info.path.slice(0, 200),
       code: "NOT_FOUND", latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
-    }))
+    })
   }
 
   const fallback = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000 }, onRequest)

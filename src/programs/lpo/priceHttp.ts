@@ -4,7 +4,6 @@ import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { apiKeyOf, latencyUs, type RequestInfo, type SendEnvelope, type ServerMeta } from "../../http/httpKit.ts"
 import type { Admission } from "../../services/RateLimiter.ts"
 import type { UsageSink } from "../../services/UsageSink.ts"
-import { usageRow } from "../usageRows.ts"
 import { authenticateThen, parseQuery, type PriceDeps, type QueryOutcome, runQuery } from "./priceQuery.ts"
 
 export interface PriceHttpDeps extends PriceDeps {
@@ -39,11 +38,11 @@ export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: Request
   const finish = (code: ErrorCode | "OK", keyId: string | undefined, dataJson: string, outcome: QueryOutcome | undefined, price?: number, source?: string) => {
     const bytes = deps.sendEnvelope(reply, info, "LPO", code, dataJson, rateHeaders(outcome?.admission))
     if (code !== "OK") deps.stats.values[code === "INTERNAL" || code === "NO_FRESH_PRICE" || code === "SYSTEM_BUSY" || code === "MAINTENANCE" ? COUNTER.server_errors : COUNTER.client_errors]!++
-    deps.usage.record(usageRow(deps.meta, {
+    deps.usage.record({
       requestId: info.requestId, apiKeyId: keyId, service: "LPO", protocol: "http", endpoint,
       asset: assetField, quote: quoteField, source, price, code, latencyUs: latencyUs(info),
       clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
-    }))
+    })
     deps.stats.values[COUNTER.usage_rows_recorded]!++
   }
 

@@ -54,19 +54,26 @@ export const parseQuery = (rawAssets: string | null, rawQuote: string | null, ra
 const admissionCode = (a: Admission): ErrorCode | undefined =>
   a._tag === "RateLimited" ? "RATE_LIMITED" : a._tag === "QuotaExceeded" ? "QUOTA_EXCEEDED" : a._tag === "Busy" ? "SYSTEM_BUSY" : undefined
 
-/** Everything after authentication: maintenance, admission, lookup, quota charge. No I/O. */
-export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryRequest, now: number): QueryOutcome => {
+/** Maintenance and admission, counted: the admission, or the code refusing the request. */
+const admitQuery = (deps: PriceDeps, key: ApiKeyRecord, queries: number, now: number): { readonly refused: ErrorCode | undefined; readonly admission: Admission | undefined } => {
   const { stats } = deps
   if (deps.params.current().system_mode === "maintenance") {
     stats.values[COUNTER.maintenance_refusals]!++
-    return { code: "MAINTENANCE", admission: undefined }
+    return MAINTENANCE
   }
-  const admission = deps.limiter.admit(key, 1, request.assets.length, now)
+  const admission = deps.limiter.admit(key, 1, queries, now)
   const refused = admissionCode(admission)
-  if (refused !== undefined) {
-    stats.values[refused === "RATE_LIMITED" ? COUNTER.rate_limited : refused === "QUOTA_EXCEEDED" ? COUNTER.quota_exceeded : COUNTER.system_busy]!++
-    return { code: refused, admission }
-  }
+  if (refused !== undefined) stats.values[refused === "RATE_LIMITED" ? COUNTER.rate_limited : refused === "QUOTA_EXCEEDED" ? COUNTER.quota_exceeded : COUNTER.system_busy]!++
+  return { refused, admission }
+}
+
+const MAINTENANCE = { refused: "MAINTENANCE", admission: undefined } as const
+
+/** Everything after authentication: maintenance, admission, lookup, quota charge. No I/O. */
+export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryRequest, now: number): QueryOutcome => {
+  const { stats } = deps
+  const { refused, admission } = admitQuery(deps, key, request.assets.length, now)
+  if (refused !== undefined) return { code: refused, admission }
   const answers: Array<CompiledAnswer> = []
   const missing: Array<string> = []
   let firstFailure: "UNKNOWN_ASSET" | "NO_FRESH_PRICE" | undefined
@@ -87,6 +94,21 @@ export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryReque
   return { code: "OK", answers, missing, admission }
 }
 
+/** `runQuery` for one asset (UDP), without the arrays: the answer, or the code refusing it. */
+export const runOneQuery = (deps: PriceDeps, key: ApiKeyRecord, asset: string, quote: string, now: number): CompiledAnswer | ErrorCode => {
+  const { stats } = deps
+  const { refused } = admitQuery(deps, key, 1, now)
+  if (refused !== undefined) return refused
+  const found = deps.prices.lookup(asset, quote, undefined, now)
+  if (found._tag !== "Found") {
+    stats.values[found._tag === "UnknownAsset" ? COUNTER.unknown_asset : COUNTER.no_fresh_price]!++
+    return found._tag === "UnknownAsset" ? "UNKNOWN_ASSET" : "NO_FRESH_PRICE"
+  }
+  stats.values[COUNTER.price_hits]!++
+  deps.limiter.chargeQueries(key, 1, now)
+  return found.answer
+}
+
 /**
  * Database lookups for keys this node has not seen, at most this many at once: a flood of
  * well-formed random keys must not take the connections usage writes need.
@@ -103,11 +125,16 @@ const BUSY: AuthResult = { _tag: "Refused", code: "SYSTEM_BUSY", keyId: undefine
 export const authenticateThen = (deps: PriceDeps, plainKey: string | undefined, now: number, k: (auth: AuthResult) => void, memo?: KeyHashMemo): void => {
   const auth = deps.apiKeys.authenticate(plainKey, now, memo)
   if (auth._tag !== "Unknown") return k(auth)
+  authenticateSlowThen(deps, auth.hash, now, k)
+}
+
+/** The database lookup of a key this node has not seen (bounded in flight; SYSTEM_BUSY past that). Calls `k` exactly once. */
+export const authenticateSlowThen = (deps: PriceDeps, hash: string, now: number, k: (auth: AuthResult) => void): void => {
   const v = deps.stats.values
   v[COUNTER.key_cache_misses]!++
   if (v[COUNTER.db_lookups_in_flight]! >= MAX_KEY_LOOKUPS_IN_FLIGHT) return k(BUSY)
   v[COUNTER.db_lookups_in_flight]!++
-  void Effect.runPromise(deps.apiKeys.authenticateSlow(auth.hash, now))
+  void Effect.runPromise(deps.apiKeys.authenticateSlow(hash, now))
     .catch((): AuthResult => BUSY)
     .then((slow) => {
       v[COUNTER.db_lookups_in_flight]!--

@@ -1,0 +1,355 @@
+/**
+ * Usage rows in columns, as the serving thread collects them: a served request writes a few
+ * numbers into typed arrays and references to its strings (each distinct string of a chunk is
+ * kept once), instead of building an 18-field row and its text. The usage thread (or the spool)
+ * turns a chunk back into rows; that is where ids are formatted. A chunk is plain data, so
+ * `postMessage` copies it whole (the serving thread keeps its own until the chunk is written).
+ */
+import type { ServiceName } from "./envelope.ts"
+import { statusOf, type ResponseCode } from "./errorCodes.ts"
+import type { UsageRow } from "./usage.ts"
+import { uuidv7 } from "./uuidv7.ts"
+
+/** What the hot path knows of a served request: the row without its id. */
+export interface UsageFacts {
+  /** The request id answered to the client; undefined: `requestSeq` names it (see `requestIdOf`). */
+  readonly requestId?: string | undefined
+  /** With `requestId` undefined: this process's request number, formatted by the chunk's `requestTag`. */
+  readonly requestSeq?: number | undefined
+  readonly apiKeyId: string | undefined
+  readonly service: ServiceName
+  readonly protocol: UsageRow["protocol"]
+  readonly endpoint: string
+  readonly asset?: string | undefined
+  readonly quote?: string | undefined
+  readonly source?: string | undefined
+  readonly price?: number | undefined
+  readonly code: ResponseCode
+  /** HTTP status when it is not the code's own (admin answers). */
+  readonly status?: number | undefined
+  readonly latencyUs: number
+  readonly clientIp: string
+  readonly bytesOut: number
+  readonly createdAt: number
+}
+
+/** A request id made from a process tag and a request number, as `newRequestId` makes them. */
+export const requestIdOf = (tag: string, seq: number): string => `${tag}-${seq.toString(36)}`
+
+/** Bytes of randomness in a UUIDv7 id (its 74 random bits, rounded up). */
+export const ID_RANDOM_BYTES = 10
+
+/** The string fields of a row, in the order of a row's refs. */
+const STRING_FIELDS = ["request_id", "api_key_id", "service", "protocol", "endpoint", "asset", "quote", "source", "error_code", "client_ip"] as const
+const REFS = STRING_FIELDS.length
+const [R_REQUEST, R_KEY, R_SERVICE, R_PROTOCOL, R_ENDPOINT, R_ASSET, R_QUOTE, R_SOURCE, R_ERROR, R_IP] = STRING_FIELDS.map((_, i) => i) as [
+  number, number, number, number, number, number, number, number, number, number
+]
+const NULL_REF = -1
+const INT32_MAX = 2_147_483_647
+
+export interface UsageChunk {
+  readonly rows: number
+  readonly node: string
+  readonly region: string
+  /** Prefix of the request ids the chunk makes from `requestSeq`. */
+  readonly requestTag: string
+  /** Every distinct string of the chunk's rows, referenced by index from `refs`. */
+  readonly strings: ReadonlyArray<string>
+  /** `STRING_FIELDS.length` per row: index into `strings`, or -1 (null; for request_id: made from `requestSeq`). */
+  readonly refs: Int32Array<ArrayBuffer>
+  /** ID_RANDOM_BYTES per row: the random part of the row's UUIDv7 id, drawn on the serving thread. */
+  readonly random: Uint8Array<ArrayBuffer>
+  readonly createdAt: Float64Array<ArrayBuffer>
+  readonly requestSeq: Float64Array<ArrayBuffer>
+  /** NaN: null. */
+  readonly price: Float64Array<ArrayBuffer>
+  readonly statusCode: Int32Array<ArrayBuffer>
+  readonly latencyUs: Int32Array<ArrayBuffer>
+  readonly bytesOut: Int32Array<ArrayBuffer>
+}
+
+export class UsageChunkError extends Error {
+  override readonly name = "UsageChunkError"
+}
+
+export interface UsageChunkBuilder {
+  /** Add one row; answers the rows now in the chunk. */
+  readonly record: (facts: UsageFacts) => number
+  readonly rows: () => number
+  /** The chunk so far (undefined if empty); the builder starts a new one. */
+  readonly take: () => UsageChunk | undefined
+}
+
+export interface UsageChunkOptions {
+  readonly capacity: number
+  readonly node: string
+  readonly region: string
+  readonly requestTag: string
+  /** Fills its argument with cryptographically random bytes (node's randomFillSync). */
+  readonly fillRandom: (bytes: Uint8Array) => void
+}
+
+const clampInt32 = (n: number): number => (n > INT32_MAX ? INT32_MAX : n < -INT32_MAX ? -INT32_MAX : Math.trunc(n) || 0)
+
+export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBuilder => {
+  const capacity = Math.max(1, Math.floor(options.capacity))
+  let strings: Array<string> = []
+  let index = new Map<string, number>()
+  let refs = new Int32Array(capacity * REFS)
+  let random = new Uint8Array(capacity * ID_RANDOM_BYTES)
+  let createdAt = new Float64Array(capacity)
+  let requestSeq = new Float64Array(capacity)
+  let price = new Float64Array(capacity)
+  let statusCode = new Int32Array(capacity)
+  let latencyUs = new Int32Array(capacity)
+  let bytesOut = new Int32Array(capacity)
+  let rows = 0
+  options.fillRandom(random)
+
+  const ref = (s: string | undefined | null): number => {
+    if (s === undefined || s === null) return NULL_REF
+    let i = index.get(s)
+    if (i === undefined) {
+      i = strings.length
+      strings.push(s)
+      index.set(s, i)
+    }
+    return i
+  }
+
+  const take = (): UsageChunk | undefined => {
+    if (rows === 0) return undefined
+    const chunk: UsageChunk = {
+      rows, node: options.node, region: options.region, requestTag: options.requestTag, strings,
+      refs: refs.subarray(0, rows * REFS), random: random.subarray(0, rows * ID_RANDOM_BYTES), createdAt: createdAt.subarray(0, rows),
+      requestSeq: requestSeq.subarray(0, rows), price: price.subarray(0, rows), statusCode: statusCode.subarray(0, rows),
+      latencyUs: latencyUs.subarray(0, rows), bytesOut: bytesOut.subarray(0, rows)
+    }
+    strings = []
+    index = new Map()
+    refs = new Int32Array(capacity * REFS)
+    random = new Uint8Array(capacity * ID_RANDOM_BYTES)
+    createdAt = new Float64Array(capacity)
+    requestSeq = new Float64Array(capacity)
+    price = new Float64Array(capacity)
+    statusCode = new Int32Array(capacity)
+    latencyUs = new Int32Array(capacity)
+    bytesOut = new Int32Array(capacity)
+    rows = 0
+    options.fillRandom(random)
+    return chunk
+  }
+
+  const record = (f: UsageFacts): number => {
+    // A full chunk should have been taken; if not, the oldest facts are not overwritten: a new chunk is not started here.
+    if (rows === capacity) throw new UsageChunkError(`usage chunk full (${capacity} rows): take it first`)
+    const r = rows
+    const o = r * REFS
+    refs[o + R_REQUEST] = f.requestId === undefined ? NULL_REF : ref(f.requestId)
+    refs[o + R_KEY] = ref(f.apiKeyId)
+    refs[o + R_SERVICE] = ref(f.service)
+    refs[o + R_PROTOCOL] = ref(f.protocol)
+    refs[o + R_ENDPOINT] = ref(f.endpoint)
+    refs[o + R_ASSET] = ref(f.asset)
+    refs[o + R_QUOTE] = ref(f.quote)
+    refs[o + R_SOURCE] = ref(f.source)
+    refs[o + R_ERROR] = f.code === "OK" ? NULL_REF : ref(f.code)
+    refs[o + R_IP] = ref(f.clientIp)
+    createdAt[r] = f.createdAt
+    requestSeq[r] = f.requestSeq ?? 0
+    price[r] = f.price ?? Number.NaN
+    statusCode[r] = f.status ?? statusOf(f.code)
+    latencyUs[r] = clampInt32(f.latencyUs)
+    bytesOut[r] = clampInt32(f.bytesOut)
+    rows = r + 1
+    return rows
+  }
+
+  return { record, rows: () => rows, take }
+}
+
+const SERVICES: ReadonlySet<string> = new Set<UsageRow["service"]>(["LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"])
+const PROTOCOLS: ReadonlySet<string> = new Set<UsageRow["protocol"]>(["http", "udp", "ws"])
+const isService = (s: string): s is UsageRow["service"] => SERVICES.has(s)
+const isProtocol = (s: string): s is UsageRow["protocol"] => PROTOCOLS.has(s)
+
+/** Every column has room for `rows` rows (a chunk arrives from another thread). Throws UsageChunkError. */
+const checkShape = (c: UsageChunk): void => {
+  const n = c.rows
+  if (!Number.isInteger(n) || n < 0) throw new UsageChunkError(`rows must be a whole number, got ${n}`)
+  const short = ([
+    ["refs", c.refs.length, n * REFS], ["random", c.random.length, n * ID_RANDOM_BYTES], ["createdAt", c.createdAt.length, n],
+    ["requestSeq", c.requestSeq.length, n], ["price", c.price.length, n], ["statusCode", c.statusCode.length, n],
+    ["latencyUs", c.latencyUs.length, n], ["bytesOut", c.bytesOut.length, n]
+  ] as const).find(([, length, needed]) => length < needed)
+  if (short !== undefined) throw new UsageChunkError(`${short[0]} holds ${short[1]} values, ${n} rows need ${short[2]}`)
+}
+
+/** Every ref points into `strings`, required fields are present, service and protocol are known. Throws UsageChunkError. */
+const checkRefs = (c: UsageChunk): void => {
+  const strings = c.strings.length
+  for (let r = 0; r < c.rows; r++) {
+    for (let field = 0; field < REFS; field++) {
+      const i = c.refs[r * REFS + field]!
+      const nullable = field !== R_SERVICE && field !== R_PROTOCOL && field !== R_ENDPOINT && field !== R_IP
+      if (i === NULL_REF ? !nullable : !(Number.isInteger(i) && i >= 0 && i < strings)) {
+        throw new UsageChunkError(`row ${r}: ${STRING_FIELDS[field]} ${i === NULL_REF ? "is missing" : `refers to string ${i}, the chunk has ${strings}`}`)
+      }
+    }
+    const service = c.strings[c.refs[r * REFS + R_SERVICE]!]!
+    const protocol = c.strings[c.refs[r * REFS + R_PROTOCOL]!]!
+    if (!isService(service)) throw new UsageChunkError(`row ${r}: unknown service ${service.slice(0, 20)}`)
+    if (!isProtocol(protocol)) throw new UsageChunkError(`row ${r}: unknown protocol ${protocol.slice(0, 20)}`)
+  }
+}
+
+/** A chunk holds together: every column long enough, every ref valid. Throws UsageChunkError. */
+export const checkChunk = (c: UsageChunk): void => {
+  checkShape(c)
+  checkRefs(c)
+}
+
+/** A chunk's rows. Throws UsageChunkError for a chunk that does not hold together. */
+export const rowsOfChunk = (c: UsageChunk): Array<UsageRow> => {
+  checkChunk(c)
+  const { strings, refs } = c
+  const nullable = (i: number): string | null => (i === NULL_REF ? null : strings[i]!)
+  const rows: Array<UsageRow> = []
+  for (let r = 0; r < c.rows; r++) {
+    const o = r * REFS
+    const createdAt = c.createdAt[r]!
+    const price = c.price[r]!
+    const requestRef = refs[o + R_REQUEST]!
+    rows.push({
+      id: uuidv7(createdAt, c.random, r * ID_RANDOM_BYTES),
+      request_id: requestRef === NULL_REF ? requestIdOf(c.requestTag, c.requestSeq[r]!) : strings[requestRef]!,
+      api_key_id: nullable(refs[o + R_KEY]!),
+      service: strings[refs[o + R_SERVICE]!] as UsageRow["service"],
+      protocol: strings[refs[o + R_PROTOCOL]!] as UsageRow["protocol"],
+      endpoint: strings[refs[o + R_ENDPOINT]!]!,
+      asset: nullable(refs[o + R_ASSET]!),
+      quote: nullable(refs[o + R_QUOTE]!),
+      source: nullable(refs[o + R_SOURCE]!),
+      price: Number.isNaN(price) ? null : price,
+      status_code: c.statusCode[r]!,
+      error_code: nullable(refs[o + R_ERROR]!),
+      latency_us: c.latencyUs[r]!,
+      client_ip: strings[refs[o + R_IP]!]!,
+      node: c.node,
+      region: c.region,
+      bytes_out: c.bytesOut[r]!,
+      created_at: createdAt
+    })
+  }
+  return rows
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bytes: chunks as queue message bodies (UsageWriterSqs) carry them, columns as they are.
+
+const MAGIC = [0x54, 0x42, 0x55, 0x43] as const // "TBUC"
+const FORMAT_VERSION = 1
+/** Typed arrays are written in the platform's byte order; this format is little-endian only. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
+
+interface ChunkHeader {
+  readonly rows: number
+  readonly node: string
+  readonly region: string
+  readonly requestTag: string
+  readonly strings: ReadonlyArray<string>
+}
+
+/** The columns in the order they are written: 8-byte ones first, so each stays aligned. */
+const sections = (c: UsageChunk): ReadonlyArray<Uint8Array> =>
+  [c.createdAt, c.requestSeq, c.price, c.refs, c.statusCode, c.latencyUs, c.bytesOut, c.random].map(
+    (a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength)
+  )
+
+const align8 = (n: number): number => (n + 7) & ~7
+
+/**
+ * Chunks as bytes: per chunk "TBUC", a version byte, three zero bytes, the header's length (u32)
+ * and its JSON (rows, node, region, requestTag, strings), zero bytes to an 8-byte boundary, then
+ * the columns as `sections` lists them, each padded to 8 bytes. Little-endian.
+ */
+export const encodeUsageChunks = (chunks: ReadonlyArray<UsageChunk>): Uint8Array => {
+  if (!LITTLE_ENDIAN) throw new UsageChunkError("usage chunk bytes are little-endian; this platform is not")
+  const parts = chunks.map((c) => {
+    const header = new TextEncoder().encode(JSON.stringify({ rows: c.rows, node: c.node, region: c.region, requestTag: c.requestTag, strings: c.strings } satisfies ChunkHeader))
+    return { header, columns: sections(c) }
+  })
+  let size = 0
+  for (const p of parts) size += align8(12 + p.header.length) + p.columns.reduce((n, col) => n + align8(col.length), 0)
+  const out = new Uint8Array(size)
+  const view = new DataView(out.buffer)
+  let o = 0
+  for (const p of parts) {
+    out.set(MAGIC, o)
+    out[o + 4] = FORMAT_VERSION
+    view.setUint32(o + 8, p.header.length, true)
+    out.set(p.header, o + 12)
+    o = align8(o + 12 + p.header.length)
+    for (const col of p.columns) {
+      out.set(col, o)
+      o += align8(col.length)
+    }
+  }
+  return out
+}
+
+export const isUsageChunkBytes = (bytes: Uint8Array): boolean => bytes.length >= 4 && MAGIC.every((b, i) => bytes[i] === b)
+
+const isHeader = (h: unknown): h is ChunkHeader => {
+  if (typeof h !== "object" || h === null) return false
+  const r = h as Record<string, unknown>
+  return typeof r["rows"] === "number" && typeof r["node"] === "string" && typeof r["region"] === "string" &&
+    typeof r["requestTag"] === "string" && Array.isArray(r["strings"]) && r["strings"].every((s) => typeof s === "string")
+}
+
+/** The chunks `encodeUsageChunks` wrote, each checked (`checkChunk`). Throws UsageChunkError. */
+export const decodeUsageChunks = (bytes: Uint8Array): Array<UsageChunk> => {
+  if (!LITTLE_ENDIAN) throw new UsageChunkError("usage chunk bytes are little-endian; this platform is not")
+  // Columns are copied out, aligned, so every typed array below starts on its element size.
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const chunks: Array<UsageChunk> = []
+  let o = 0
+  while (o < bytes.length) {
+    if (o + 12 > bytes.length || !isUsageChunkBytes(bytes.subarray(o))) throw new UsageChunkError(`no chunk at byte ${o}`)
+    if (bytes[o + 4] !== FORMAT_VERSION) throw new UsageChunkError(`chunk format ${bytes[o + 4]}, this reader knows ${FORMAT_VERSION}`)
+    const headerLength = view.getUint32(o + 8, true)
+    if (o + 12 + headerLength > bytes.length) throw new UsageChunkError("chunk header runs past the end")
+    let header: unknown
+    try {
+      header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(o + 12, o + 12 + headerLength)))
+    } catch (e) {
+      throw new UsageChunkError(`chunk header is not JSON: ${e instanceof Error ? e.message : String(e)}`)
+    }
+    if (!isHeader(header) || !Number.isInteger(header.rows) || header.rows < 0) throw new UsageChunkError("chunk header lacks rows, node, region, requestTag or strings")
+    o = align8(o + 12 + headerLength)
+    const n = header.rows
+    const take = <T>(make: (buffer: ArrayBuffer) => T, bytesPer: number, count: number): T => {
+      const length = bytesPer * count
+      if (o + length > bytes.length) throw new UsageChunkError("chunk columns run past the end")
+      // A copy with a buffer of its own (a Buffer's slice would share, and start, a larger one).
+      const copy = new Uint8Array(bytes.subarray(o, o + length))
+      o += align8(length)
+      return make(copy.buffer)
+    }
+    const chunk: UsageChunk = {
+      rows: n, node: header.node, region: header.region, requestTag: header.requestTag, strings: header.strings,
+      createdAt: take((b) => new Float64Array(b), 8, n),
+      requestSeq: take((b) => new Float64Array(b), 8, n),
+      price: take((b) => new Float64Array(b), 8, n),
+      refs: take((b) => new Int32Array(b), 4, n * REFS),
+      statusCode: take((b) => new Int32Array(b), 4, n),
+      latencyUs: take((b) => new Int32Array(b), 4, n),
+      bytesOut: take((b) => new Int32Array(b), 4, n),
+      random: take((b) => new Uint8Array(b), 1, n * ID_RANDOM_BYTES)
+    }
+    checkChunk(chunk)
+    chunks.push(chunk)
+  }
+  return chunks
+}
