@@ -68,6 +68,8 @@ export interface BenchSettings {
   readonly warmupMs: number
   readonly connections: number
   readonly cores: number
+  /** Alternating rounds of baseline and real server measurements; figures are their medians. */
+  readonly rounds: number
 }
 
 export interface Benchmark {
@@ -92,6 +94,9 @@ const CLI = path.resolve(distBench, "../src/programs/cli.js")
 const BARE_HTTP = path.join(distBench, "bareHttp.js")
 const BARE_UDP = path.join(distBench, "bareUdp.js")
 const SQS_STAND_IN = path.resolve(distBench, "../src/simulators/sqsStandInMain.js")
+const UDP_HANDLER = path.join(distBench, "udpHandler.js")
+/** Metered like a sold tier (token bucket and quota on every request), with limits no run reaches. */
+const BENCH_TIER = "loadtest"
 
 // ---------------------------------------------------------------------------------------------
 // Child processes
@@ -314,12 +319,12 @@ const startLpo = async (workers: number, extraEnv: Record<string, string>): Prom
     if (ready?.status === 200) break
     await sleep(250)
   }
-  const created = await call(httpPort, "POST", "/admin/keys", { "x-admin-token": adminToken }, { tier: "unmetered" }).catch(
+  const created = await call(httpPort, "POST", "/admin/keys", { "x-admin-token": adminToken }, { tier: BENCH_TIER }).catch(
     (error: unknown) => ({ status: 0, body: String(error) })
   )
   const key = field(created.body, "data", "key")
   if (created.status !== 201 || typeof key !== "string") {
-    return fail(`POST /admin/keys {"tier":"unmetered"} answered ${created.status}: ${JSON.stringify(created.body).slice(0, 200)}`)
+    return fail(`POST /admin/keys {"tier":"${BENCH_TIER}"} answered ${created.status}: ${JSON.stringify(created.body).slice(0, 200)}`)
   }
   return { child, pid, workers, httpPort, udpPort, dataDir, env, adminToken, key, readyPolls }
 }
@@ -531,80 +536,6 @@ const udpLoad = (port: number, s: BenchSettings, key: string): Promise<StressRes
   })
 }
 
-const statuses = (r: StressResult): string =>
-  Object.entries(r.statusCounts)
-    .map(([status, n]) => `${status}:${n}`)
-    .join(" ")
-
-const measuredRow = (group: string, subject: string, m: Measured, baseline?: Measured): BenchRow => {
-  const r = m.result
-  const baseCpu = baseline?.serverCpuUs
-  return {
-    group,
-    subject,
-    rate: r.rps,
-    unit: "req/s",
-    p50Ms: r.p50Ms,
-    p99Ms: r.p99Ms,
-    errors: r.errors + r.timeouts,
-    ...(baseline === undefined || baseline.result.rps === 0 ? {} : { ratio: r.rps / baseline.result.rps }),
-    ...(m.serverCpuUs === undefined ? {} : { cpuUsPerRequest: m.serverCpuUs }),
-    ...(m.serverCpuUs === undefined || baseCpu === undefined || baseCpu === 0 ? {} : { cpuRatio: m.serverCpuUs / baseCpu }),
-    ...(m.helperCpuUs === undefined ? {} : { helperCpuUsPerRequest: m.helperCpuUs }),
-    note: statuses(r)
-  }
-}
-
-/** The targets for one real-server measurement against its bare baseline. */
-const targetChecks = (
-  label: string,
-  load: string,
-  real: StressResult,
-  bare: StressResult | undefined,
-  okStatus: string
-): Array<TargetCheck> => {
-  const ratio = bare === undefined || bare.rps === 0 ? 0 : real.rps / bare.rps
-  const okAnswers = real.statusCounts[okStatus] ?? 0
-  return [
-    {
-      name: `${label}: >= ${RATIO_TARGET}x bare`,
-      pass: bare !== undefined && ratio >= RATIO_TARGET,
-      detail: bare === undefined ? "no baseline" : `${ratio.toFixed(2)}x (${Math.round(real.rps)} vs ${Math.round(bare.rps)} req/s)`
-    },
-    {
-      name: `${label}: p99 < ${P99_TARGET_MS} ms at ${load}`,
-      pass: real.requests > 0 && real.p99Ms < P99_TARGET_MS,
-      detail: `p99 ${real.p99Ms.toFixed(2)} ms`
-    },
-    {
-      name: `${label}: every answer ${okStatus}, no errors or timeouts`,
-      pass: real.requests > 0 && okAnswers === real.requests && real.errors === 0 && real.timeouts === 0,
-      detail: `${statuses(real) || "no answers"}; errors ${real.errors}, timeouts ${real.timeouts}` +
-        Object.entries(real.firstAnswers).filter(([status]) => status !== okStatus).map(([status, answer]) => `; first ${status}: ${answer}`).join("")
-    }
-  ]
-}
-
-/** Runs `load` against a bare server started as a child process; the reason if it would not start. */
-const measureBare = async (
-  script: string,
-  workers: number,
-  s: BenchSettings,
-  load: (port: number) => Promise<StressResult>
-): Promise<Measured | string> => {
-  const child = startChild([script, "0", String(workers)], process.env)
-  try {
-    const { port } = await readyLine(child)
-    const pid = child.proc.pid
-    if (pid === undefined) throw new Error("no pid")
-    return await measure(s, () => sampleCpu(pid), () => load(port))
-  } catch (error) {
-    return `bare server failed: ${messageOf(error)}`
-  } finally {
-    await stopChild(child, 5_000)
-  }
-}
-
 const unavailableRow = (group: string, subject: string, reason: string): BenchRow => ({
   group,
   subject,
@@ -612,41 +543,125 @@ const unavailableRow = (group: string, subject: string, reason: string): BenchRo
   note: reason.split("\n")[0] ?? reason
 })
 
-/** A baseline row (or its failure) for the table and checks; the measurement if there is one. */
-const baselineRow = (group: string, subject: string, bare: Measured | string, report: { rows: Array<BenchRow>; checks: Array<TargetCheck> }): Measured | undefined => {
-  if (typeof bare === "string") {
-    report.rows.push(unavailableRow(group, subject, bare))
-    report.checks.push({ name: `${group}: baseline`, pass: false, detail: bare })
-    return undefined
-  }
-  report.rows.push(measuredRow(group, subject, bare))
-  return bare
+/** A bare server kept running for a whole benchmark, measured in turns with the real one. */
+interface Bare {
+  readonly port: number
+  readonly pid: number
+  readonly stop: () => Promise<void>
 }
 
-interface LpoComparison {
+/** Starts a bare server as a child process; the reason if it would not start. */
+const startBare = async (script: string, workers: number): Promise<Bare | string> => {
+  const child = startChild([script, "0", String(workers)], process.env)
+  try {
+    const { port } = await readyLine(child)
+    const pid = child.proc.pid
+    if (pid === undefined) throw new Error("no pid")
+    return { port, pid, stop: async () => void (await stopChild(child, 5_000)) }
+  } catch (error) {
+    await stopChild(child, 5_000)
+    return `bare server failed: ${messageOf(error)}`
+  }
+}
+
+const median = (xs: ReadonlyArray<number>): number => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid]! : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2
+}
+
+const medianOf = (ms: ReadonlyArray<Measured>, pick: (m: Measured) => number | undefined): number | undefined => {
+  const values = ms.map(pick).filter((v): v is number => v !== undefined)
+  return values.length === 0 ? undefined : median(values)
+}
+
+/** One subject's rounds as one row: medians of each figure; answers and errors summed over the rounds. */
+const roundsRow = (group: string, subject: string, ms: ReadonlyArray<Measured>, pairedRatios?: ReadonlyArray<number>, baseCpuUs?: number): BenchRow => {
+  const statusTotals: Record<string, number> = {}
+  for (const m of ms) for (const [status, n] of Object.entries(m.result.statusCounts)) statusTotals[status] = (statusTotals[status] ?? 0) + n
+  const cpu = medianOf(ms, (m) => m.serverCpuUs)
+  const helpers = medianOf(ms, (m) => m.helperCpuUs)
+  const note = Object.entries(statusTotals).map(([status, n]) => `${status}:${n}`).join(" ") +
+    (pairedRatios === undefined ? "" : `; per round ${pairedRatios.map((r) => r.toFixed(2)).join(" ")}`)
+  return {
+    group,
+    subject,
+    rate: median(ms.map((m) => m.result.rps)),
+    unit: "req/s",
+    p50Ms: median(ms.map((m) => m.result.p50Ms)),
+    p99Ms: median(ms.map((m) => m.result.p99Ms)),
+    errors: ms.reduce((n, m) => n + m.result.errors + m.result.timeouts, 0),
+    ...(pairedRatios === undefined ? {} : { ratio: median(pairedRatios) }),
+    ...(cpu === undefined ? {} : { cpuUsPerRequest: cpu }),
+    ...(cpu === undefined || baseCpuUs === undefined || baseCpuUs === 0 ? {} : { cpuRatio: cpu / baseCpuUs }),
+    ...(helpers === undefined ? {} : { helperCpuUsPerRequest: helpers }),
+    note
+  }
+}
+
+/** The targets for one real server over its rounds: the median paired ratio, the median p99, and every answer in every round. */
+const targetChecks = (label: string, load: string, real: ReadonlyArray<Measured>, ratios: ReadonlyArray<number>, okStatus: string): Array<TargetCheck> => {
+  const ratio = median(ratios)
+  const p99 = median(real.map((m) => m.result.p99Ms))
+  const requests = real.reduce((n, m) => n + m.result.requests, 0)
+  const ok = real.reduce((n, m) => n + (m.result.statusCounts[okStatus] ?? 0), 0)
+  const errors = real.reduce((n, m) => n + m.result.errors, 0)
+  const timeouts = real.reduce((n, m) => n + m.result.timeouts, 0)
+  const firstRefusals = real.flatMap((m) => Object.entries(m.result.firstAnswers).filter(([status]) => status !== okStatus))
+  return [
+    {
+      name: `${label}: >= ${RATIO_TARGET}x bare`,
+      pass: ratios.length > 0 && ratio >= RATIO_TARGET,
+      detail: ratios.length === 0 ? "no baseline" : `${ratio.toFixed(2)}x, median of ${ratios.length} rounds (${ratios.map((r) => r.toFixed(2)).join(", ")})`
+    },
+    {
+      name: `${label}: p99 < ${P99_TARGET_MS} ms at ${load}`,
+      pass: requests > 0 && p99 < P99_TARGET_MS,
+      detail: `p99 ${p99.toFixed(2)} ms, median of ${real.length} rounds (${real.map((m) => m.result.p99Ms.toFixed(2)).join(", ")})`
+    },
+    {
+      name: `${label}: every answer ${okStatus}, no errors or timeouts`,
+      pass: requests > 0 && ok === requests && errors === 0 && timeouts === 0,
+      detail: `${ok} of ${requests} ${okStatus}; errors ${errors}, timeouts ${timeouts}` +
+        firstRefusals.slice(0, 3).map(([status, answer]) => `; first ${status}: ${answer}`).join("")
+    }
+  ]
+}
+
+/** One protocol of one comparison: the bare server to measure against, and how to load a port. */
+interface Comparison {
   readonly group: string
-  readonly baseline: Measured | undefined
+  readonly bare: Bare
+  readonly bareSubject: string
+  readonly load: (port: number, key: string | undefined) => Promise<StressResult>
+  /** The real server's port for this protocol. */
+  readonly portOf: (lpo: Lpo) => number
+  readonly routeSubject: string
+  readonly loadLabel: string
+  readonly okStatus: string
 }
 
 /**
- * One real-server run: starts where its usage rows go, then `tb serve` with `workers`, measures
- * HTTP (and UDP when asked) against the baselines, and checks the shutdown and the rows.
+ * One real-server run: starts where its usage rows go, then `tb serve` with `workers`, and
+ * measures it in `rounds` alternating with the bare servers (bare, real, for each comparison in
+ * turn), so a change in the machine's speed during the run hits both sides of each pair. Then
+ * checks the shutdown and the rows. Answers the rows, checks and the bare measurements taken.
  */
 const lpoRun = async (
   s: BenchSettings,
   workers: number,
   destination: UsageDestination,
-  http: LpoComparison,
-  udp?: LpoComparison
-): Promise<BenchReport> => {
+  comparisons: ReadonlyArray<Comparison>
+): Promise<BenchReport & { readonly bareRounds: ReadonlyArray<ReadonlyArray<Measured>> }> => {
   const subject = `LPO (${destination.label})`
   const label = `LPO ${workers === 1 ? "1 process" : `${workers} workers`}, ${destination.label}`
   const rows: Array<BenchRow> = []
   const checks: Array<TargetCheck> = []
-  const unavailable = (reason: string): BenchReport => {
-    rows.push(unavailableRow(http.group, subject, `not available (${reason.split("\n")[0]})`))
+  const bareRounds = comparisons.map((): Array<Measured> => [])
+  const unavailable = (reason: string) => {
+    for (const c of comparisons) rows.push(unavailableRow(c.group, subject, `not available (${reason.split("\n")[0]})`))
     checks.push({ name: `${label}: server available`, pass: false, detail: reason })
-    return { rows, checks }
+    return { rows, checks, bareRounds }
   }
   const opened = await destination.open()
   if (typeof opened === "string") return unavailable(opened)
@@ -654,60 +669,125 @@ const lpoRun = async (
     const lpo = await startLpo(workers, opened.env)
     if (typeof lpo === "string") return unavailable(lpo)
     const sample = (): CpuSample => sampleCpu(lpo.pid, opened.helperPids)
-    const realHttp = await measure(s, sample, () => httpLoad(lpo.httpPort, s, lpo.key))
-    rows.push(measuredRow(http.group, `${subject} GET /price`, realHttp, http.baseline))
-    checks.push(...targetChecks(`${http.group}, ${destination.label}`, `${s.connections} connections`, realHttp.result, http.baseline?.result, "200"))
-    if (udp !== undefined) {
-      const realUdp = await measure(s, sample, () => udpLoad(lpo.udpPort, s, lpo.key))
-      rows.push(measuredRow(udp.group, `${subject} v1 price`, realUdp, udp.baseline))
-      checks.push(...targetChecks(`${udp.group}, ${destination.label}`, `${s.connections} in flight`, realUdp.result, udp.baseline?.result, "ok"))
+    const realRounds = comparisons.map((): Array<Measured> => [])
+    for (let round = 0; round < s.rounds; round++) {
+      for (const [i, c] of comparisons.entries()) {
+        bareRounds[i]!.push(await measure(s, () => sampleCpu(c.bare.pid), () => c.load(c.bare.port, undefined)))
+        realRounds[i]!.push(await measure(s, sample, () => c.load(c.portOf(lpo), lpo.key)))
+      }
+    }
+    for (const [i, c] of comparisons.entries()) {
+      const real = realRounds[i]!
+      const bare = bareRounds[i]!
+      const ratios = real.map((m, r) => (bare[r]!.result.rps === 0 ? 0 : m.result.rps / bare[r]!.result.rps))
+      rows.push(roundsRow(c.group, `${subject} ${c.routeSubject}`, real, ratios, medianOf(bare, (m) => m.serverCpuUs)))
+      checks.push(...targetChecks(`${c.group}, ${destination.label}`, c.loadLabel, real, ratios, c.okStatus))
     }
     checks.push(...(await finishLpo(lpo, label, opened)))
-    return { rows, checks }
+    return { rows, checks, bareRounds }
   } finally {
     await opened.close()
   }
 }
 
+const httpComparison = (group: string, bare: Bare, bareSubject: string, s: BenchSettings): Comparison => ({
+  group, bare, bareSubject, load: (port, key) => httpLoad(port, s, key), portOf: (lpo) => lpo.httpPort,
+  routeSubject: "GET /price", loadLabel: `${s.connections} connections`, okStatus: "200"
+})
+
+const udpComparison = (group: string, bare: Bare, s: BenchSettings): Comparison => ({
+  group, bare, bareSubject: "bare dgram", load: (port, key) => udpLoad(port, s, key ?? "bench"), portOf: (lpo) => lpo.udpPort,
+  routeSubject: "v1 price", loadLabel: `${s.connections} in flight`, okStatus: "ok"
+})
+
+/**
+ * The real server against bare servers started once for the whole benchmark: for each place
+ * usage rows can go, a server of its own measured in alternating rounds. The bare rows are the
+ * medians of every bare measurement taken.
+ */
+const compareLpo = async (
+  s: BenchSettings,
+  workers: number,
+  bares: ReadonlyArray<{ readonly script: string; readonly comparison: (bare: Bare) => Comparison }>
+): Promise<BenchReport> => {
+  const report = { rows: new Array<BenchRow>(), checks: new Array<TargetCheck>() }
+  const started: Array<Bare> = []
+  try {
+    const comparisons: Array<Comparison> = []
+    for (const b of bares) {
+      const bare = await startBare(b.script, workers)
+      if (typeof bare === "string") {
+        report.checks.push({ name: `${path.basename(b.script)}: baseline`, pass: false, detail: bare })
+        return report
+      }
+      started.push(bare)
+      comparisons.push(b.comparison(bare))
+    }
+    const bareMeasured = comparisons.map((): Array<Measured> => [])
+    const runRows: Array<BenchRow> = []
+    for (const destination of [embeddedDatabase, sqsQueue]) {
+      const run = await lpoRun(s, workers, destination, comparisons)
+      runRows.push(...run.rows)
+      report.checks.push(...run.checks)
+      run.bareRounds.forEach((ms, i) => bareMeasured[i]!.push(...ms))
+    }
+    // Each protocol's rows together, baseline first.
+    for (const [i, c] of comparisons.entries()) {
+      if (bareMeasured[i]!.length > 0) report.rows.push(roundsRow(c.group, c.bareSubject, bareMeasured[i]!))
+      report.rows.push(...runRows.filter((r) => r.group === c.group))
+    }
+    return report
+  } finally {
+    for (const bare of started) await bare.stop()
+  }
+}
+
 const lpoSingleProcess: Benchmark = {
   name: "LPO, 1 process: HTTP /price and UDP v1 price, usage → embedded PG, then usage → SQS",
-  run: async (s) => {
-    const httpGroup = "HTTP 1 process"
-    const udpGroup = "UDP 1 process"
-    const report = { rows: new Array<BenchRow>(), checks: new Array<TargetCheck>() }
-    const http: LpoComparison = {
-      group: httpGroup,
-      baseline: baselineRow(httpGroup, "bare node:http", await measureBare(BARE_HTTP, 1, s, (port) => httpLoad(port, s)), report)
-    }
-    const udp: LpoComparison = {
-      group: udpGroup,
-      baseline: baselineRow(udpGroup, "bare dgram", await measureBare(BARE_UDP, 1, s, (port) => udpLoad(port, s, "bench")), report)
-    }
-    for (const destination of [embeddedDatabase, sqsQueue]) {
-      const run = await lpoRun(s, 1, destination, http, udp)
-      report.rows.push(...run.rows)
-      report.checks.push(...run.checks)
-    }
-    // Stable sort: each protocol's rows together, baseline first.
-    const order = [httpGroup, udpGroup]
-    report.rows.sort((a, b) => order.indexOf(a.group) - order.indexOf(b.group))
-    return report
-  }
+  run: (s) =>
+    compareLpo(s, 1, [
+      { script: BARE_HTTP, comparison: (bare) => httpComparison("HTTP 1 process", bare, "bare node:http", s) },
+      { script: BARE_UDP, comparison: (bare) => udpComparison("UDP 1 process", bare, s) }
+    ])
 }
 
 const lpoWorkerPerCore: Benchmark = {
   name: "LPO, one worker per core: HTTP /price, usage → embedded PG, then usage → SQS",
-  run: async (s) => {
-    const group = `HTTP ${s.cores} workers`
-    const report = { rows: new Array<BenchRow>(), checks: new Array<TargetCheck>() }
-    const bare = await measureBare(BARE_HTTP, s.cores, s, (port) => httpLoad(port, s))
-    const baseline = baselineRow(group, "bare node:http (cluster)", bare, report)
-    for (const destination of [embeddedDatabase, sqsQueue]) {
-      const run = await lpoRun(s, s.cores, destination, { group, baseline })
-      report.rows.push(...run.rows)
-      report.checks.push(...run.checks)
+  run: (s) =>
+    compareLpo(s, s.cores, [
+      { script: BARE_HTTP, comparison: (bare) => httpComparison(`HTTP ${s.cores} workers`, bare, "bare node:http (cluster)", s) }
+    ])
+}
+
+/**
+ * The UDP price handler alone (bench/udpHandler.ts, its own process): the serving thread's CPU per
+ * datagram without the kernel's send and receive, where the LPO's own code shows.
+ */
+const udpHandlerBenchmark: Benchmark = {
+  name: "UDP price handler, serving-thread CPU per datagram (no socket)",
+  run: async () => {
+    const group = "UDP handler, no socket"
+    const child = startChild([UDP_HANDLER, "--json"], lpoEnv({}))
+    let stdout = ""
+    child.proc.stdout?.on("data", (c: Buffer) => (stdout += c.toString("utf8")))
+    const exit = await withTimeout(child.exited, 180_000)
+    if (exit === "timeout") await stopChild(child, 2_000)
+    const line = stdout.trim().split("\n").at(-1) ?? ""
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(line)
+    } catch {
+      parsed = undefined
     }
-    return report
+    const [cpuNs, datagrams, ok, rows] = ["cpuNsPerDatagram", "datagrams", "okReplies", "usageRows"].map((k) => field(parsed, k))
+    if (typeof cpuNs !== "number" || typeof datagrams !== "number" || typeof ok !== "number" || typeof rows !== "number") {
+      const reason = `udpHandler ${exit === "timeout" ? "timed out" : `exited ${exit}`} without a result: ${child.tail()}`
+      return { rows: [unavailableRow(group, "makeUdpPriceHandler", reason)], checks: [{ name: `${group}: measured`, pass: false, detail: reason }] }
+    }
+    return {
+      rows: [{ group, subject: "makeUdpPriceHandler (key, limits, price, reply, usage row)", rate: 1e9 / cpuNs, unit: "datagrams/s/core", cpuUsPerRequest: cpuNs / 1000, note: `${datagrams} datagrams` }],
+      checks: [{ name: `${group}: every reply ok, every datagram a usage row`, pass: ok === datagrams && rows === datagrams, detail: `${datagrams} datagrams, ${ok} ok, ${rows} rows` }]
+    }
   }
 }
 
@@ -716,7 +796,7 @@ const lpoWorkerPerCore: Benchmark = {
  * Benchmark reports rows in its own unit (feed ingest: ticks/s through parser + price cache next to
  * a JSON.parse-only baseline) and the targets it checks.
  */
-export const benchmarks: Array<Benchmark> = [lpoSingleProcess, lpoWorkerPerCore, feedIngestBenchmark]
+export const benchmarks: Array<Benchmark> = [lpoSingleProcess, lpoWorkerPerCore, udpHandlerBenchmark, feedIngestBenchmark]
 
 // ---------------------------------------------------------------------------------------------
 // Report
@@ -766,13 +846,18 @@ const main = async (argv: ReadonlyArray<string>): Promise<number> => {
   const durationMs = parseDurationMs(option("--duration") ?? "6s")
   const warmupMs = parseDurationMs(option("--warmup") ?? "1.5s")
   if (durationMs === undefined || warmupMs === undefined) {
-    console.error("usage: node dist/bench/run.js [--duration 6s] [--warmup 1.5s] [--only <part of a benchmark's name>]")
+    console.error("usage: node dist/bench/run.js [--duration 6s] [--warmup 1.5s] [--rounds 3] [--only <part of a benchmark's name>]")
     return 2
   }
-  const settings: BenchSettings = { durationMs, warmupMs, connections: 64, cores: os.availableParallelism() }
+  const rounds = Number(option("--rounds") ?? "3")
+  if (!Number.isInteger(rounds) || rounds < 1) {
+    console.error("--rounds takes a whole number of at least 1")
+    return 2
+  }
+  const settings: BenchSettings = { durationMs, warmupMs, connections: 64, cores: os.availableParallelism(), rounds }
   console.log(
     `bench: ${settings.cores} cores, node ${process.version}, ${settings.connections} connections / datagrams in flight, ` +
-      `${durationMs / 1000} s measured after ${warmupMs / 1000} s warm-up per run` +
+      `${durationMs / 1000} s measured after ${warmupMs / 1000} s warm-up per run, ${rounds} alternating rounds (medians)` +
       (cpuAvailable ? "" : "; no /proc: CPU per request not measured")
   )
   const rows: Array<BenchRow> = []
