@@ -2,7 +2,7 @@ import fc from "fast-check"
 import { createServer } from "node:http"
 import { connect } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { formatResponse, type FastHttpServer, makeFastHttpServer, parseRequestHead } from "../src/http/fastHttp.ts"
+import { formatResponse, type FastHttpServer, makeFastHttpServer, originForm, parseRequestHead } from "../src/http/fastHttp.ts"
 
 describe("parseRequestHead", () => {
   it("reads a request line and headers", () => {
@@ -22,6 +22,23 @@ describe("parseRequestHead", () => {
       expect(parseRequestHead(`GET / HTTP/1.1\r\nHost: x\r\n${h}`)?.special).toBe(true)
     }
     expect(parseRequestHead("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0")?.special).toBe(false)
+  })
+
+  it("serves an absolute-form target (as a proxy sends it) as its path and query", () => {
+    const cases: ReadonlyArray<readonly [string, string | undefined]> = [
+      ["http://127.0.0.1:8080/price?asset=BTC", "/price?asset=BTC"],
+      ["HTTPS://lpo.example.com/health", "/health"],
+      ["http://lpo.example.com", "/"],
+      ["http://lpo.example.com?asset=BTC", "/?asset=BTC"],
+      ["http:///price", undefined],
+      ["ftp://host/price", undefined],
+      ["price", undefined]
+    ]
+    for (const [sent, target] of cases) expect([sent, parseRequestHead(`GET ${sent} HTTP/1.1\r\nHost: x`)?.target]).toEqual([sent, target])
+    expect(originForm("*")).toBe("*")
+    fc.assert(fc.property(fc.stringMatching(/^\/[A-Za-z0-9/?=&.]{0,30}$/), fc.stringMatching(/^[a-z0-9.-]{1,20}(:[0-9]{1,5})?$/), (path, host) => {
+      expect(originForm(`http://${host}${path}`)).toBe(path)
+    }))
   })
 
   it("rejects malformed heads", () => {
@@ -136,6 +153,11 @@ describe("fast HTTP server", () => {
       (t) => bodies(t).length >= 3 && bodies(t)[2]!.startsWith("/fast/2")
     )
     expect(bodies(text)).toEqual(["/fast/slow", "/fast/1", "/fast/2"])
+  })
+
+  it("routes an absolute-form request (as sent through a proxy) by its path", async () => {
+    const text = await exchange([`GET http://127.0.0.1:${port}/fast/absolute?x=1 HTTP/1.1\r\nHost: t\r\n\r\n`], (t) => t.includes("/fast/absolute"))
+    expect(bodies(text)).toEqual(["/fast/absolute?x=1"])
   })
 
   it("reassembles a request head split across packets", async () => {

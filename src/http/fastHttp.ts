@@ -19,7 +19,7 @@ import { type KeyHashMemo, newKeyHashMemo } from "../domain/apiKey.ts"
 
 export interface FastRequest {
   readonly method: string
-  /** Request target as sent: path and query. */
+  /** Request target: path and query (an absolute-form target as its origin-form). */
   readonly target: string
   /** Header names and values as sent: [name, value, name, value, …]. */
   readonly rawHeaders: ReadonlyArray<string>
@@ -68,6 +68,22 @@ interface ParsedHead {
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 const FORBIDDEN_IN_VALUE = /[\0\r\n]/
 
+/**
+ * The origin-form (`/path?query`) of a request target. RFC 9112 §3.2.2: a server must accept the
+ * absolute-form (`http://host:port/path?query`, what a client sends through a proxy), which is
+ * served as its path and query. Undefined for anything else but `*`.
+ */
+export const originForm = (target: string): string | undefined => {
+  if (target.startsWith("/") || target === "*") return target
+  const scheme = target.slice(0, 8).toLowerCase()
+  const authorityStart = scheme.startsWith("http://") ? 7 : scheme.startsWith("https://") ? 8 : -1
+  if (authorityStart < 0) return undefined
+  let pathStart = authorityStart
+  while (pathStart < target.length && target[pathStart] !== "/" && target[pathStart] !== "?") pathStart++
+  if (pathStart === authorityStart) return undefined // no host
+  return pathStart === target.length ? "/" : target[pathStart] === "?" ? `/${target.slice(pathStart)}` : target.slice(pathStart)
+}
+
 /** Parse a request head (without the final CRLFCRLF). Undefined when it is not valid HTTP/1.x. */
 export const parseRequestHead = (head: string): ParsedHead | undefined => {
   // Lines found with indexOf rather than split: no array of lines per request.
@@ -77,9 +93,10 @@ export const parseRequestHead = (head: string): ParsedHead | undefined => {
   const lastSpace = requestLine.lastIndexOf(" ")
   if (firstSpace <= 0 || lastSpace === firstSpace) return undefined
   const method = requestLine.slice(0, firstSpace)
-  const target = requestLine.slice(firstSpace + 1, lastSpace)
+  const sent = requestLine.slice(firstSpace + 1, lastSpace)
   const version = requestLine.slice(lastSpace + 1)
-  if (!TOKEN.test(method) || target.length === 0 || target.includes(" ") || !(target.startsWith("/") || target === "*")) return undefined
+  const target = sent.includes(" ") ? undefined : originForm(sent)
+  if (!TOKEN.test(method) || target === undefined) return undefined
   if (version !== "HTTP/1.1" && version !== "HTTP/1.0") return undefined
   const rawHeaders: Array<string> = []
   let close = version === "HTTP/1.0"
