@@ -600,9 +600,12 @@ const roundsRow = (group: string, subject: string, ms: ReadonlyArray<Measured>, 
 }
 
 /** The targets for one real server over its rounds: the median paired ratio, the median p99, and every answer in every round. */
-const targetChecks = (label: string, load: string, real: ReadonlyArray<Measured>, ratios: ReadonlyArray<number>, okStatus: string): Array<TargetCheck> => {
+const targetChecks = (
+  label: string, load: string, real: ReadonlyArray<Measured>, bare: ReadonlyArray<Measured>, ratios: ReadonlyArray<number>, okStatus: string
+): Array<TargetCheck> => {
   const ratio = median(ratios)
   const p99 = median(real.map((m) => m.result.p99Ms))
+  const bareP99 = bare.length === 0 ? undefined : median(bare.map((m) => m.result.p99Ms))
   const requests = real.reduce((n, m) => n + m.result.requests, 0)
   const ok = real.reduce((n, m) => n + (m.result.statusCounts[okStatus] ?? 0), 0)
   const errors = real.reduce((n, m) => n + m.result.errors, 0)
@@ -617,7 +620,8 @@ const targetChecks = (label: string, load: string, real: ReadonlyArray<Measured>
     {
       name: `${label}: p99 < ${P99_TARGET_MS} ms at ${load}`,
       pass: requests > 0 && p99 < P99_TARGET_MS,
-      detail: `p99 ${p99.toFixed(2)} ms, median of ${real.length} rounds (${real.map((m) => m.result.p99Ms.toFixed(2)).join(", ")})`
+      detail: `p99 ${p99.toFixed(2)} ms, median of ${real.length} rounds (${real.map((m) => m.result.p99Ms.toFixed(2)).join(", ")})` +
+        (bareP99 === undefined ? "" : `; bare ${bareP99.toFixed(2)} ms`)
     },
     {
       name: `${label}: every answer ${okStatus}, no errors or timeouts`,
@@ -681,7 +685,7 @@ const lpoRun = async (
       const bare = bareRounds[i]!
       const ratios = real.map((m, r) => (bare[r]!.result.rps === 0 ? 0 : m.result.rps / bare[r]!.result.rps))
       rows.push(roundsRow(c.group, `${subject} ${c.routeSubject}`, real, ratios, medianOf(bare, (m) => m.serverCpuUs)))
-      checks.push(...targetChecks(`${c.group}, ${destination.label}`, c.loadLabel, real, ratios, c.okStatus))
+      checks.push(...targetChecks(`${c.group}, ${destination.label}`, c.loadLabel, real, bare, ratios, c.okStatus))
     }
     checks.push(...(await finishLpo(lpo, label, opened)))
     return { rows, checks, bareRounds }
