@@ -15,7 +15,7 @@ import { withModule } from "./Logging.ts"
 import { makeSpool } from "./usageSpool.ts"
 import { FromUsageThread, type ToUsageThread } from "./usageThreadProtocol.ts"
 
-/** Rows per chunk handed to the usage thread (~16 KB of columns). */
+/** Rows per chunk handed to the usage thread (~22 KB of columns). */
 const CHUNK_ROWS = 256
 /** The longest a row waits on the serving thread before its chunk is handed over. */
 const SHIP_EVERY_MS = 20
@@ -30,7 +30,6 @@ const threadEntry = () => new URL(import.meta.url.endsWith(".ts") ? "../programs
 interface Chunk {
   readonly seq: number
   readonly chunk: UsageChunk
-  readonly rows: number
   sent: boolean
 }
 
@@ -39,10 +38,9 @@ const decodeFromThread = Schema.decodeUnknownSync(FromUsageThread)
 /**
  * The UsageSink of a server: `record` writes the request's facts into the current column chunk
  * (domain/usageChunk.ts: a few typed-array stores) and returns; chunks go to the usage thread
- * (src/programs/usageThread.ts), which makes the rows and writes them with the database or SQS
- * writer. The serving thread keeps every chunk until the
- * usage thread acknowledges it; a usage thread that dies is restarted and sent the
- * unacknowledged chunks again. Memory here is bounded by `usage_buffer_max_rows` (beyond it the
+ * (src/programs/usageThread.ts), which writes them with the database or SQS writer. The serving
+ * thread keeps every chunk until the usage thread acknowledges it; a usage thread that dies is
+ * restarted and sent the unacknowledged chunks again. Memory here is bounded by `usage_buffer_max_rows` (beyond it the
  * oldest chunks go to the spool, which the usage thread replays). At shutdown: hand over the last
  * chunk, ask the thread to flush and stop, and spool whatever it did not acknowledge.
  */
@@ -90,7 +88,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
 
   const takeOff = (c: Chunk) => {
     outbox.delete(c.seq)
-    outboxRows -= c.rows
+    outboxRows -= c.chunk.rows
   }
 
   /** Move the oldest chunks to the spool until at most `keep` rows wait here. */
@@ -100,20 +98,20 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
       try {
         spool.put(rowsOfChunk(c.chunk))
       } catch (e) {
-        Effect.runFork(Effect.logError("usage rows could not be spooled; kept in memory", { rows: c.rows, error: messageOf(e) }).pipe(withModule("usage")))
+        Effect.runFork(Effect.logError("usage rows could not be spooled; kept in memory", { rows: c.chunk.rows, error: messageOf(e) }).pipe(withModule("usage")))
         return
       }
       takeOff(c)
-      spooledHere += c.rows
+      spooledHere += c.chunk.rows
     }
   }
 
   const ship = () => {
     const chunk = builder.take()
     if (chunk === undefined) return
-    const c: Chunk = { seq: seq++, chunk, rows: chunk.rows, sent: false }
+    const c: Chunk = { seq: seq++, chunk, sent: false }
     outbox.set(c.seq, c)
-    outboxRows += c.rows
+    outboxRows += c.chunk.rows
     send(c)
     const maxRows = params.int("usage_buffer_max_rows")
     if (outboxRows > maxRows && Number.isFinite(maxRows)) spillOldest(maxRows >>> 1)
