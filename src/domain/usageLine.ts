@@ -6,7 +6,7 @@ import { USAGE_COLUMNS, UsageRow } from "./usage.ts"
  * messages: a columnar batch names its columns once (`encodeColumnarBatch`). The LPO sends its
  * chunks as bytes (usageChunk.ts); this form carries a chunk too large for one message, split.
  */
-export const encodeUsageLine = (r: UsageRow): string =>
+const encodeUsageLine = (r: UsageRow): string =>
   JSON.stringify([
     r.id, r.request_id, r.api_key_id, r.service, r.protocol, r.endpoint, r.asset, r.quote, r.source, r.price,
     r.status_code, r.error_code, r.latency_us, r.client_ip, r.node, r.region, r.bytes_out, r.created_at
