@@ -1,6 +1,7 @@
 import { Schema } from "effect"
 import { execFileSync } from "node:child_process"
 import { createSocket } from "node:dgram"
+import { request as httpRequest } from "node:http"
 import { connect } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { Envelope } from "../src/domain/envelope.ts"
@@ -201,6 +202,25 @@ describe("LPO over HTTP (black box)", () => {
     const counters = (stats.body.data as { counters: Record<string, number> }).counters
     expect(Object.keys(counters)).toHaveLength(24)
     expect(counters["requests_total"]).toBeGreaterThan(0)
+  })
+
+  it("answers requests sent as through a proxy (absolute-form target), on the price path and the admin path", async () => {
+    /** A request whose request line carries the whole URL, as an HTTP client talking to a proxy sends it. */
+    const viaProxy = (method: string, url: string, headers: Record<string, string>, body?: unknown) =>
+      new Promise<{ status: number; code: unknown }>((resolve, reject) => {
+        const target = new URL(url)
+        const req = httpRequest({ host: target.hostname, port: target.port, method, path: url, headers }, (res) => {
+          let text = ""
+          res.on("data", (c: Buffer) => void (text += c.toString()))
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, code: (JSON.parse(text) as { code: unknown }).code }))
+        })
+        req.on("error", reject)
+        req.end(body === undefined ? undefined : JSON.stringify(body))
+      })
+    const created = await viaProxy("POST", `${server.baseUrl}/admin/keys`, { "x-admin-token": server.adminToken }, { tier: "demo" })
+    expect(created).toEqual({ status: 201, code: "OK" })
+    const { key } = await createKey(server, "associate")
+    expect(await viaProxy("GET", `${server.baseUrl}/price?asset=BTC`, { "x-api-key": key })).toEqual({ status: 200, code: "OK" })
   })
 
   it("switches to maintenance and back", async () => {

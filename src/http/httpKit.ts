@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
-import type { Reply } from "./fastHttp.ts"
+import { originForm, type Reply } from "./fastHttp.ts"
 import { randomBytes } from "node:crypto"
 import type { KeyHashMemo } from "../domain/apiKey.ts"
 import { requestIdOf } from "../domain/usageChunk.ts"
@@ -136,8 +136,11 @@ export const requestInfo = (method: string, url: string, headers: WantedHeaders,
   }
 }
 
-export const parseRequest = (req: IncomingMessage): RequestInfo =>
-  requestInfo(req.method ?? "GET", req.url ?? "/", wantedHeaders(req), req.socket.remoteAddress ?? "", performance.now())
+/** A node:http request as RequestInfo; an absolute-form target (sent through a proxy) by its origin-form, as on the fast path. */
+export const parseRequest = (req: IncomingMessage): RequestInfo => {
+  const url = req.url ?? "/"
+  return requestInfo(req.method ?? "GET", originForm(url) ?? url, wantedHeaders(req), req.socket.remoteAddress ?? "", performance.now())
+}
 
 /** A node:http response as a Reply. */
 export const nodeReply = (res: ServerResponse): Reply => (status, headers, body) => {
