@@ -27,6 +27,7 @@ import { STAND_IN_AWS_ENV } from "../src/simulators/awsJsonProtocol.ts"
 import { SQS_STATS_PATH } from "../src/simulators/sqsStandIn.ts"
 import { feedIngestBenchmark } from "./feedIngest.ts"
 import { canMeasureCpu, cpuBetween, sampleCpu, type CpuSample } from "./processCpu.ts"
+import { median } from "../src/domain/consensus.ts"
 import { messageOf } from "../src/domain/errorMessage.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -562,12 +563,6 @@ const startBare = async (script: string, workers: number): Promise<Bare | string
     await stopChild(child, 5_000)
     return `bare server failed: ${messageOf(error)}`
   }
-}
-
-const median = (xs: ReadonlyArray<number>): number => {
-  const sorted = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[mid]! : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2
 }
 
 const medianOf = (ms: ReadonlyArray<Measured>, pick: (m: Measured) => number | undefined): number | undefined => {

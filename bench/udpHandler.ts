@@ -17,6 +17,7 @@ import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { pathToFileURL } from "node:url"
+import { median } from "../src/domain/consensus.ts"
 
 export interface UdpHandlerResult {
   /** CPU time of the serving thread per datagram, median over the rounds (other threads' work does not count). */
@@ -33,8 +34,6 @@ const argValue = (argv: ReadonlyArray<string>, flag: string, fallback: number): 
   const value = at >= 0 ? Number(argv[at + 1]) : fallback
   return Number.isInteger(value) && value > 0 ? value : fallback
 }
-
-const median = (xs: ReadonlyArray<number>): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN
 
 const OK_PREFIX = Buffer.from('{"ok":true')
 const SOURCES = 8

@@ -6,6 +6,7 @@ import {
   displayPrefix,
   generateApiKey,
   hashApiKey,
+  hashIfWellFormed,
   constantTimeEqual,
   keyBytesMatch,
   looksLikeApiKey,
@@ -173,6 +174,14 @@ describe("looksLikeApiKey", () => {
         expect(looksLikeApiKey(s)).toBe(expected)
       })
     )
+  })
+})
+
+describe("hashIfWellFormed", () => {
+  it("hashes exactly the keys looksLikeApiKey accepts", () => {
+    fc.assert(fc.property(fc.oneof(keyArb, fc.string({ maxLength: 140 }), bodyArb(0, 140).map((b) => API_KEY_PREFIX + b)), (key) => {
+      expect(hashIfWellFormed(key)).toBe(looksLikeApiKey(key) ? hashApiKey(key) : undefined)
+    }))
   })
 })
 

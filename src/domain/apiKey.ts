@@ -33,6 +33,9 @@ export const generateApiKey = (random: Uint8Array): string => {
  */
 export const hashApiKey = (key: string): string => hash("sha256", key, "hex")
 
+/** The key's hash if it looks like a key we issue (`looksLikeApiKey`), else undefined: nothing else is worth hashing. */
+export const hashIfWellFormed = (key: string): string | undefined => (looksLikeApiKey(key) ? hashApiKey(key) : undefined)
+
 /** Short prefix stored beside the hash so operators and users can tell keys apart, e.g. "tb_AbCdEfG". */
 export const displayPrefix = (key: string): string => key.slice(0, DISPLAY_PREFIX_CHARS)
 

@@ -1,7 +1,7 @@
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
-import { constantTimeEqual, displayPrefix, generateApiKey, hashApiKey, type KeyHashMemo, looksLikeApiKey } from "../domain/apiKey.ts"
+import { constantTimeEqual, displayPrefix, generateApiKey, hashApiKey, hashIfWellFormed, type KeyHashMemo } from "../domain/apiKey.ts"
 import { type ApiKeyRecord, ApiKeys, ApiKeysError, type AuthResult, type TierLimits } from "../services/ApiKeys.ts"
 import { Cache } from "../services/Cache.ts"
 import { ReaderSql } from "../services/Database.ts"
@@ -124,8 +124,9 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
     let hash: string
     if (memo !== undefined && memo.key !== "" && constantTimeEqual(memo.key, plainKey)) hash = memo.hash
     else {
-      if (!looksLikeApiKey(plainKey)) return INVALID
-      hash = hashApiKey(plainKey)
+      const wellFormed = hashIfWellFormed(plainKey)
+      if (wellFormed === undefined) return INVALID
+      hash = wellFormed
       if (memo !== undefined) {
         memo.key = plainKey
         memo.hash = hash

@@ -6,7 +6,7 @@ import type { CompiledAnswer } from "../../domain/priceAnswer.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import type { ApiKeyRecord, ApiKeys, AuthResult } from "../../services/ApiKeys.ts"
 import type { Params } from "../../services/Params.ts"
-import type { PriceCache } from "../../services/PriceCache.ts"
+import type { PriceCache, PriceLookup } from "../../services/PriceCache.ts"
 import type { Admission, RateLimiter } from "../../services/RateLimiter.ts"
 import type { RuntimeStats } from "../../services/RuntimeStats.ts"
 
@@ -69,6 +69,15 @@ const admitQuery = (deps: PriceDeps, key: ApiKeyRecord, queries: number, now: nu
 
 const MAINTENANCE = { refused: "MAINTENANCE", admission: undefined } as const
 
+/** The code a failed lookup answers. */
+const missCode = (found: Exclude<PriceLookup, { readonly _tag: "Found" }>): "UNKNOWN_ASSET" | "NO_FRESH_PRICE" =>
+  found._tag === "UnknownAsset" ? "UNKNOWN_ASSET" : "NO_FRESH_PRICE"
+
+/** Count a request refused for its asset's price. */
+const countMiss = (deps: PriceDeps, code: "UNKNOWN_ASSET" | "NO_FRESH_PRICE"): void => {
+  deps.stats.values[code === "UNKNOWN_ASSET" ? COUNTER.unknown_asset : COUNTER.no_fresh_price]!++
+}
+
 /** Everything after authentication: maintenance, admission, lookup, quota charge. No I/O. */
 export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryRequest, now: number): QueryOutcome => {
   const { stats } = deps
@@ -82,11 +91,11 @@ export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryReque
     if (found._tag === "Found") answers.push(found.answer)
     else {
       missing.push(asset)
-      firstFailure ??= found._tag === "UnknownAsset" ? "UNKNOWN_ASSET" : "NO_FRESH_PRICE"
+      firstFailure ??= missCode(found)
     }
   }
   if (!request.many && firstFailure !== undefined) {
-    stats.values[firstFailure === "UNKNOWN_ASSET" ? COUNTER.unknown_asset : COUNTER.no_fresh_price]!++
+    countMiss(deps, firstFailure)
     return { code: firstFailure, admission }
   }
   stats.values[COUNTER.price_hits]! += answers.length
@@ -101,8 +110,9 @@ export const runOneQuery = (deps: PriceDeps, key: ApiKeyRecord, asset: string, q
   if (refused !== undefined) return refused
   const found = deps.prices.lookup(asset, quote, undefined, now)
   if (found._tag !== "Found") {
-    stats.values[found._tag === "UnknownAsset" ? COUNTER.unknown_asset : COUNTER.no_fresh_price]!++
-    return found._tag === "UnknownAsset" ? "UNKNOWN_ASSET" : "NO_FRESH_PRICE"
+    const code = missCode(found)
+    countMiss(deps, code)
+    return code
   }
   stats.values[COUNTER.price_hits]!++
   deps.limiter.chargeQueries(key, 1, now)

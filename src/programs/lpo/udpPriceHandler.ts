@@ -1,5 +1,5 @@
 import type { RemoteInfo } from "node:dgram"
-import { hashApiKey, type KeyBytesMemo, keyBytesMatch, looksLikeApiKey, newKeyBytesMemo, rememberKeyBytes } from "../../domain/apiKey.ts"
+import { hashIfWellFormed, type KeyBytesMemo, keyBytesMatch, newKeyBytesMemo, rememberKeyBytes } from "../../domain/apiKey.ts"
 import type { ResponseCode } from "../../domain/errorCodes.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import {
@@ -136,12 +136,12 @@ export const makeUdpPriceHandler = (deps: UdpPriceDeps): UdpPriceHandler => {
     const source = sourceOf(rinfo)
     let hash = source.hash
     if (!keyBytesMatch(source, msg, keyStart, keyEnd)) {
-      const key = msg.toString("latin1", keyStart, keyEnd)
-      if (!looksLikeApiKey(key)) {
+      const wellFormed = hashIfWellFormed(msg.toString("latin1", keyStart, keyEnd))
+      if (wellFormed === undefined) {
         v[COUNTER.auth_failures]!++
         return finish(socket, msg, rinfo, encodeErrorReply(ridOf(msg, ridStart, ridEnd), "INVALID_API_KEY"), "INVALID_API_KEY", undefined, false, undefined, undefined, undefined, startedAt, now)
       }
-      hash = hashApiKey(key)
+      hash = wellFormed
       rememberKeyBytes(source, msg, keyStart, keyEnd, hash)
     }
     const auth = apiKeys.authenticateHash(hash, now)
