@@ -8,7 +8,8 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll } from "vitest"
 import type { ParamName } from "../src/domain/params.ts"
-import { UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
+import { USAGE_COLUMNS, UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
+import { rowsOfChunk } from "../src/domain/usageChunk.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageBatcherLive } from "../src/layers/UsageBatcherLive.ts"
 import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
@@ -16,6 +17,8 @@ import { UsageWriterDatabase } from "../src/layers/UsageWriterDatabase.ts"
 import { Params } from "../src/services/Params.ts"
 import { UsageBatcher, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
+import fc from "fast-check"
+import { chunkOf, usageFactsArb } from "./support/usageFacts.ts"
 import { testAppConfig } from "./support/config.ts"
 import { testParams } from "./support/params.ts"
 
@@ -409,6 +412,28 @@ describe("UsageWriterDatabase (real PostgreSQL)", () => {
 
   it.live("inserts 5000 rows in one write, and the same batch again adds none", () =>
     writesEachRowOnce.pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
+
+  it.live("chunks are written as the rows they hold, every field as the chunk's rows say", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      yield* migrate
+      const writer = yield* UsageWriter
+      const chunks = fc.sample(fc.array(usageFactsArb({ noNul: true }), { minLength: 1, maxLength: 40 }), 6)
+        .map((facts, g) => chunkOf(facts, g * 1_000 + 7)!)
+      yield* writer.writeChunks(chunks)
+      // What PostgreSQL keeps of a JS string: UTF-8, so a lone surrogate becomes U+FFFD.
+      const storable = (row: UsageRow) =>
+        Object.fromEntries(USAGE_COLUMNS.map((c) => [c, typeof row[c] === "string" ? row[c].toWellFormed() : row[c]]))
+      const stored = yield* sql.unsafe<Record<string, unknown>>(
+        `SELECT ${USAGE_COLUMNS.map((c) => (c === "id" || c === "api_key_id" ? `${c}::text` : c === "created_at" ? "(extract(epoch FROM created_at) * 1000)::float8 AS created_at" : c)).join(", ")}
+         FROM usage_logs WHERE id = ANY($1::uuid[])`,
+        [`{${chunks.flatMap(rowsOfChunk).map((r) => r.id).join(",")}}`]
+      )
+      const byId = new Map(stored.map((r) => [r.id, { ...r, created_at: Math.round(Number(r.created_at)) }]))
+      const expected = chunks.flatMap(rowsOfChunk).map(storable)
+      assert.strictEqual(stored.length, expected.length)
+      for (const row of expected) assert.deepStrictEqual(byId.get(row.id), row)
+    }).pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
 
   it.live("the embedded database (PGlite behind its socket) reports duplicates the same way: each row once", () =>
     Effect.gen(function*() {

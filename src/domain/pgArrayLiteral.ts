@@ -10,18 +10,18 @@
  * `"` and `\` are backslash-escaped. PostgreSQL text cannot hold U+0000: it becomes U+FFFD, so one
  * odd value cannot make a whole batch fail.
  */
-const quoted = (s: string): string =>
+export const quotedElement = (s: string): string =>
   s.includes('"') || s.includes("\\") || s.includes("\u0000") ? `"${s.replace(/["\\]/gu, (c) => `\\${c}`).replaceAll("\u0000", "\uFFFD")}"` : `"${s}"`
 
 /** Numbers in a form `float8[]` and `int[]` read back exactly (JS's shortest round-trip form). */
-const numeral = (n: number): string => (Number.isFinite(n) ? String(n) : Number.isNaN(n) ? "NaN" : n > 0 ? "Infinity" : "-Infinity")
+export const numeralElement = (n: number): string => (Number.isFinite(n) ? String(n) : Number.isNaN(n) ? "NaN" : n > 0 ? "Infinity" : "-Infinity")
 
 export const pgArrayLiteral = (values: ReadonlyArray<string | number | null>): string => {
   let out = "{"
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!
     if (i > 0) out += ","
-    out += v === null ? "NULL" : typeof v === "number" ? numeral(v) : quoted(v)
+    out += v === null ? "NULL" : typeof v === "number" ? numeralElement(v) : quotedElement(v)
   }
   return out + "}"
 }

@@ -40,12 +40,13 @@ export const requestIdOf = (tag: string, seq: number): string => `${tag}-${seq.t
 export const ID_RANDOM_BYTES = 10
 
 /** The string fields of a row, in the order of a row's refs. */
-const STRING_FIELDS = ["request_id", "api_key_id", "service", "protocol", "endpoint", "asset", "quote", "source", "error_code", "client_ip"] as const
+export const STRING_FIELDS = ["request_id", "api_key_id", "service", "protocol", "endpoint", "asset", "quote", "source", "error_code", "client_ip"] as const
 const REFS = STRING_FIELDS.length
 const [R_REQUEST, R_KEY, R_SERVICE, R_PROTOCOL, R_ENDPOINT, R_ASSET, R_QUOTE, R_SOURCE, R_ERROR, R_IP] = STRING_FIELDS.map((_, i) => i) as [
   number, number, number, number, number, number, number, number, number, number
 ]
-const NULL_REF = -1
+/** A ref to no string: a null field (for request_id: the id is made from `requestSeq`). */
+export const NULL_REF = -1
 const INT32_MAX = 2_147_483_647
 
 export interface UsageChunk {

@@ -1,8 +1,7 @@
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
-import { pgArrayLiteral } from "../domain/pgArrayLiteral.ts"
 import { USAGE_COLUMNS, type UsageRow } from "../domain/usage.ts"
-import { rowsOfChunk } from "../domain/usageChunk.ts"
+import { usageChunksColumnLiterals, usageRowsColumnLiterals } from "../domain/usageColumnLiterals.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 
@@ -20,10 +19,6 @@ const INSERT_FROM_ARRAYS = `INSERT INTO usage_logs (${USAGE_COLUMNS.join(",")})
 
 const INSERT_SKIPPING_DUPLICATES = `${INSERT_FROM_ARRAYS} ON CONFLICT (id, created_at) DO NOTHING`
 
-/** One array literal per column, in `USAGE_COLUMNS` order. */
-const usageColumnArrays = (rows: ReadonlyArray<UsageRow>): Array<string> =>
-  USAGE_COLUMNS.map((column) => pgArrayLiteral(rows.map((r) => r[column])))
-
 /**
  * One INSERT per batch, each column travelling as one array parameter that PostgreSQL expands
  * with unnest: 18 parameters whatever the batch size (no parameter-count limit), and the cheapest
@@ -35,29 +30,31 @@ const usageColumnArrays = (rows: ReadonlyArray<UsageRow>): Array<string> =>
  * NOTHING. The conflict check on every row would cost the embedded database ~3 µs of its ~13 µs
  * per row, for the rare batch that needs it.
  */
-export const insertUsageRows = (rows: ReadonlyArray<UsageRow>) =>
+const insertUsageColumns = (columns: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
-    const columns = usageColumnArrays(rows)
     yield* sql.unsafe(INSERT_FROM_ARRAYS, columns).pipe(
       Effect.catchReason("SqlError", "UniqueViolation", () => sql.unsafe(INSERT_SKIPPING_DUPLICATES, columns))
     )
   })
 
+export const insertUsageRows = (rows: ReadonlyArray<UsageRow>) => insertUsageColumns(usageRowsColumnLiterals(rows))
+
 export const UsageWriterDatabase = Layer.effect(UsageWriter, Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  const write = (rows: ReadonlyArray<UsageRow>) =>
-    rows.length === 0 ? Effect.void : insertUsageRows(rows).pipe(
+  const insert = (columns: ReadonlyArray<string>) =>
+    insertUsageColumns(columns).pipe(
       Effect.provideService(SqlClient.SqlClient, sql),
       Effect.mapError((e) => new UsageWriteError({ reason: "Database", message: e.message }))
     )
   return UsageWriter.of({
     kind: "database",
-    write,
+    write: (rows) => (rows.length === 0 ? Effect.void : insert(usageRowsColumnLiterals(rows))),
+    // The chunks' columns become the insert's array literals directly: no row objects in between.
     writeChunks: (chunks) =>
-      Effect.try({
-        try: () => chunks.flatMap(rowsOfChunk),
+      chunks.every((c) => c.rows === 0) ? Effect.void : Effect.try({
+        try: () => usageChunksColumnLiterals(chunks),
         catch: (cause) => new UsageWriteError({ reason: "Database", message: `usage chunks: ${messageOf(cause)}` })
-      }).pipe(Effect.flatMap(write))
+      }).pipe(Effect.flatMap(insert))
   })
 }))
