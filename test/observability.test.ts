@@ -46,6 +46,16 @@ const spanNames = (): Array<string> =>
     ((body as { resourceSpans?: Array<{ scopeSpans?: Array<{ spans?: Array<{ name: string }> }> }> }).resourceSpans ?? [])
       .flatMap((r) => r.scopeSpans ?? []).flatMap((s) => s.spans ?? []).map((s) => s.name))
 
+interface ExportedSpan {
+  readonly name: string
+  readonly attributes?: ReadonlyArray<{ readonly key: string; readonly value: { readonly intValue?: string | number; readonly doubleValue?: number } }>
+}
+
+const spansNamed = (name: string): Array<ExportedSpan> =>
+  (received["traces"] ?? []).flatMap((body) =>
+    ((body as { resourceSpans?: Array<{ scopeSpans?: Array<{ spans?: Array<ExportedSpan> }> }> }).resourceSpans ?? [])
+      .flatMap((r) => r.scopeSpans ?? []).flatMap((s) => s.spans ?? []).filter((s) => s.name === name))
+
 describe("OpenTelemetry export", () => {
   it("sends spans of service methods to the OTLP endpoint with the service's name", async () => {
     await createKey(server, "demo")
@@ -55,5 +65,19 @@ describe("OpenTelemetry export", () => {
     const first = received["traces"]?.[0] as { resourceSpans?: Array<{ resource?: unknown }> } | undefined
     const resource = JSON.stringify(first?.resourceSpans?.[0]?.resource)
     expect(resource).toContain("tb-test")
+  }, 30_000)
+
+  it("sends the usage thread's spans too: each usage write, with its row count", async () => {
+    const { key } = await createKey(server, "demo")
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${server.baseUrl}/price?asset=BTC`, { headers: { "x-api-key": key } })
+      expect([200, 503]).toContain(r.status)
+    }
+    const deadline = Date.now() + 15_000
+    while (!spanNames().includes("UsageWriter.writeChunks") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    expect(spanNames()).toContain("UsageWriter.writeChunks")
+    const rows = spansNamed("UsageWriter.writeChunks").flatMap((s) => s.attributes ?? []).filter((a) => a.key === "rows")
+    expect(rows.length).toBeGreaterThan(0)
+    expect(rows.every((a) => Number(a.value.intValue ?? a.value.doubleValue ?? 0) > 0)).toBe(true)
   }, 30_000)
 })

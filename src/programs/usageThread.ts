@@ -12,6 +12,7 @@ import type { UsageRow } from "../domain/usage.ts"
 import { checkChunk, rowsOfChunk } from "../domain/usageChunk.ts"
 import { DatabaseLive } from "../layers/DatabaseLive.ts"
 import { withModule } from "../layers/Logging.ts"
+import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
 import { UsageBatcherLive } from "../layers/UsageBatcherLive.ts"
 import { type FromUsageThread, ToUsageThread, UsageThreadData } from "../layers/usageThreadProtocol.ts"
 import { UsageWriterDatabase } from "../layers/UsageWriterDatabase.ts"
@@ -51,17 +52,32 @@ const WriterLive = Layer.unwrap(Effect.gen(function*() {
   })
 }))
 
+/** This thread's spans go to the same OTLP endpoint as the serving thread's (nowhere when none is configured). */
+const ThreadObservabilityLive = ObservabilityLive.pipe(Layer.catch(() => Layer.empty))
+
 const ThreadLive = UsageBatcherLive.pipe(
   Layer.provideMerge(Layer.mergeAll(WriterLive, ParamsFromServingThread)),
-  Layer.provideMerge(BaseLive)
+  Layer.provideMerge(BaseLive),
+  Layer.provideMerge(ThreadObservabilityLive)
 )
 
 const STATS_EVERY = "250 millis"
 
-/** Chunks straight to the writer, acknowledged once written, with the batcher behind it for failures. */
-const forwarderFor = (writer: UsageWriter["Service"], batcher: UsageBatcher["Service"], params: Params["Service"]): ChunkForwarder =>
+/**
+ * Chunks straight to the writer, acknowledged once written, with the batcher behind it for
+ * failures. Each write runs with this thread's services, so its span reaches the tracer.
+ */
+const forwarderFor = (
+  writer: UsageWriter["Service"],
+  batcher: UsageBatcher["Service"],
+  params: Params["Service"],
+  run: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>
+): ChunkForwarder =>
   makeChunkForwarder({
-    write: (chunks) => Effect.runPromise(writer.writeChunks(chunks)),
+    write: (chunks) =>
+      run(writer.writeChunks(chunks).pipe(Effect.withSpan("UsageWriter.writeChunks", {
+        attributes: { rows: chunks.reduce((n, c) => n + c.rows, 0), chunks: chunks.length, writer: writer.kind }
+      }))),
     fallback: (chunk) => addRows(batcher, rowsOfChunk(chunk)),
     ack: (seq) => post({ type: "ack", seq }),
     lost: (seq, e) => reportLost(seq, e),
@@ -113,7 +129,7 @@ const serveChunks = (forwarder: ChunkForwarder) =>
 
 const main = Effect.gen(function*() {
   const batcher = yield* UsageBatcher
-  const forwarder = forwarderFor(yield* UsageWriter, batcher, yield* Params)
+  const forwarder = forwarderFor(yield* UsageWriter, batcher, yield* Params, Effect.runPromiseWith(yield* Effect.context<never>()))
   const stats = () => {
     const own = batcher.stats()
     const forwarded = forwarder.stats()
