@@ -1,16 +1,21 @@
 import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Deferred, Effect, Fiber, Layer, Stream } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Redacted, Stream } from "effect"
 import { Reactivity } from "effect/reactivity"
 import { SqlClient, type SqlConnection } from "effect/sql"
 import { randomUUID } from "node:crypto"
+import { afterAll } from "vitest"
+import type { UsageRow } from "../src/domain/usage.ts"
+import { migrate } from "../src/layers/migrations/index.ts"
+import { insertUsageRows } from "../src/layers/UsageWriterDatabase.ts"
 import { monthKey } from "../src/domain/clusterLimits.ts"
 import { makeMemoryCache } from "../src/layers/CacheMemory.ts"
-import { RateLimiterLive } from "../src/layers/RateLimiterLive.ts"
+import { RateLimiterLive, seededMarkerKey } from "../src/layers/RateLimiterLive.ts"
 import type { ApiKeyRecord, TierLimits } from "../src/services/ApiKeys.ts"
 import { Cache, CacheError } from "../src/services/Cache.ts"
 import { RateLimiter } from "../src/services/RateLimiter.ts"
 import { testParams } from "./support/params.ts"
+import { dropDatabase, freshDatabase } from "./support/services.ts"
 
 
 /** A database without usage this month: every query answers no rows. */
@@ -22,10 +27,27 @@ const noRows: SqlConnection.Connection = {
   executeValuesUnprepared: () => Effect.succeed([]),
   executeUnprepared: () => Effect.succeed([])
 }
-const EmptyDatabase = Layer.effect(
-  SqlClient.SqlClient,
-  SqlClient.make({ acquirer: Effect.succeed(noRows), compiler: PgClient.makeCompiler(), driver: "test", spanAttributes: [] })
-).pipe(Layer.provide(Reactivity.layer))
+const databaseOf = (connection: SqlConnection.Connection) =>
+  Layer.effect(
+    SqlClient.SqlClient,
+    SqlClient.make({ acquirer: Effect.succeed(connection), compiler: PgClient.makeCompiler(), driver: "test", spanAttributes: [] })
+  ).pipe(Layer.provide(Reactivity.layer))
+const EmptyDatabase = databaseOf(noRows)
+
+/** The empty database, counting the statements it is sent. */
+const countingEmptyDatabase = () => {
+  let statements = 0
+  const counted = <A>(answer: A) => Effect.sync(() => (statements++, answer))
+  const layer = databaseOf({
+    execute: () => counted([]),
+    executeRaw: () => counted([]),
+    executeStream: () => Stream.empty,
+    executeValues: () => counted([]),
+    executeValuesUnprepared: () => counted([]),
+    executeUnprepared: () => counted([])
+  })
+  return { layer, statements: () => statements }
+}
 
 /**
  * The in-process cache behind knobs: the governor read can fail, and an incrMany can be held
@@ -82,10 +104,10 @@ const makeKey = (tier: Partial<TierLimits>): ApiKeyRecord => ({
 })
 
 /** Builds the limiter in the current scope; closing the scope runs its shutdown. */
-const buildLimiter = (cache: Layer.Layer<Cache>, reconcileMs: number) =>
+const buildLimiter = (cache: Layer.Layer<Cache>, reconcileMs: number, database: Layer.Layer<SqlClient.SqlClient, unknown> = EmptyDatabase) =>
   Effect.gen(function*() {
     const context = yield* Layer.build(
-      RateLimiterLive.pipe(Layer.provide(Layer.mergeAll(cache, testParams({ rate_reconcile_ms: String(reconcileMs) }), EmptyDatabase)))
+      RateLimiterLive.pipe(Layer.provide(Layer.mergeAll(cache, testParams({ rate_reconcile_ms: String(reconcileMs) }), database)))
     )
     // Let the loop's first reconcile (it starts at once) finish, so the test drives the rest.
     yield* Effect.sleep("30 millis")
@@ -172,5 +194,53 @@ describe("RateLimiterLive reconcile", () => {
       yield* limiter.reconcile
       assert.strictEqual(yield* counter(fake, `quota:${key.id}:${monthKey(now)}`), 5)
       assert.strictEqual(yield* counter(fake, `quota:${key.id}:${monthKey(nextMonth)}`), 2)
+    }).pipe(Effect.scoped), 10_000)
+})
+
+const usageRow = (keyId: string, createdAt: number, fields: Partial<UsageRow> = {}): UsageRow => ({
+  id: randomUUID(), request_id: `req-${randomUUID()}`, api_key_id: keyId, service: "LPO", protocol: "http", endpoint: "/price",
+  asset: "BTC", quote: "USD", source: null, price: 97_000, status_code: 200, error_code: null, latency_us: 40,
+  client_ip: "127.0.0.1", node: "test-node", region: "local", bytes_out: 500, created_at: createdAt, ...fields
+})
+
+describe("RateLimiterLive monthly quota seed", () => {
+  const dbUrl = freshDatabase("rate_limiter_seed")
+  afterAll(() => dropDatabase(dbUrl))
+  const PgLive = PgClient.layer({ url: Redacted.make(dbUrl), maxConnections: 2 })
+
+  it.live("a new cache counts this month's answered price queries already in the database, and no other rows", () =>
+    Effect.gen(function*() {
+      yield* migrate
+      const key = makeKey({ ratePerSec: null, burst: null, monthlyQueries: 10 })
+      const now = Date.now()
+      const d = new Date(now)
+      const monthStart = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)
+      yield* insertUsageRows([
+        // 5 + 2 (a /prices answer counts its assets) = 7 queries this month.
+        ...Array.from({ length: 5 }, () => usageRow(key.id, monthStart + 1_000)),
+        usageRow(key.id, monthStart + 2_000, { endpoint: "/prices", asset: "BTC,ETH" }),
+        // Not counted: a refusal, another service, last month.
+        usageRow(key.id, monthStart + 3_000, { status_code: 429, error_code: "RATE_LIMITED" }),
+        usageRow(key.id, monthStart + 3_000, { service: "LRS", endpoint: "/reports/usage" }),
+        ...Array.from({ length: 3 }, () => usageRow(key.id, monthStart - 86_400_000))
+      ])
+      const fake = makeFakeCache()
+      const limiter = yield* buildLimiter(fake.layer, 60_000, PgLive)
+      assert.strictEqual(limiter.admit(key, 1, 3, now)._tag, "Admitted")
+      assert.strictEqual(limiter.admit(key, 1, 4, now)._tag, "QuotaExceeded")
+      assert.strictEqual(yield* counter(fake, `quota:${key.id}:${monthKey(now)}`), 7)
+      assert.isDefined(yield* fake.inner.get(seededMarkerKey(monthKey(now))))
+    }).pipe(Effect.provide(PgLive), Effect.scoped), 30_000)
+
+  it.live("the month is read once per cache: a node starting after the marker reads no usage", () =>
+    Effect.gen(function*() {
+      const fake = makeFakeCache()
+      const first = countingEmptyDatabase()
+      yield* buildLimiter(fake.layer, 60_000, first.layer)
+      assert.isAbove(first.statements(), 0)
+      assert.isDefined(yield* fake.inner.get(seededMarkerKey(monthKey(Date.now()))))
+      const second = countingEmptyDatabase()
+      yield* buildLimiter(fake.layer, 60_000, second.layer)
+      assert.strictEqual(second.statements(), 0)
     }).pipe(Effect.scoped), 10_000)
 })

@@ -41,6 +41,10 @@ interface PushedKey {
 const rateKey = (id: string) => `rl:${id}`
 const quotaKey = (id: string, month: string) => `quota:${id}:${month}`
 const governorKey = (second: number) => `gov:${second}`
+/** Set once this month's quota counters were seeded from the database (see below). */
+export const seededMarkerKey = (month: string) => `quota-seeded:${month}`
+/** The seed reads a month of usage_logs; past this, the node starts without it (and says so). */
+const SEED_TIMEOUT = "60 seconds"
 
 /**
  * Local decisions, batched reconciliation. Every `rate_reconcile_ms` this node pushes what it
@@ -190,20 +194,38 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
   )
 
   // This month's usage already in the database seeds the quota counters (a fresh in-process cache
-  // or a new Valkey must not hand out a second month's worth).
+  // or a new Valkey must not hand out a second month's worth). The query reads a month of
+  // usage_logs, so it runs once per month per Valkey, not at every node's start: the first node
+  // leaves a marker, and the nodes after it read the counters it seeded (at their first reconcile).
   const month = monthKey(Date.now())
-  const monthStart = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1))
-  const used = yield* sql<{ id: string; n: number }>`
-    SELECT api_key_id::text AS id,
-           sum(CASE WHEN endpoint = '/prices' THEN coalesce(array_length(string_to_array(asset, ','), 1), 1) ELSE 1 END)::float8 AS n
-    FROM usage_logs WHERE created_at >= ${monthStart} AND api_key_id IS NOT NULL AND service = 'LPO' AND status_code = 200
-    GROUP BY api_key_id`.pipe(Effect.catch(() => Effect.succeed([])))
-  yield* Effect.forEach(used, (u) => cache.setIfAbsent(quotaKey(u.id, month), String(u.n), QUOTA_COUNTER_TTL_MS), { discard: true, concurrency: 16 }).pipe(Effect.ignore)
-  const seeded = yield* cache.getMany(used.map((u) => quotaKey(u.id, month))).pipe(Effect.catch(() => Effect.succeed([])))
-  used.forEach((u, i) => {
-    const n = Number(seeded[i] ?? u.n)
-    states.set(u.id, { limits: undefined, bucket: undefined, pendingRequests: 0, lastSeenTotal: undefined, month, quotaClusterUsed: n, pendingQueries: 0, lastActive: 0 })
-  })
+  const marker = seededMarkerKey(month)
+  const seededBefore = yield* cache.get(marker).pipe(Effect.map((v) => v !== undefined), Effect.catch(() => Effect.succeed(false)))
+  if (!seededBefore) {
+    const monthStart = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1))
+    const used = yield* sql<{ id: string; n: number }>`
+      SELECT api_key_id::text AS id,
+             sum(CASE WHEN endpoint = '/prices' THEN coalesce(array_length(string_to_array(asset, ','), 1), 1) ELSE 1 END)::float8 AS n
+      FROM usage_logs WHERE created_at >= ${monthStart} AND api_key_id IS NOT NULL AND service = 'LPO' AND status_code = 200
+      GROUP BY api_key_id`.pipe(
+      Effect.timeoutOrElse({ duration: SEED_TIMEOUT, orElse: () => Effect.fail(new Error(`no answer within ${SEED_TIMEOUT}`)) }),
+      Effect.map((rows) => ({ ok: true as const, rows })),
+      Effect.catch((e) =>
+        Effect.logWarning("quota counters not seeded from this month's usage; they count from the cluster's counters", String(e)).pipe(
+          Effect.as({ ok: false as const, rows: [] })
+        )
+      )
+    )
+    yield* Effect.forEach(used.rows, (u) => cache.setIfAbsent(quotaKey(u.id, month), String(u.n), QUOTA_COUNTER_TTL_MS), { discard: true, concurrency: 16 }).pipe(Effect.ignore)
+    const seeded = yield* cache.getMany(used.rows.map((u) => quotaKey(u.id, month))).pipe(Effect.catch(() => Effect.succeed([])))
+    // Idle as of now: not pushed until used, and forgotten like any key idle for 10 windows
+    // (with lastActive 0 the first reconcile forgot them, and the seed with them).
+    const idleSince = Date.now() - ACTIVE_WINDOW_MS
+    used.rows.forEach((u, i) => {
+      const n = Number(seeded[i] ?? u.n)
+      states.set(u.id, { limits: undefined, bucket: undefined, pendingRequests: 0, lastSeenTotal: undefined, month, quotaClusterUsed: n, pendingQueries: 0, lastActive: idleSince })
+    })
+    if (used.ok) yield* cache.set(marker, new Date().toISOString(), QUOTA_COUNTER_TTL_MS).pipe(Effect.ignore)
+  }
 
   // Registered before the loop is forked: finalizers run in reverse, so at shutdown the loop stops
   // (finishing a push in flight) before the final push.
