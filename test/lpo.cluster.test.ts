@@ -136,3 +136,33 @@ describe("usage logging", () => {
     expect(udp).toBe(100)
   }, 90_000)
 })
+
+describe("monthly quota", () => {
+  it("counts the month's queries already in the database after a restart, then answers QUOTA_EXCEEDED", async () => {
+    const quotaDb = freshDatabase("quota")
+    try {
+      const first = await startServer({ DATABASE_URL: quotaDb, NODE_ID: "node-quota" })
+      const { key, key_id } = await createKey(first, "demo")
+      const quota = psqlCount(quotaDb, "SELECT monthly_queries FROM rate_limit_template WHERE tier = 'demo'")
+      expect(await first.stop()).toBe(0)
+      // All but one of the month's queries were answered before the restart.
+      execFileSync("psql", [quotaDb, "-qc", `
+        INSERT INTO usage_logs (id, request_id, api_key_id, service, protocol, endpoint, asset, quote, price, status_code, latency_us, client_ip, node, region, bytes_out, created_at)
+        SELECT gen_random_uuid(), 'earlier-' || g, '${key_id}', 'LPO', 'http', '/price', 'BTC', 'USD', 1, 200, 1, '127.0.0.1', 'node-quota', 'local', 1, now()
+        FROM generate_series(1, ${quota - 1}) AS g`])
+      const second = await startServer({ DATABASE_URL: quotaDb, NODE_ID: "node-quota" })
+      try {
+        const last = await priceWith(second, key)
+        expect(last.status).toBe(200)
+        const past = await priceWith(second, key)
+        expect(past.status).toBe(429)
+        expect(past.body.code).toBe("QUOTA_EXCEEDED")
+        expect(Number(past.headers.get("retry-after"))).toBeGreaterThan(0)
+      } finally {
+        expect(await second.stop()).toBe(0)
+      }
+    } finally {
+      dropDatabase(quotaDb)
+    }
+  }, 120_000)
+})
