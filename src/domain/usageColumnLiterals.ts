@@ -17,34 +17,38 @@ export const usageRowsColumnLiterals = (rows: ReadonlyArray<UsageRow>): Array<st
 const elementsOf = (c: UsageChunk): Record<Column, (r: number) => string> => {
   // A chunk keeps each distinct string once; quote each once too, not once per row.
   const quoted = c.strings.map(quotedElement)
-  const refAt = (r: number, field: StringField) => c.refs[r * STRING_FIELDS.length + STRING_FIELDS.indexOf(field)]!
-  const ref = (field: StringField) => {
+  const refOf = (field: StringField) => {
     const offset = STRING_FIELDS.indexOf(field)
+    return (r: number) => c.refs[r * STRING_FIELDS.length + offset]!
+  }
+  const quotedAt = (field: StringField) => {
+    const refAt = refOf(field)
     return (r: number) => {
-      const i = c.refs[r * STRING_FIELDS.length + offset]!
+      const i = refAt(r)
       return i === NULL_REF ? "NULL" : quoted[i]!
     }
   }
+  const requestRefAt = refOf("request_id")
   const node = quotedElement(c.node)
   const region = quotedElement(c.region)
   return {
     id: (r) => `"${uuidv7(c.createdAt[r]!, c.random, r * ID_RANDOM_BYTES)}"`,
     request_id: (r) => {
-      const i = refAt(r, "request_id")
+      const i = requestRefAt(r)
       return i === NULL_REF ? quotedElement(requestIdOf(c.requestTag, c.requestSeq[r]!)) : quoted[i]!
     },
-    api_key_id: ref("api_key_id"),
-    service: ref("service"),
-    protocol: ref("protocol"),
-    endpoint: ref("endpoint"),
-    asset: ref("asset"),
-    quote: ref("quote"),
-    source: ref("source"),
+    api_key_id: quotedAt("api_key_id"),
+    service: quotedAt("service"),
+    protocol: quotedAt("protocol"),
+    endpoint: quotedAt("endpoint"),
+    asset: quotedAt("asset"),
+    quote: quotedAt("quote"),
+    source: quotedAt("source"),
     price: (r) => (Number.isNaN(c.price[r]!) ? "NULL" : numeralElement(c.price[r]!)),
     status_code: (r) => numeralElement(c.statusCode[r]!),
-    error_code: ref("error_code"),
+    error_code: quotedAt("error_code"),
     latency_us: (r) => numeralElement(c.latencyUs[r]!),
-    client_ip: ref("client_ip"),
+    client_ip: quotedAt("client_ip"),
     node: () => node,
     region: () => region,
     bytes_out: (r) => numeralElement(c.bytesOut[r]!),
