@@ -108,14 +108,21 @@ export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBui
   let rows = 0
   options.fillRandom(random)
 
-  const ref = (s: string | undefined | null): number => {
+  // A field mostly repeats its last value (the same key, asset, client): compare with that
+  // before the Map lookup, which was ~2% of the serving thread over HTTP.
+  let lastString: Array<string | undefined> = new Array<string | undefined>(REFS)
+  const lastRef = new Int32Array(REFS)
+  const ref = (field: number, s: string | undefined | null): number => {
     if (s === undefined || s === null) return NULL_REF
+    if (s === lastString[field]) return lastRef[field]!
     let i = index.get(s)
     if (i === undefined) {
       i = strings.length
       strings.push(s)
       index.set(s, i)
     }
+    lastString[field] = s
+    lastRef[field] = i
     return i
   }
 
@@ -129,6 +136,7 @@ export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBui
     }
     strings = []
     index = new Map()
+    lastString = new Array<string | undefined>(REFS)
     refs = new Int32Array(capacity * REFS)
     random = new Uint8Array(capacity * ID_RANDOM_BYTES)
     createdAt = new Float64Array(capacity)
@@ -147,16 +155,16 @@ export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBui
     if (rows === capacity) throw new UsageChunkError(`usage chunk full (${capacity} rows): take it first`)
     const r = rows
     const o = r * REFS
-    refs[o + R_REQUEST] = f.requestId === undefined ? NULL_REF : ref(f.requestId)
-    refs[o + R_KEY] = ref(f.apiKeyId)
-    refs[o + R_SERVICE] = ref(f.service)
-    refs[o + R_PROTOCOL] = ref(f.protocol)
-    refs[o + R_ENDPOINT] = ref(f.endpoint)
-    refs[o + R_ASSET] = ref(f.asset)
-    refs[o + R_QUOTE] = ref(f.quote)
-    refs[o + R_SOURCE] = ref(f.source)
-    refs[o + R_ERROR] = f.code === "OK" ? NULL_REF : ref(f.code)
-    refs[o + R_IP] = ref(f.clientIp)
+    refs[o + R_REQUEST] = f.requestId === undefined ? NULL_REF : ref(R_REQUEST, f.requestId)
+    refs[o + R_KEY] = ref(R_KEY, f.apiKeyId)
+    refs[o + R_SERVICE] = ref(R_SERVICE, f.service)
+    refs[o + R_PROTOCOL] = ref(R_PROTOCOL, f.protocol)
+    refs[o + R_ENDPOINT] = ref(R_ENDPOINT, f.endpoint)
+    refs[o + R_ASSET] = ref(R_ASSET, f.asset)
+    refs[o + R_QUOTE] = ref(R_QUOTE, f.quote)
+    refs[o + R_SOURCE] = ref(R_SOURCE, f.source)
+    refs[o + R_ERROR] = f.code === "OK" ? NULL_REF : ref(R_ERROR, f.code)
+    refs[o + R_IP] = ref(R_IP, f.clientIp)
     createdAt[r] = f.createdAt
     requestSeq[r] = f.requestSeq ?? 0
     price[r] = f.price ?? Number.NaN
