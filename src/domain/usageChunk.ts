@@ -110,7 +110,7 @@ export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBui
 
   // A field mostly repeats its last value (the same key, asset, client): compare with that
   // before the Map lookup, which was ~2% of the serving thread over HTTP.
-  let lastString: Array<string | undefined> = new Array<string | undefined>(REFS)
+  let lastString: Array<string | undefined> = Array.from<string | undefined>({ length: REFS })
   const lastRef = new Int32Array(REFS)
   const ref = (field: number, s: string | undefined | null): number => {
     if (s === undefined || s === null) return NULL_REF
@@ -136,7 +136,7 @@ export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBui
     }
     strings = []
     index = new Map()
-    lastString = new Array<string | undefined>(REFS)
+    lastString = Array.from<string | undefined>({ length: REFS })
     refs = new Int32Array(capacity * REFS)
     random = new Uint8Array(capacity * ID_RANDOM_BYTES)
     createdAt = new Float64Array(capacity)
