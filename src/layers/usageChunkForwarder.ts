@@ -4,7 +4,7 @@ import { type UsageSinkStats, ZERO_USAGE_STATS } from "../services/UsageSink.ts"
 /**
  * On the usage thread: the serving thread's chunks are batched (`batchRows()` rows, or
  * `flushMs()` after the first one waits) and handed to the writer as they are (SQS ships their
- * columns without making rows; the database makes the rows for its insert). A chunk is acknowledged once
+ * columns; the database writes its insert's parameters from them). A chunk is acknowledged once
  * written, so a thread that dies before leaves it with the serving thread, which sends it again
  * (ids make a second write harmless). When a write fails, its chunks go to `fallback` (the usage
  * batcher, which retries with backoff and spools), and for `bypassMs` after a failure every chunk
