@@ -49,6 +49,11 @@ const checkSchemaAndSeed = async (query: Query) => {
     WHERE p.relname = 'usage_logs'`)).map((r) => r["name"])
   const now = Date.now()
   for (const d of [-1, 0, 1]) expect(partitions).toContain(`usage_logs_${dayName(now + d * 86_400_000)}`)
+  // One index per usage row: unique on (api_key_id, created_at, id), keyless rows included.
+  for (const part of ["usage_logs_default", `usage_logs_${dayName(now)}`]) {
+    const indexes = await query(`SELECT pg_get_indexdef(x.indexrelid) AS def FROM pg_index x JOIN pg_class c ON c.oid = x.indrelid WHERE c.relname = '${part}'`)
+    expect(indexes.map((r) => r["def"]), part).toEqual([expect.stringMatching(/^CREATE UNIQUE INDEX \S+ ON public\.\S+ USING btree \(api_key_id, created_at, id\) NULLS NOT DISTINCT$/)])
+  }
 
   const tiers = await query(`
     SELECT tier, requests_per_second, burst, monthly_queries, lrs_reports_per_month, webhook_assets, partner_ws
@@ -101,7 +106,7 @@ describe("tb migrate against PostgreSQL", () => {
   it("creates every Storage table, day partitions and the spec's seed data", async () => {
     await migrateOk({ DATABASE_URL: url })
     await checkSchemaAndSeed(query)
-    expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }])
+    expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }])
   })
 
   it("enforces one transaction per payment session id and routes usage rows to today's partition", async () => {
@@ -112,6 +117,11 @@ describe("tb migrate against PostgreSQL", () => {
       VALUES (gen_random_uuid(), 'r1', 'LPO', 'http', '/price', 200, 1, '127.0.0.1', 'n', 'local', 10, now())`)
     const where = await query(`SELECT tableoid::regclass::text AS part FROM usage_logs WHERE request_id = 'r1'`)
     expect(where).toEqual([{ part: `usage_logs_${dayName(Date.now())}` }])
+    // A keyless row written twice (a batch sent again) is refused the second time, as a keyed one is.
+    const keyless = `INSERT INTO usage_logs (id, request_id, service, protocol, endpoint, status_code, latency_us, client_ip, node, region, bytes_out, created_at)
+      VALUES ('0192f0c4-0000-7000-8000-000000000001', 'r2', 'LPO', 'udp', 'price', 401, 1, '127.0.0.1', 'n', 'local', 10, '${new Date().toISOString()}')`
+    psqlExec(url, keyless)
+    expect(() => psqlExec(url, keyless)).toThrow(/duplicate key/i)
   })
 
   it("is idempotent: a second run applies nothing and keeps what operators edited", async () => {
@@ -150,7 +160,7 @@ describe("tb migrate on the embedded default (PGlite in DATA_DIR)", () => {
         return r.rows[0]?.j ?? []
       }
       await checkSchemaAndSeed(query)
-      expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }])
+      expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }])
     } finally {
       await db.close()
     }

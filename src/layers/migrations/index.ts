@@ -4,6 +4,7 @@ import schema from "./0001_schema.ts"
 import seed from "./0002_seed.ts"
 import usageIndexes from "./0003_usage_indexes.ts"
 import loadtestTier from "./0004_loadtest_tier.ts"
+import usageSingleIndex from "./0005_usage_single_index.ts"
 import { maintainUsagePartitions } from "./partitions.ts"
 
 const runMigrator = Migrator.make({})
@@ -11,7 +12,13 @@ const runMigrator = Migrator.make({})
 /** Schema and seed migrations, then today's usage partitions. Idempotent. */
 export const migrate = Effect.gen(function*() {
   const applied = yield* runMigrator({
-    loader: Migrator.fromRecord({ "0001_schema": schema, "0002_seed": seed, "0003_usage_indexes": usageIndexes, "0004_loadtest_tier": loadtestTier }),
+    loader: Migrator.fromRecord({
+      "0001_schema": schema,
+      "0002_seed": seed,
+      "0003_usage_indexes": usageIndexes,
+      "0004_loadtest_tier": loadtestTier,
+      "0005_usage_single_index": usageSingleIndex
+    }),
     table: "tb_migrations"
   })
   const partitions = yield* maintainUsagePartitions({ now: Date.now(), daysAhead: 7, retentionDays: 93 })
