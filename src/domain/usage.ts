@@ -1,11 +1,12 @@
 import { Schema } from "effect"
+import { SERVICES } from "./envelope.ts"
 
 /** One `usage_logs` row: the 18 fields of the spec, `created_at` as epoch ms in memory. */
 export const UsageRow = Schema.Struct({
   id: Schema.String,
   request_id: Schema.String,
   api_key_id: Schema.NullOr(Schema.String),
-  service: Schema.Literals(["LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"]),
+  service: Schema.Literals(SERVICES),
   protocol: Schema.Literals(["http", "udp", "ws"]),
   endpoint: Schema.String,
   asset: Schema.NullOr(Schema.String),
@@ -22,6 +23,12 @@ export const UsageRow = Schema.Struct({
   created_at: Schema.Number
 })
 export type UsageRow = typeof UsageRow.Type
+
+const USAGE_SERVICES: ReadonlySet<string> = new Set(UsageRow.fields.service.literals)
+const USAGE_PROTOCOLS: ReadonlySet<string> = new Set(UsageRow.fields.protocol.literals)
+/** A usage row's service, as decoders of rows from elsewhere (queue bodies, chunks) check it. */
+export const isUsageService = (s: string): s is UsageRow["service"] => USAGE_SERVICES.has(s)
+export const isUsageProtocol = (s: string): s is UsageRow["protocol"] => USAGE_PROTOCOLS.has(s)
 
 export const USAGE_COLUMNS = [
   "id", "request_id", "api_key_id", "service", "protocol", "endpoint", "asset", "quote", "source", "price",

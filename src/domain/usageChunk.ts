@@ -7,7 +7,8 @@
  */
 import type { ServiceName } from "./envelope.ts"
 import { statusOf, type ResponseCode } from "./errorCodes.ts"
-import type { UsageRow } from "./usage.ts"
+import { isUsageProtocol, isUsageService, type UsageRow } from "./usage.ts"
+import { requestIdOf } from "./requestId.ts"
 import { uuidv7 } from "./uuidv7.ts"
 
 /** What the hot path knows of a served request: the row without its id. */
@@ -33,8 +34,6 @@ export interface UsageFacts {
   readonly createdAt: number
 }
 
-/** A request id made from a process tag and a request number, as `newRequestId` makes them. */
-export const requestIdOf = (tag: string, seq: number): string => `${tag}-${seq.toString(36)}`
 
 /** Bytes of randomness in a UUIDv7 id (its 74 random bits, rounded up). */
 export const ID_RANDOM_BYTES = 10
@@ -178,10 +177,6 @@ export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBui
   return { record, rows: () => rows, take }
 }
 
-const SERVICES: ReadonlySet<string> = new Set<UsageRow["service"]>(["LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"])
-const PROTOCOLS: ReadonlySet<string> = new Set<UsageRow["protocol"]>(["http", "udp", "ws"])
-const isService = (s: string): s is UsageRow["service"] => SERVICES.has(s)
-const isProtocol = (s: string): s is UsageRow["protocol"] => PROTOCOLS.has(s)
 
 /** Every column has room for `rows` rows (a chunk arrives from another thread). Throws UsageChunkError. */
 const checkShape = (c: UsageChunk): void => {
@@ -208,8 +203,8 @@ const checkRefs = (c: UsageChunk): void => {
     }
     const service = c.strings[c.refs[r * REFS + R_SERVICE]!]!
     const protocol = c.strings[c.refs[r * REFS + R_PROTOCOL]!]!
-    if (!isService(service)) throw new UsageChunkError(`row ${r}: unknown service ${service.slice(0, 20)}`)
-    if (!isProtocol(protocol)) throw new UsageChunkError(`row ${r}: unknown protocol ${protocol.slice(0, 20)}`)
+    if (!isUsageService(service)) throw new UsageChunkError(`row ${r}: unknown service ${service.slice(0, 20)}`)
+    if (!isUsageProtocol(protocol)) throw new UsageChunkError(`row ${r}: unknown protocol ${protocol.slice(0, 20)}`)
   }
 }
 

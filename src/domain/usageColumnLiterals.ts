@@ -4,7 +4,8 @@
  */
 import { numeralElement, pgArrayLiteral, quotedElement } from "./pgArrayLiteral.ts"
 import { USAGE_COLUMNS, type UsageRow } from "./usage.ts"
-import { checkChunk, ID_RANDOM_BYTES, NULL_REF, requestIdOf, STRING_FIELDS, type UsageChunk } from "./usageChunk.ts"
+import { requestIdOf } from "./requestId.ts"
+import { checkChunk, ID_RANDOM_BYTES, NULL_REF, STRING_FIELDS, type UsageChunk } from "./usageChunk.ts"
 import { uuidv7 } from "./uuidv7.ts"
 
 type Column = (typeof USAGE_COLUMNS)[number]

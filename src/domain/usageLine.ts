@@ -1,5 +1,5 @@
 import { messageOf } from "./errorMessage.ts"
-import { USAGE_COLUMNS, UsageRow } from "./usage.ts"
+import { isUsageProtocol, isUsageService, USAGE_COLUMNS, type UsageRow } from "./usage.ts"
 
 /**
  * Usage rows as positional JSON arrays in `USAGE_COLUMNS` order (no keys to repeat), for queue
@@ -16,10 +16,6 @@ export class UsageLineError extends Error {
   override readonly name = "UsageLineError"
 }
 
-const SERVICES: ReadonlySet<string> = new Set(UsageRow.fields.service.literals)
-const PROTOCOLS: ReadonlySet<string> = new Set(UsageRow.fields.protocol.literals)
-const isService = (s: string): s is UsageRow["service"] => SERVICES.has(s)
-const isProtocol = (s: string): s is UsageRow["protocol"] => PROTOCOLS.has(s)
 
 const str = (v: unknown, column: string): string => {
   if (typeof v !== "string") throw new UsageLineError(`${column}: expected a string`)
@@ -39,8 +35,8 @@ const rowOf = (v: unknown): UsageRow => {
   if (!Array.isArray(v) || v.length !== USAGE_COLUMNS.length) throw new UsageLineError(`a row must be an array of ${USAGE_COLUMNS.length} values`)
   const service = str(v[3], "service")
   const protocol = str(v[4], "protocol")
-  if (!isService(service)) throw new UsageLineError(`service: unknown ${service.slice(0, 20)}`)
-  if (!isProtocol(protocol)) throw new UsageLineError(`protocol: unknown ${protocol.slice(0, 20)}`)
+  if (!isUsageService(service)) throw new UsageLineError(`service: unknown ${service.slice(0, 20)}`)
+  if (!isUsageProtocol(protocol)) throw new UsageLineError(`protocol: unknown ${protocol.slice(0, 20)}`)
   return {
     id: str(v[0], "id"),
     request_id: str(v[1], "request_id"),

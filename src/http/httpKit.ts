@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from "node:http"
 import { originForm, type Reply } from "./fastHttp.ts"
 import { randomBytes } from "node:crypto"
 import type { KeyHashMemo } from "../domain/apiKey.ts"
-import { requestIdOf } from "../domain/usageChunk.ts"
+import { requestIdOf } from "../domain/requestId.ts"
 import { makeEnvelopeWriter, rfc3339, type ServiceName } from "../domain/envelope.ts"
 import { type ResponseCode, statusOf } from "../domain/errorCodes.ts"
 import { type Lang, messageFor, negotiateLang } from "../domain/messages.ts"
@@ -69,7 +69,7 @@ export const parseQueryString = (qs: string): QueryParams => {
 }
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/
-/** This process's request ids: `<requestTag>-<request number in base 36>` (domain/usageChunk.ts requestIdOf). */
+/** This process's request ids: `<requestTag>-<request number in base 36>` (domain/requestId.ts). */
 export const requestTag = randomBytes(4).toString("hex")
 let requestSeq = 0
 
