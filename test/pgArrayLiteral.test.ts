@@ -1,19 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
-import { PgClient } from "@effect/sql-pg"
-import { Effect, Redacted } from "effect"
+import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import fc from "fast-check"
-import { afterAll } from "vitest"
 import { pgArrayLiteral } from "../src/domain/pgArrayLiteral.ts"
-import { dropDatabase, freshDatabase } from "./support/services.ts"
+import { freshPgLayer } from "./support/services.ts"
 
 /** What PostgreSQL can store of a JS string: UTF-8 (lone surrogates become U+FFFD), no U+0000. */
 const storable = (s: string): string => s.toWellFormed().replaceAll("\u0000", "\uFFFD")
 
 describe("pgArrayLiteral (real PostgreSQL reads it back)", () => {
-  const dbUrl = freshDatabase("pg_array_literal")
-  afterAll(() => dropDatabase(dbUrl))
-  const PgLive = PgClient.layer({ url: Redacted.make(dbUrl), maxConnections: 1 })
+  const PgLive = freshPgLayer("pg_array_literal", 1)
 
   it.live("text values, NULLs, empty strings and every kind of character come back as sent", () =>
     Effect.gen(function*() {

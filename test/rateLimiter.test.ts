@@ -1,10 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
-import { Context, Deferred, Effect, Fiber, Layer, Redacted, Stream } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Stream } from "effect"
 import { Reactivity } from "effect/reactivity"
 import { SqlClient, type SqlConnection } from "effect/sql"
 import { randomUUID } from "node:crypto"
-import { afterAll } from "vitest"
 import type { UsageRow } from "../src/domain/usage.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { insertUsageRows } from "../src/layers/UsageWriterDatabase.ts"
@@ -15,7 +14,7 @@ import type { ApiKeyRecord, TierLimits } from "../src/services/ApiKeys.ts"
 import { Cache, CacheError } from "../src/services/Cache.ts"
 import { RateLimiter } from "../src/services/RateLimiter.ts"
 import { testParams } from "./support/params.ts"
-import { dropDatabase, freshDatabase } from "./support/services.ts"
+import { freshPgLayer } from "./support/services.ts"
 
 
 /** A database without usage this month: every query answers no rows. */
@@ -204,9 +203,7 @@ const usageRow = (keyId: string, createdAt: number, fields: Partial<UsageRow> = 
 })
 
 describe("RateLimiterLive monthly quota seed", () => {
-  const dbUrl = freshDatabase("rate_limiter_seed")
-  afterAll(() => dropDatabase(dbUrl))
-  const PgLive = PgClient.layer({ url: Redacted.make(dbUrl), maxConnections: 2 })
+  const PgLive = freshPgLayer("rate_limiter_seed", 2)
 
   it.live("a new cache counts this month's answered price queries already in the database, and no other rows", () =>
     Effect.gen(function*() {

@@ -6,7 +6,6 @@ import { randomUUID } from "node:crypto"
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { afterAll } from "vitest"
 import type { ParamName } from "../src/domain/params.ts"
 import { USAGE_COLUMNS, UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
 import { rowsOfChunk } from "../src/domain/usageChunk.ts"
@@ -16,7 +15,7 @@ import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
 import { UsageWriterDatabase } from "../src/layers/UsageWriterDatabase.ts"
 import { Params } from "../src/services/Params.ts"
 import { UsageBatcher, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
-import { dropDatabase, freshDatabase } from "./support/services.ts"
+import { freshPgLayer } from "./support/services.ts"
 import fc from "fast-check"
 import { chunkOf, usageFactsArb } from "./support/usageFacts.ts"
 import { testAppConfig } from "./support/config.ts"
@@ -406,9 +405,7 @@ const writesEachRowOnce = Effect.gen(function*() {
 })
 
 describe("UsageWriterDatabase (real PostgreSQL)", () => {
-  const dbUrl = freshDatabase("usage_writer")
-  afterAll(() => dropDatabase(dbUrl))
-  const PgLive = PgClient.layer({ url: Redacted.make(dbUrl), maxConnections: 2 })
+  const PgLive = freshPgLayer("usage_writer", 2)
 
   it.live("inserts 5000 rows in one write, and the same batch again adds none", () =>
     writesEachRowOnce.pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)

@@ -1,4 +1,7 @@
+import { PgClient } from "@effect/sql-pg"
+import { Redacted } from "effect"
 import { execFileSync, execSync } from "node:child_process"
+import { afterAll } from "vitest"
 import { createConnection } from "node:net"
 
 export const PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -50,6 +53,13 @@ export const freshDatabase = (name: string): string => {
 export const dropDatabase = (url: string): void => {
   const db = url.slice(url.lastIndexOf("/") + 1)
   psql(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`)
+}
+
+/** Inside a describe: a fresh database for its tests, dropped after them, and a client Layer for it. */
+export const freshPgLayer = (name: string, maxConnections: number) => {
+  const url = freshDatabase(name)
+  afterAll(() => dropDatabase(url))
+  return PgClient.layer({ url: Redacted.make(url), maxConnections })
 }
 
 /** A Redis logical database for one test file, flushed first: `redis://127.0.0.1:6379/<n>`. */
