@@ -16,9 +16,7 @@ export interface CompiledAnswer {
   readonly sourceCount: number
   /** `data` JSON of /price at `now`. */
   readonly render: (now: number) => string
-  /** Cached UDP reply body (see udpCodec.priceReplyBody). */
-  readonly udpBody: string
-  /** The same as UTF-8 bytes, for udpCodec.writePriceReply. */
+  /** Cached UDP reply body (udpCodec.priceReplyBody) as UTF-8 bytes, for udpCodec.writePriceReply. */
   readonly udpBodyBytes: Uint8Array
   /** Oldest source time used: the answer must be recompiled once this passes the staleness limit. */
   readonly oldestTs: number
@@ -84,9 +82,8 @@ export const compileAnswer = (
     return rendered
   }
   const sourceName = source ?? "consensus"
-  const udpBody = priceReplyBody(asset, quote, result.price, sourceName, ts)
   return {
     asset, quote, price: result.price, method, source: sourceName, ts, oldestTs, sourceCount: used.length, render,
-    udpBody, udpBodyBytes: Buffer.from(udpBody, "utf8")
+    udpBodyBytes: Buffer.from(priceReplyBody(asset, quote, result.price, sourceName, ts), "utf8")
   }
 }
