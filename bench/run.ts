@@ -333,6 +333,8 @@ const startLpo = async (workers: number, extraEnv: Record<string, string>): Prom
 interface ServedCount {
   readonly requestsTotal: number
   readonly rowsRecorded: number
+  /** Rows the usage thread reports written (it reports every 250 ms). */
+  readonly rowsWritten: number
 }
 
 /**
@@ -349,19 +351,58 @@ const servedCounts = async (lpo: Lpo): Promise<ServedCount | string> => {
     const node = field(reply.body, "node")
     const requestsTotal = field(reply.body, "data", "counters", "requests_total")
     const rowsRecorded = field(reply.body, "data", "counters", "usage_rows_recorded")
+    const rowsWritten = field(reply.body, "data", "counters", "usage_rows_written")
     if (reply.status !== 200 || typeof node !== "string" || typeof requestsTotal !== "number") {
       return `GET /admin/stress-stats answered ${reply.status}: ${JSON.stringify(reply.body).slice(0, 200)}`
     }
-    latest.set(node, { requestsTotal, rowsRecorded: typeof rowsRecorded === "number" ? rowsRecorded : Number.NaN })
+    latest.set(node, {
+      requestsTotal,
+      rowsRecorded: typeof rowsRecorded === "number" ? rowsRecorded : Number.NaN,
+      rowsWritten: typeof rowsWritten === "number" ? rowsWritten : Number.NaN
+    })
   }
   if (latest.size < lpo.workers) return `GET /admin/stress-stats reached ${latest.size} of ${lpo.workers} workers`
   let requestsTotal = 0
   let rowsRecorded = 0
+  let rowsWritten = 0
   for (const c of latest.values()) {
     requestsTotal += c.requestsTotal
     rowsRecorded += c.rowsRecorded
+    rowsWritten += c.rowsWritten
   }
-  return { requestsTotal, rowsRecorded }
+  return { requestsTotal, rowsRecorded, rowsWritten }
+}
+
+/** How long the bench waits for the usage rows of a measurement to be written before the next one. */
+const BACKLOG_DRAIN_TIMEOUT_MS = 60_000
+/** Rows recorded and not yet written, below which the writer counts as caught up (a batch or two in flight). */
+const BACKLOG_CAUGHT_UP_ROWS = 5_000
+
+interface Backlog {
+  /** Rows recorded and not yet written when the load stopped. */
+  readonly rowsAtEnd: number
+  /** How long the writer then took to catch up (BACKLOG_CAUGHT_UP_ROWS), or the timeout. */
+  readonly drainMs: number
+}
+
+/**
+ * The usage rows still to be written when a load stops, and the time the writer needs to catch
+ * up. A server whose usage writer falls behind would show a better rate than it can sustain, so
+ * this is reported beside every real measurement, and the next measurement waits for the catch-up.
+ */
+const usageBacklog = async (lpo: Lpo): Promise<Backlog | undefined> => {
+  const pending = async () => {
+    const c = await servedCounts(lpo)
+    return typeof c === "string" ? undefined : c.rowsRecorded - c.rowsWritten
+  }
+  const rowsAtEnd = await pending()
+  if (rowsAtEnd === undefined || Number.isNaN(rowsAtEnd)) return undefined
+  const started = performance.now()
+  for (let left = rowsAtEnd; left > BACKLOG_CAUGHT_UP_ROWS && performance.now() - started < BACKLOG_DRAIN_TIMEOUT_MS;) {
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    left = (await pending()) ?? 0
+  }
+  return { rowsAtEnd, drainMs: performance.now() - started }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,6 +532,8 @@ interface Measured {
   readonly serverCpuUs?: number
   /** The same for its helper processes; undefined when it has none. */
   readonly helperCpuUs?: number
+  /** Usage rows not yet written when the load stopped (real servers only). */
+  readonly backlog?: Backlog
 }
 
 /**
@@ -576,8 +619,10 @@ const roundsRow = (group: string, subject: string, ms: ReadonlyArray<Measured>, 
   for (const m of ms) for (const [status, n] of Object.entries(m.result.statusCounts)) statusTotals[status] = (statusTotals[status] ?? 0) + n
   const cpu = medianOf(ms, (m) => m.serverCpuUs)
   const helpers = medianOf(ms, (m) => m.helperCpuUs)
+  const backlogs = ms.flatMap((m) => (m.backlog === undefined ? [] : [m.backlog]))
   const note = Object.entries(statusTotals).map(([status, n]) => `${status}:${n}`).join(" ") +
-    (pairedRatios === undefined ? "" : `; per round ${pairedRatios.map((r) => r.toFixed(2)).join(" ")}`)
+    (pairedRatios === undefined ? "" : `; per round ${pairedRatios.map((r) => r.toFixed(2)).join(" ")}`) +
+    (backlogs.length === 0 ? "" : `; unwritten rows at end ${backlogs.map((b) => `${b.rowsAtEnd} (${(b.drainMs / 1000).toFixed(1)} s)`).join(" ")}`)
   return {
     group,
     subject,
@@ -672,7 +717,9 @@ const lpoRun = async (
     for (let round = 0; round < s.rounds; round++) {
       for (const [i, c] of comparisons.entries()) {
         bareRounds[i]!.push(await measure(s, () => sampleCpu(c.bare.pid), () => c.load(c.bare.port, undefined)))
-        realRounds[i]!.push(await measure(s, sample, () => c.load(c.portOf(lpo), lpo.key)))
+        const measured = await measure(s, sample, () => c.load(c.portOf(lpo), lpo.key))
+        const backlog = await usageBacklog(lpo)
+        realRounds[i]!.push(backlog === undefined ? measured : { ...measured, backlog })
       }
     }
     for (const [i, c] of comparisons.entries()) {
