@@ -8,7 +8,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import type { ParamName } from "../src/domain/params.ts"
 import { USAGE_COLUMNS, UsageBatchJson, type UsageRow } from "../src/domain/usage.ts"
-import { rowsOfChunk } from "../src/domain/usageChunk.ts"
+import { rowsOfChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageBatcherLive } from "../src/layers/UsageBatcherLive.ts"
 import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
@@ -17,7 +17,7 @@ import { Params } from "../src/services/Params.ts"
 import { UsageBatcher, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
 import { freshPgLayer } from "./support/services.ts"
 import fc from "fast-check"
-import { chunkOf, usageFactsArb } from "./support/usageFacts.ts"
+import { chunkOf, sameFactsArb, usageFactsArb } from "./support/usageFacts.ts"
 import { testAppConfig } from "./support/config.ts"
 import { testParams } from "./support/params.ts"
 
@@ -404,6 +404,35 @@ const writesEachRowOnce = Effect.gen(function*() {
       assert.strictEqual(stored[0]?.created_at.getTime(), sample.created_at)
 })
 
+/**
+ * Writes each group of facts as one insert of two chunks (its halves), so a field the group
+ * shares is one value across chunks, and reads every field of every row back.
+ */
+const writesChunksAsTheirRows = (groups: ReadonlyArray<ReadonlyArray<UsageFacts>>) =>
+  Effect.gen(function*() {
+    const sql = yield* SqlClient.SqlClient
+    yield* migrate
+    const writer = yield* UsageWriter
+    const inserts = groups.map((facts, g) => {
+      const half = Math.ceil(facts.length / 2)
+      return [facts.slice(0, half), facts.slice(half)].filter((f) => f.length > 0).map((f, h) => chunkOf(f, g * 1_000 + h * 500 + 7)!)
+    })
+    for (const chunks of inserts) yield* writer.writeChunks(chunks)
+    const chunks = inserts.flat()
+    // What PostgreSQL keeps of a JS string: UTF-8, so a lone surrogate becomes U+FFFD.
+    const storable = (row: UsageRow) =>
+      Object.fromEntries(USAGE_COLUMNS.map((c) => [c, typeof row[c] === "string" ? row[c].toWellFormed() : row[c]]))
+    const stored = yield* sql.unsafe<Record<string, unknown>>(
+      `SELECT ${USAGE_COLUMNS.map((c) => (c === "id" || c === "api_key_id" ? `${c}::text` : c === "created_at" ? "(extract(epoch FROM created_at) * 1000)::float8 AS created_at" : c)).join(", ")}
+       FROM usage_logs WHERE id = ANY($1::uuid[])`,
+      [`{${chunks.flatMap(rowsOfChunk).map((r) => r.id).join(",")}}`]
+    )
+    const byId = new Map(stored.map((r) => [r.id, { ...r, created_at: Math.round(Number(r.created_at)) }]))
+    const expected = chunks.flatMap(rowsOfChunk).map(storable)
+    assert.strictEqual(stored.length, expected.length)
+    for (const row of expected) assert.deepStrictEqual(byId.get(row.id), row)
+  })
+
 describe("UsageWriterDatabase (real PostgreSQL)", () => {
   const PgLive = freshPgLayer("usage_writer", 2)
 
@@ -411,26 +440,12 @@ describe("UsageWriterDatabase (real PostgreSQL)", () => {
     writesEachRowOnce.pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
 
   it.live("chunks are written as the rows they hold, every field as the chunk's rows say", () =>
-    Effect.gen(function*() {
-      const sql = yield* SqlClient.SqlClient
-      yield* migrate
-      const writer = yield* UsageWriter
-      const chunks = fc.sample(fc.array(usageFactsArb({ noNul: true }), { minLength: 1, maxLength: 40 }), 6)
-        .map((facts, g) => chunkOf(facts, g * 1_000 + 7)!)
-      yield* writer.writeChunks(chunks)
-      // What PostgreSQL keeps of a JS string: UTF-8, so a lone surrogate becomes U+FFFD.
-      const storable = (row: UsageRow) =>
-        Object.fromEntries(USAGE_COLUMNS.map((c) => [c, typeof row[c] === "string" ? row[c].toWellFormed() : row[c]]))
-      const stored = yield* sql.unsafe<Record<string, unknown>>(
-        `SELECT ${USAGE_COLUMNS.map((c) => (c === "id" || c === "api_key_id" ? `${c}::text` : c === "created_at" ? "(extract(epoch FROM created_at) * 1000)::float8 AS created_at" : c)).join(", ")}
-         FROM usage_logs WHERE id = ANY($1::uuid[])`,
-        [`{${chunks.flatMap(rowsOfChunk).map((r) => r.id).join(",")}}`]
-      )
-      const byId = new Map(stored.map((r) => [r.id, { ...r, created_at: Math.round(Number(r.created_at)) }]))
-      const expected = chunks.flatMap(rowsOfChunk).map(storable)
-      assert.strictEqual(stored.length, expected.length)
-      for (const row of expected) assert.deepStrictEqual(byId.get(row.id), row)
-    }).pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
+    writesChunksAsTheirRows(fc.sample(fc.array(usageFactsArb({ noNul: true }), { minLength: 1, maxLength: 40 }), 6))
+      .pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
+
+  it.live("fields every row of a batch shares (sent once, not as arrays) are stored in every row", () =>
+    writesChunksAsTheirRows(fc.sample(sameFactsArb({ noNul: true }), 6))
+      .pipe(Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgLive)))), 30_000)
 
   it.live("the embedded database (PGlite behind its socket) reports duplicates the same way: each row once", () =>
     Effect.gen(function*() {
@@ -440,6 +455,14 @@ describe("UsageWriterDatabase (real PostgreSQL)", () => {
       )
     }).pipe(Effect.scoped), 60_000)
 
+
+  it.live("the embedded database stores shared fields (sent once) and the rest the same way", () =>
+    Effect.gen(function*() {
+      const { url } = yield* startEmbeddedPostgres(newDataDir())
+      yield* writesChunksAsTheirRows([...fc.sample(sameFactsArb({ noNul: true }), 3), ...fc.sample(fc.array(usageFactsArb({ noNul: true }), { minLength: 1, maxLength: 20 }), 2)]).pipe(
+        Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))))
+      )
+    }).pipe(Effect.scoped), 60_000)
 
   it.live("a shutdown during a send waits for it instead of sending the batch again", () =>
     Effect.gen(function*() {

@@ -13,15 +13,17 @@
 export const quotedElement = (s: string): string =>
   s.includes('"') || s.includes("\\") || s.includes("\u0000") ? `"${s.replace(/["\\]/gu, (c) => `\\${c}`).replaceAll("\u0000", "\uFFFD")}"` : `"${s}"`
 
+/** A string as a text parameter of its own: unquoted, with U+0000 made U+FFFD as in `quotedElement`. */
+export const textParameter = (s: string): string => (s.includes("\u0000") ? s.replaceAll("\u0000", "\uFFFD") : s)
+
 /** Numbers in a form `float8[]` and `int[]` read back exactly (JS's shortest round-trip form). */
 export const numeralElement = (n: number): string => (Number.isFinite(n) ? String(n) : Number.isNaN(n) ? "NaN" : n > 0 ? "Infinity" : "-Infinity")
 
+/** One value as an element of an array literal. */
+export const arrayElement = (v: string | number | null): string => (v === null ? "NULL" : typeof v === "number" ? numeralElement(v) : quotedElement(v))
+
 export const pgArrayLiteral = (values: ReadonlyArray<string | number | null>): string => {
   let out = "{"
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i]!
-    if (i > 0) out += ","
-    out += v === null ? "NULL" : typeof v === "number" ? numeralElement(v) : quotedElement(v)
-  }
+  for (let i = 0; i < values.length; i++) out += i === 0 ? arrayElement(values[i]!) : "," + arrayElement(values[i]!)
   return out + "}"
 }

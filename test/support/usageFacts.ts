@@ -77,3 +77,16 @@ export const expectedRow = (f: UsageFacts, index: number, randomStart = 0): Usag
     created_at: f.createdAt
   }
 }
+
+/** Facts fields that become one column each; `sameFactsArb` copies a random set of them from the first facts to all. */
+const COPYABLE = ["requestId", "apiKeyId", "service", "protocol", "endpoint", "asset", "quote", "source", "price", "code", "status", "latencyUs", "clientIp", "bytesOut", "createdAt"] as const
+
+/** Groups of facts in which some fields hold one value throughout (as a batch of one client's requests does). */
+export const sameFactsArb = (options: { readonly noNul?: boolean } = {}): fc.Arbitrary<ReadonlyArray<UsageFacts>> =>
+  fc.tuple(fc.array(usageFactsArb(options), { minLength: 2, maxLength: 30 }), fc.subarray([...COPYABLE], { minLength: 1 })).map(([facts, fields]) =>
+    facts.map((f) => {
+      const copy: Record<string, unknown> = { ...f }
+      for (const field of fields) copy[field] = facts[0]![field]
+      return copy as unknown as UsageFacts
+    })
+  )
