@@ -2,12 +2,12 @@ import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, Option, Redacted, Scope } from "effect"
 import { execFileSync, spawn } from "node:child_process"
 import { randomFillSync, randomUUID } from "node:crypto"
-import { mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Worker } from "node:worker_threads"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { makeUsageChunkBuilder, type UsageFacts } from "../src/domain/usageChunk.ts"
+import { makeUsageChunkBuilder, type UsageChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
@@ -18,6 +18,8 @@ import { testParams } from "./support/params.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 
 const dbUrl = freshDatabase("usage_thread")
+/** A database without the tables: every insert into it fails. */
+const emptyDbUrl = freshDatabase("usage_thread_no_tables")
 const dataDir = mkdtempSync(join(tmpdir(), "tb-usage-thread-"))
 
 const countRows = (node: string) =>
@@ -48,8 +50,28 @@ beforeAll(async () => {
 
 afterAll(() => {
   dropDatabase(dbUrl)
+  dropDatabase(emptyDbUrl)
   rmSync(dataDir, { recursive: true, force: true })
 })
+
+/** A usage thread writing to `databaseUrl` with its spool in `dataDir`; it is sent `chunk` as seq 7. */
+const startUsageThread = async (databaseUrl: string, dataDir: string, chunk: UsageChunk | undefined) => {
+  const thread = new Worker(new URL("../src/programs/usageThread.ts", import.meta.url), {
+    workerData: { params: { usage_flush_ms: "20" } },
+    env: { ...process.env, DATABASE_URL: databaseUrl, DATA_DIR: dataDir }
+  })
+  const acks: Array<number> = []
+  thread.on("message", (m: { type: string; seq?: number }) => void (m.type === "ack" && m.seq !== undefined && acks.push(m.seq)))
+  await new Promise<void>((resolve) => thread.on("message", (m: { type: string }) => m.type === "ready" && resolve()))
+  if (chunk !== undefined) thread.postMessage({ type: "rows", seq: 7, chunk })
+  return { thread, acks }
+}
+
+const chunkOfNode = (node: string, rows: number) => {
+  const builder = makeUsageChunkBuilder({ capacity: rows, node, region: "local", requestTag: "t", fillRandom: randomFillSync })
+  for (let i = 0; i < rows; i++) builder.record(facts(i))
+  return builder.take()
+}
 
 describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
   it("every row recorded reaches the database, the last ones through the shutdown flush", async () => {
@@ -82,23 +104,11 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
 
   it("the usage thread acknowledges a chunk only once its rows are in the database, so a thread that dies before loses none", async () => {
     const node = "thread-c"
-    const builder = makeUsageChunkBuilder({ capacity: 300, node, region: "local", requestTag: "t", fillRandom: randomFillSync })
-    for (let i = 0; i < 300; i++) builder.record(facts(i))
-    const chunk = builder.take()
+    const chunk = chunkOfNode(node, 300)
     // A transaction holding usage_logs: the thread's insert waits behind it.
     const locker = spawn("psql", [dbUrl, "-qAt"], { stdio: ["pipe", "ignore", "ignore"] })
     locker.stdin.write("BEGIN; LOCK TABLE usage_logs IN ACCESS EXCLUSIVE MODE; SELECT 1;\n")
-    const startThread = async () => {
-      const thread = new Worker(new URL("../src/programs/usageThread.ts", import.meta.url), {
-        workerData: { params: { usage_flush_ms: "20" } },
-        env: { ...process.env, DATABASE_URL: dbUrl, DATA_DIR: mkdtempSync(join(tmpdir(), "tb-usage-thread-c-")) }
-      })
-      const acks: Array<number> = []
-      thread.on("message", (m: { type: string; seq?: number }) => void (m.type === "ack" && m.seq !== undefined && acks.push(m.seq)))
-      await new Promise<void>((resolve) => thread.on("message", (m: { type: string }) => m.type === "ready" && resolve()))
-      thread.postMessage({ type: "rows", seq: 7, chunk })
-      return { thread, acks }
-    }
+    const startThread = () => startUsageThread(dbUrl, mkdtempSync(join(tmpdir(), "tb-usage-thread-c-")), chunk)
     const first = await startThread()
     await new Promise((r) => setTimeout(r, 1_000))
     const ackedWhileLocked = [...first.acks]
@@ -109,5 +119,24 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
     for (let waited = 0; second.acks.length === 0 && waited < 10_000; waited += 50) await new Promise((r) => setTimeout(r, 50))
     await second.thread.terminate()
     expect({ ackedWhileLocked, ackedAfter: second.acks, rows: countRows(node) }).toEqual({ ackedWhileLocked: [], ackedAfter: [7], rows: 300 })
+  }, 60_000)
+
+  it("a chunk the writer refuses is in the spool before it is acknowledged, so a thread that dies after the acknowledgement loses none", async () => {
+    const node = "thread-d"
+    const threadDataDir = mkdtempSync(join(tmpdir(), "tb-usage-thread-d-"))
+    // The insert fails (no usage_logs there): the chunk goes to the fallback and is acknowledged.
+    const first = await startUsageThread(emptyDbUrl, threadDataDir, chunkOfNode(node, 300))
+    for (let waited = 0; first.acks.length === 0 && waited < 10_000; waited += 50) await new Promise((r) => setTimeout(r, 50))
+    const ackedByFailingThread = [...first.acks]
+    // The serving thread has let the chunk go; this thread dies before writing it anywhere else.
+    await first.thread.terminate()
+    const spoolDir = join(threadDataDir, "spool")
+    const spooledFiles = existsSync(spoolDir) ? readdirSync(spoolDir).filter((f) => f.endsWith(".json")).length : 0
+    // A new thread on a working database replays the spool.
+    const second = await startUsageThread(dbUrl, threadDataDir, undefined)
+    for (let waited = 0; countRows(node) < 300 && waited < 15_000; waited += 100) await new Promise((r) => setTimeout(r, 100))
+    await second.thread.terminate()
+    expect({ ackedByFailingThread, spooledFiles, rows: countRows(node) }).toEqual({ ackedByFailingThread: [7], spooledFiles: 1, rows: 300 })
+    rmSync(threadDataDir, { recursive: true, force: true })
   }, 60_000)
 })

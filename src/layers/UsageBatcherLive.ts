@@ -1,12 +1,11 @@
 import { Cause, Data, Effect, Fiber, Layer, Option } from "effect"
-import { join } from "node:path"
 import type { UsageRow } from "../domain/usage.ts"
 import { AppConfig } from "../config/AppConfig.ts"
 import { Params } from "../services/Params.ts"
 import { UsageBatcher, UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { withModule } from "./Logging.ts"
 import { messageOf } from "../domain/errorMessage.ts"
-import { decodeSpoolBatch, makeSpool } from "./usageSpool.ts"
+import { decodeSpoolBatch, makeSpool, usageSpoolDir } from "./usageSpool.ts"
 
 
 /** The loop replays the spool at most once per this many passes (each pass is ~usage_flush_ms). */
@@ -38,7 +37,7 @@ export const UsageBatcherLive = Layer.effect(UsageBatcher, Effect.gen(function*(
   const writer = yield* UsageWriter
   const params = yield* Params
   const config = yield* AppConfig
-  const spool = makeSpool(join(config.dataDir, "spool"))
+  const spool = makeSpool(usageSpoolDir(config.dataDir))
   // Long enough for one more try at the writer, short enough to spool before the process watchdog.
   const finalDrainMs = Math.max(1_000, Math.floor(config.shutdownTimeoutMs / 3))
   let buffer: Array<UsageRow> = []

@@ -1,6 +1,5 @@
 import { Effect, Fiber, Layer, Option, Redacted, Schema } from "effect"
 import { randomFillSync } from "node:crypto"
-import { join } from "node:path"
 import { Worker } from "node:worker_threads"
 import { AppConfig } from "../config/AppConfig.ts"
 import { messageOf } from "../domain/errorMessage.ts"
@@ -12,7 +11,7 @@ import { DatabaseInfo } from "../services/Database.ts"
 import { Params } from "../services/Params.ts"
 import { addUsageStats as addStats, UsageSink, type UsageSinkStats, ZERO_USAGE_STATS as ZERO } from "../services/UsageSink.ts"
 import { withModule } from "./Logging.ts"
-import { makeSpool } from "./usageSpool.ts"
+import { makeSpool, usageSpoolDir } from "./usageSpool.ts"
 import { FromUsageThread, type ToUsageThread } from "./usageThreadProtocol.ts"
 
 /** Rows per chunk handed to the usage thread (~22 KB of columns). */
@@ -49,7 +48,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   const params = yield* Params
   const database = yield* DatabaseInfo
   const meta = yield* ServerInfo
-  const spool = makeSpool(join(config.dataDir, "spool"))
+  const spool = makeSpool(usageSpoolDir(config.dataDir))
   // The usage thread gets half of the shutdown budget for its final flush; then it is terminated.
   const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
   // The thread reads its configuration from its environment: make where rows go this thread's

@@ -7,14 +7,13 @@ import { type UsageSinkStats, ZERO_USAGE_STATS } from "../services/UsageSink.ts"
  * columns; the database writes its insert's parameters from them). A chunk is acknowledged once
  * written, so a thread that dies before leaves it with the serving thread, which sends it again
  * (ids make a second write harmless). When a write fails, its chunks go to `fallback` (the usage
- * batcher, which retries with backoff and spools), and for `bypassMs` after a failure every chunk
- * takes that path, so a destination that is down is not tried twice for every batch. So does
- * every chunk past `maxRows()` waiting here while a write hangs: the batcher bounds its memory
- * with the spool.
+ * thread spools them, which the batcher replays) and are then acknowledged, and for `bypassMs`
+ * after a failure every chunk takes that path, so a destination that is down is not tried twice
+ * for every batch. So does every chunk past `maxRows()` waiting here while a write hangs.
  */
 export interface ChunkForwarderOptions {
   readonly write: (chunks: ReadonlyArray<UsageChunk>) => Promise<void>
-  /** Hand a chunk's rows to the usage batcher. Throws if the chunk's rows cannot be made. */
+  /** Put a chunk's rows where they survive this thread (the spool). Throws if the chunk's rows cannot be made. */
   readonly fallback: (chunk: UsageChunk) => void
   readonly ack: (seq: number) => void
   /** A chunk whose rows could not be handed anywhere: reported, then acknowledged. */

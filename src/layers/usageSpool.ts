@@ -12,6 +12,9 @@ import { UsageBatchJson, type UsageRow } from "../domain/usage.ts"
 const encodeBatch = (rows: ReadonlyArray<UsageRow>): string => JSON.stringify({ rows })
 export const decodeSpoolBatch = Schema.decodeUnknownSync(UsageBatchJson)
 
+/** The spool of a data directory: the serving thread, the usage thread and its batcher share it. */
+export const usageSpoolDir = (dataDir: string) => join(dataDir, "spool")
+
 /**
  * Spool: batches that could not be written yet, one JSON file each, written atomically
  * (tmp + rename) so a crash mid-write leaves no half file. Synchronous and throwing: it runs only

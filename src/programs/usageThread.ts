@@ -9,7 +9,7 @@ import { AppConfig } from "../config/AppConfig.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { DEFAULT_PARAMS, mergeParams, paramRows, type ParamName, type ParamValues } from "../domain/params.ts"
 import type { UsageRow } from "../domain/usage.ts"
-import { checkChunk, rowsOfChunk } from "../domain/usageChunk.ts"
+import { checkChunk, rowsOfChunk, type UsageChunk } from "../domain/usageChunk.ts"
 import { DatabaseLive } from "../layers/DatabaseLive.ts"
 import { withModule } from "../layers/Logging.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
@@ -20,6 +20,7 @@ import { usageWriterSqs } from "../layers/UsageWriterSqs.ts"
 import { Params, ParamsError } from "../services/Params.ts"
 import { addUsageStats, UsageBatcher, UsageWriter } from "../services/UsageSink.ts"
 import { type ChunkForwarder, makeChunkForwarder } from "../layers/usageChunkForwarder.ts"
+import { makeSpool, usageSpoolDir } from "../layers/usageSpool.ts"
 import { BaseLive } from "./layers.ts"
 
 const port = parentPort
@@ -64,12 +65,41 @@ const ThreadLive = UsageBatcherLive.pipe(
 const STATS_EVERY = "250 millis"
 
 /**
- * Chunks straight to the writer, acknowledged once written, with the batcher behind it for
- * failures. Each write runs with this thread's services, so its span reaches the tracer.
+ * Where the rows of a chunk the writer could not take go before the chunk is acknowledged: the
+ * spool on disk, which the batcher replays once the writer works again. An acknowledged chunk is
+ * gone from the serving thread, so rows only held in this thread's memory would die with it.
+ * Only if the spool cannot be written are they held by the batcher (memory), and that is logged.
+ */
+const makeFallback = (batcher: UsageBatcher["Service"], spool: ReturnType<typeof makeSpool>) => {
+  let spooled = 0
+  let spoolFailing = false
+  const hold = (chunk: UsageChunk) => {
+    const rows = rowsOfChunk(chunk)
+    try {
+      spool.put(rows)
+      spooled += rows.length
+      if (spoolFailing) {
+        spoolFailing = false
+        Effect.runFork(Effect.logInfo("usage spool writable again").pipe(withModule("usage-thread")))
+      }
+    } catch (e) {
+      addRows(batcher, rows)
+      if (!spoolFailing) {
+        spoolFailing = true
+        Effect.runFork(Effect.logWarning("usage spool not writable; rows the writer refused are held in memory", { error: messageOf(e) }).pipe(withModule("usage-thread")))
+      }
+    }
+  }
+  return { hold, spooled: () => spooled }
+}
+
+/**
+ * Chunks straight to the writer, acknowledged once written (or, when the write fails, once in
+ * the spool). Each write runs with this thread's services, so its span reaches the tracer.
  */
 const forwarderFor = (
   writer: UsageWriter["Service"],
-  batcher: UsageBatcher["Service"],
+  fallback: (chunk: UsageChunk) => void,
   params: Params["Service"],
   run: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>
 ): ChunkForwarder =>
@@ -78,7 +108,7 @@ const forwarderFor = (
       run(writer.writeChunks(chunks).pipe(Effect.withSpan("UsageWriter.writeChunks", {
         attributes: { rows: chunks.reduce((n, c) => n + c.rows, 0), chunks: chunks.length, writer: writer.kind }
       }))),
-    fallback: (chunk) => addRows(batcher, rowsOfChunk(chunk)),
+    fallback,
     ack: (seq) => post({ type: "ack", seq }),
     lost: (seq, e) => reportLost(seq, e),
     batchRows: () => Math.max(1, params.int("usage_batch_size")),
@@ -129,11 +159,15 @@ const serveChunks = (forwarder: ChunkForwarder) =>
 
 const main = Effect.gen(function*() {
   const batcher = yield* UsageBatcher
-  const forwarder = forwarderFor(yield* UsageWriter, batcher, yield* Params, Effect.runPromiseWith(yield* Effect.context<never>()))
+  const config = yield* AppConfig
+  // The batcher's own spool directory: its replay writes these rows too.
+  const fallback = makeFallback(batcher, makeSpool(usageSpoolDir(config.dataDir)))
+  const forwarder = forwarderFor(yield* UsageWriter, fallback.hold, yield* Params, Effect.runPromiseWith(yield* Effect.context<never>()))
   const stats = () => {
     const own = batcher.stats()
     const forwarded = forwarder.stats()
-    return { ...addUsageStats(own, forwarded), lastBatchMs: forwarded.lastBatchMs || own.lastBatchMs }
+    const both = addUsageStats(own, forwarded)
+    return { ...both, spooled: both.spooled + fallback.spooled(), lastBatchMs: forwarded.lastBatchMs || own.lastBatchMs }
   }
   yield* Effect.sync(() => post({ type: "stats", stats: stats() })).pipe(Effect.repeat(Schedule.spaced(STATS_EVERY)), Effect.forkScoped)
   yield* serveChunks(forwarder)
