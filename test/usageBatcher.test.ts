@@ -11,6 +11,7 @@ import { USAGE_COLUMNS, UsageBatchJson, type UsageRow } from "../src/domain/usag
 import { rowsOfChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageBatcherLive } from "../src/layers/UsageBatcherLive.ts"
+import { makeSpool, usageSpoolDir } from "../src/layers/usageSpool.ts"
 import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
 import { UsageWriterDatabase } from "../src/layers/UsageWriterDatabase.ts"
 import { Params } from "../src/services/Params.ts"
@@ -230,6 +231,22 @@ describe("UsageBatcherLive", () => {
       assert.strictEqual(second.batcher.stats().replayed, rows.length)
       yield* second.shutdown
       assertExactlyOnce(up.writtenIds(), rows.map((r) => r.id))
+    }))
+
+  it.live("rows spooled during the run (by the usage thread after a failed write) are written at shutdown, not left for a next start", () =>
+    Effect.gen(function*() {
+      const dataDir = newDataDir()
+      const writer = makeFakeWriter()
+      // A long timer: between the first pass (which found the spool empty) and the shutdown, no pass replays.
+      const { batcher, shutdown } = yield* startBatcher(writer.layer, { usage_batch_size: "50", usage_flush_ms: "60000", usage_buffer_max_rows: "1000" }, dataDir)
+      yield* Effect.sleep("100 millis")
+      const spooled = Array.from({ length: 120 }, () => makeRow())
+      makeSpool(usageSpoolDir(dataDir)).put(spooled)
+      const live = Array.from({ length: 30 }, () => makeRow())
+      for (const r of live) batcher.add(r)
+      yield* shutdown
+      assertExactlyOnce(writer.writtenIds(), [...live, ...spooled].map((r) => r.id))
+      assert.deepStrictEqual(spoolFiles(dataDir), [])
     }))
 
   it.live("add never throws when the spool cannot be written: rows stay in memory, one warning, nothing lost", () =>

@@ -276,13 +276,21 @@ export const UsageBatcherLive = Layer.effect(UsageBatcher, Effect.gen(function*(
     if (Option.isNone(finished)) yield* Fiber.interrupt(loopFiber)
   })
 
-  /** Shutdown: stop the loop, write what is left within the deadline, spool the rest. */
+  /**
+   * Shutdown: stop the loop, write what is left within the deadline, spool the rest. With time
+   * left, the spool is replayed too: rows spooled during the run (a failed write, a slow writer)
+   * would otherwise wait for this node's next start, which a retired node never has. A file cut
+   * off by the deadline stays in the spool (and may be written twice: ids make that harmless).
+   */
   const flush = Effect.gen(function*() {
     const started = Date.now()
+    const leftMs = () => Math.max(1, finalDrainMs - (Date.now() - started))
     yield* stopLoop
-    const remainingMs = Math.max(1, finalDrainMs - (Date.now() - started))
-    const drained = yield* drainOnce.pipe(Effect.interruptible, Effect.timeoutOption(remainingMs))
-    if (Option.isSome(drained) && drained.value) return
+    const drained = yield* drainOnce.pipe(Effect.interruptible, Effect.timeoutOption(leftMs()))
+    if (Option.isSome(drained) && drained.value) {
+      yield* replaySpool.pipe(Effect.interruptible, Effect.timeoutOption(leftMs()))
+      return
+    }
     yield* spoolLeftovers
   }).pipe(Effect.uninterruptible)
   yield* Effect.addFinalizer(() => flush)
