@@ -17,7 +17,9 @@ export const quotedElement = (s: string): string =>
 export const textParameter = (s: string): string => (s.includes("\u0000") ? s.replaceAll("\u0000", "\uFFFD") : s)
 
 /** Numbers in a form `float8[]` and `int[]` read back exactly (JS's shortest round-trip form). */
-export const numeralElement = (n: number): string => (Number.isFinite(n) ? String(n) : Number.isNaN(n) ? "NaN" : n > 0 ? "Infinity" : "-Infinity")
+export const numeralElement = (n: number): string =>
+  // String(-0) is "0"; float8 keeps the sign.
+  Object.is(n, -0) ? "-0" : Number.isFinite(n) ? String(n) : Number.isNaN(n) ? "NaN" : n > 0 ? "Infinity" : "-Infinity"
 
 /** One value as an element of an array literal. */
 export const arrayElement = (v: string | number | null): string => (v === null ? "NULL" : typeof v === "number" ? numeralElement(v) : quotedElement(v))
