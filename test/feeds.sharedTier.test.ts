@@ -1,12 +1,13 @@
 /**
  * The shared Valkey price tier between two `tb serve` nodes: node B cannot reach the USDT venues
- * (WebSocket and REST both point at a closed port, and the REST fallback is off), so the only way
+ * (WebSocket and REST both point at a dead port, and the REST fallback is off), so the only way
  * it can price an asset only those venues carry is from the ticks node A shares through Valkey.
+ * (Their port is held by this test and resets every connection, so no other server can take it.)
  */
 import { execFileSync } from "node:child_process"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { ASSET_MAP_SEED } from "../src/domain/seedData.ts"
-import { admin, call, createKey, freePort, priceWith, type RunningServer, startServer } from "./support/server.ts"
+import { admin, call, createKey, deadPort, priceWith, type RunningServer, startServer } from "./support/server.ts"
 import { dropDatabase, freshDatabase, freshRedis, REDIS_HOST, REDIS_PORT } from "./support/services.ts"
 
 const REDIS_DB = 12
@@ -14,6 +15,7 @@ const REDIS_DB = 12
 let a: RunningServer
 let b: RunningServer
 let dbUrl: string
+let dead: { readonly port: number; readonly close: () => Promise<void> } | undefined
 
 const USDT_ONLY_ASSET = [...new Set(ASSET_MAP_SEED.map((m) => m.asset))].find((asset) =>
   ASSET_MAP_SEED.filter((m) => m.asset === asset).map((m) => m.exchange).sort().join() === "gateio,okx"
@@ -23,7 +25,8 @@ beforeAll(async () => {
   dbUrl = freshDatabase("feeds_shared_tier")
   const shared = { DATABASE_URL: dbUrl, VALKEY_URL: freshRedis(REDIS_DB) }
   a = await startServer({ ...shared, NODE_ID: "tier-a" })
-  const closed = await freePort()
+  dead = await deadPort()
+  const closed = dead.port
   b = await startServer({
     ...shared,
     NODE_ID: "tier-b",
@@ -36,6 +39,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all([a?.stop(), b?.stop()])
+  await dead?.close()
   if (dbUrl !== undefined) dropDatabase(dbUrl)
 })
 

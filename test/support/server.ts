@@ -7,6 +7,22 @@ import { createSocket } from "node:dgram"
 
 const CLI = join(import.meta.dirname, "..", "..", "dist", "src", "programs", "cli.js")
 
+/**
+ * A port that stays ours and refuses service: every connection is reset at once. A port that was
+ * free and then closed can be taken by another test's server in the meantime (a simulator, say),
+ * and a client pointed at it would then reach that server.
+ */
+export const deadPort = (): Promise<{ readonly port: number; readonly close: () => Promise<void> }> =>
+  new Promise((resolve, reject) => {
+    const s = createServer((socket) => socket.resetAndDestroy())
+    s.once("error", reject)
+    s.listen(0, "127.0.0.1", () => {
+      const address = s.address()
+      const port = typeof address === "object" && address !== null ? address.port : 0
+      resolve({ port, close: () => new Promise((done) => s.close(() => done())) })
+    })
+  })
+
 export const freePort = (): Promise<number> =>
   new Promise((resolve, reject) => {
     const s = createServer()
