@@ -18,7 +18,7 @@ import { Params } from "../src/services/Params.ts"
 import { UsageBatcher, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
 import { freshPgLayer } from "./support/services.ts"
 import fc from "fast-check"
-import { chunkOf, sameFactsArb, usageFactsArb } from "./support/usageFacts.ts"
+import { randomChunkOf, sameFactsArb, usageFactsArb } from "./support/usageFacts.ts"
 import { testAppConfig } from "./support/config.ts"
 import { testParams } from "./support/params.ts"
 
@@ -430,9 +430,9 @@ const writesChunksAsTheirRows = (groups: ReadonlyArray<ReadonlyArray<UsageFacts>
     const sql = yield* SqlClient.SqlClient
     yield* migrate
     const writer = yield* UsageWriter
-    const inserts = groups.map((facts, g) => {
+    const inserts = groups.map((facts) => {
       const half = Math.ceil(facts.length / 2)
-      return [facts.slice(0, half), facts.slice(half)].filter((f) => f.length > 0).map((f, h) => chunkOf(f, g * 1_000 + h * 500 + 7)!)
+      return [facts.slice(0, half), facts.slice(half)].filter((f) => f.length > 0).map((f) => randomChunkOf(f)!)
     })
     for (const chunks of inserts) yield* writer.writeChunks(chunks)
     const chunks = inserts.flat()

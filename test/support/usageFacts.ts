@@ -1,4 +1,5 @@
 import fc from "fast-check"
+import { randomFillSync } from "node:crypto"
 import { RESPONSE_CODES, statusOf } from "../../src/domain/errorCodes.ts"
 import type { UsageRow } from "../../src/domain/usage.ts"
 import { ID_RANDOM_BYTES, makeUsageChunkBuilder, type UsageChunk, type UsageFacts } from "../../src/domain/usageChunk.ts"
@@ -43,8 +44,16 @@ export const countingRandom = (start = 0) => {
 }
 
 /** One chunk of `facts` (capacity: as many), made with counting random bytes from `randomStart`. */
-export const chunkOf = (facts: ReadonlyArray<UsageFacts>, randomStart = 0): UsageChunk | undefined => {
-  const builder = makeUsageChunkBuilder({ capacity: Math.max(1, facts.length), ...CHUNK_META, fillRandom: countingRandom(randomStart) })
+export const chunkOf = (facts: ReadonlyArray<UsageFacts>, randomStart = 0): UsageChunk | undefined => chunkWith(facts, countingRandom(randomStart))
+
+/**
+ * One chunk of `facts` with real random bytes: ids that differ from every other chunk's even when
+ * the facts share a time (counting bytes repeat every 256, and the arbitraries favour time 0).
+ */
+export const randomChunkOf = (facts: ReadonlyArray<UsageFacts>): UsageChunk | undefined => chunkWith(facts, randomFillSync)
+
+const chunkWith = (facts: ReadonlyArray<UsageFacts>, fillRandom: (bytes: Uint8Array) => void): UsageChunk | undefined => {
+  const builder = makeUsageChunkBuilder({ capacity: Math.max(1, facts.length), ...CHUNK_META, fillRandom })
   for (const f of facts) builder.record(f)
   return builder.take()
 }
