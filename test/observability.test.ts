@@ -41,20 +41,19 @@ afterAll(async () => {
   dropDatabase(dbUrl)
 })
 
-const spanNames = (): Array<string> =>
-  (received["traces"] ?? []).flatMap((body) =>
-    ((body as { resourceSpans?: Array<{ scopeSpans?: Array<{ spans?: Array<{ name: string }> }> }> }).resourceSpans ?? [])
-      .flatMap((r) => r.scopeSpans ?? []).flatMap((s) => s.spans ?? []).map((s) => s.name))
-
 interface ExportedSpan {
   readonly name: string
   readonly attributes?: ReadonlyArray<{ readonly key: string; readonly value: { readonly intValue?: string | number; readonly doubleValue?: number } }>
 }
 
-const spansNamed = (name: string): Array<ExportedSpan> =>
+/** Every span the collector received. */
+const exportedSpans = (): Array<ExportedSpan> =>
   (received["traces"] ?? []).flatMap((body) =>
     ((body as { resourceSpans?: Array<{ scopeSpans?: Array<{ spans?: Array<ExportedSpan> }> }> }).resourceSpans ?? [])
-      .flatMap((r) => r.scopeSpans ?? []).flatMap((s) => s.spans ?? []).filter((s) => s.name === name))
+      .flatMap((r) => r.scopeSpans ?? []).flatMap((s) => s.spans ?? []))
+
+const spanNames = (): Array<string> => exportedSpans().map((s) => s.name)
+const spansNamed = (name: string): Array<ExportedSpan> => exportedSpans().filter((s) => s.name === name)
 
 describe("OpenTelemetry export", () => {
   it("sends spans of service methods to the OTLP endpoint with the service's name", async () => {

@@ -17,35 +17,32 @@ import { testParams } from "./support/params.ts"
 import { freshPgLayer } from "./support/services.ts"
 
 
-/** A database without usage this month: every query answers no rows. */
-const noRows: SqlConnection.Connection = {
-  execute: () => Effect.succeed([]),
-  executeRaw: () => Effect.succeed([]),
-  executeStream: () => Stream.empty,
-  executeValues: () => Effect.succeed([]),
-  executeValuesUnprepared: () => Effect.succeed([]),
-  executeUnprepared: () => Effect.succeed([])
+/** A database without usage this month: every query answers no rows (and is told to `onStatement`). */
+const noRows = (onStatement: () => void = () => {}): SqlConnection.Connection => {
+  const none = Effect.sync(() => {
+    onStatement()
+    return []
+  })
+  return {
+    execute: () => none,
+    executeRaw: () => none,
+    executeStream: () => Stream.empty,
+    executeValues: () => none,
+    executeValuesUnprepared: () => none,
+    executeUnprepared: () => none
+  }
 }
 const databaseOf = (connection: SqlConnection.Connection) =>
   Layer.effect(
     SqlClient.SqlClient,
     SqlClient.make({ acquirer: Effect.succeed(connection), compiler: PgClient.makeCompiler(), driver: "test", spanAttributes: [] })
   ).pipe(Layer.provide(Reactivity.layer))
-const EmptyDatabase = databaseOf(noRows)
+const EmptyDatabase = databaseOf(noRows())
 
 /** The empty database, counting the statements it is sent. */
 const countingEmptyDatabase = () => {
   let statements = 0
-  const counted = <A>(answer: A) => Effect.sync(() => (statements++, answer))
-  const layer = databaseOf({
-    execute: () => counted([]),
-    executeRaw: () => counted([]),
-    executeStream: () => Stream.empty,
-    executeValues: () => counted([]),
-    executeValuesUnprepared: () => counted([]),
-    executeUnprepared: () => counted([])
-  })
-  return { layer, statements: () => statements }
+  return { layer: databaseOf(noRows(() => void statements++)), statements: () => statements }
 }
 
 /**

@@ -34,7 +34,6 @@ export interface UsageFacts {
   readonly createdAt: number
 }
 
-
 /** Bytes of randomness in a UUIDv7 id (its 74 random bits, rounded up). */
 export const ID_RANDOM_BYTES = 10
 
@@ -176,7 +175,6 @@ export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBui
 
   return { record, rows: () => rows, take }
 }
-
 
 /** Every column has room for `rows` rows (a chunk arrives from another thread). Throws UsageChunkError. */
 const checkShape = (c: UsageChunk): void => {

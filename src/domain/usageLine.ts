@@ -16,7 +16,6 @@ export class UsageLineError extends Error {
   override readonly name = "UsageLineError"
 }
 
-
 const str = (v: unknown, column: string): string => {
   if (typeof v !== "string") throw new UsageLineError(`${column}: expected a string`)
   return v

@@ -197,11 +197,14 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
   // or a new Valkey must not hand out a second month's worth). The query reads a month of
   // usage_logs, so it runs once per month per Valkey, not at every node's start: the first node
   // leaves a marker, and the nodes after it read the counters it seeded (at their first reconcile).
-  const month = monthKey(Date.now())
+  // One reading of the clock: the month, its start and the seeded keys' idle time agree.
+  const seedNow = Date.now()
+  const month = monthKey(seedNow)
   const marker = seededMarkerKey(month)
   const seededBefore = yield* cache.get(marker).pipe(Effect.map((v) => v !== undefined), Effect.catch(() => Effect.succeed(false)))
   if (!seededBefore) {
-    const monthStart = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1))
+    const seedDate = new Date(seedNow)
+    const monthStart = new Date(Date.UTC(seedDate.getUTCFullYear(), seedDate.getUTCMonth(), 1))
     const used = yield* sql<{ id: string; n: number }>`
       SELECT api_key_id::text AS id,
              sum(CASE WHEN endpoint = '/prices' THEN coalesce(array_length(string_to_array(asset, ','), 1), 1) ELSE 1 END)::float8 AS n
@@ -219,7 +222,7 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
     const seeded = yield* cache.getMany(used.rows.map((u) => quotaKey(u.id, month))).pipe(Effect.catch(() => Effect.succeed([])))
     // Idle as of now: not pushed until used, and forgotten like any key idle for 10 windows
     // (with lastActive 0 the first reconcile forgot them, and the seed with them).
-    const idleSince = Date.now() - ACTIVE_WINDOW_MS
+    const idleSince = seedNow - ACTIVE_WINDOW_MS
     used.rows.forEach((u, i) => {
       const n = Number(seeded[i] ?? u.n)
       states.set(u.id, { limits: undefined, bucket: undefined, pendingRequests: 0, lastSeenTotal: undefined, month, quotaClusterUsed: n, pendingQueries: 0, lastActive: idleSince })

@@ -39,9 +39,10 @@ const decodeFromThread = Schema.decodeUnknownSync(FromUsageThread)
  * (domain/usageChunk.ts: a few typed-array stores) and returns; chunks go to the usage thread
  * (src/programs/usageThread.ts), which writes them with the database or SQS writer. The serving
  * thread keeps every chunk until the usage thread acknowledges it; a usage thread that dies is
- * restarted and sent the unacknowledged chunks again. Memory here is bounded by `usage_buffer_max_rows` (beyond it the
- * oldest chunks go to the spool, which the usage thread replays). At shutdown: hand over the last
- * chunk, ask the thread to flush and stop, and spool whatever it did not acknowledge.
+ * restarted and sent the unacknowledged chunks again. Memory here is bounded by
+ * `usage_buffer_max_rows` (beyond it the oldest chunks go to the spool, which the usage thread
+ * replays). At shutdown: hand over the last chunk, ask the thread to flush and stop, and spool
+ * whatever it did not acknowledge.
  */
 export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() {
   const config = yield* AppConfig
