@@ -25,6 +25,8 @@ export const PARAMS = {
   stats_publish_ms: { type: "int", default: "5000", min: 500, description: "How often runtime counters are published to stats:<node>." },
   usage_retention_days: { type: "int", default: "93", min: 1, description: "Usage partitions older than this are dropped." },
   rest_fallback_enabled: { type: "bool", default: "true", description: "Query exchange REST tickers for an asset whose WebSocket sources are all stale." },
+  max_connections: { type: "int", default: "10000", min: 1, description: "Open connections each HTTP listener accepts; past it a new connection is closed at once." },
+  anonymous_rows_per_ip_per_s: { type: "int", default: "10", min: 0, description: "Usage rows written per client address per second for requests without a valid key; past it they are only counted." },
   system_mode: { type: "string", default: "normal", oneOf: ["normal", "maintenance"], description: "maintenance answers price queries with MAINTENANCE." }
 } as const satisfies Record<string, ParamSpec>
 

@@ -5,6 +5,7 @@ import seed from "./0002_seed.ts"
 import usageIndexes from "./0003_usage_indexes.ts"
 import loadtestTier from "./0004_loadtest_tier.ts"
 import usageSingleIndex from "./0005_usage_single_index.ts"
+import seedAdditions from "./0006_seed_additions.ts"
 import { maintainUsagePartitions } from "./partitions.ts"
 
 const runMigrator = Migrator.make({})
@@ -17,7 +18,8 @@ export const migrate = Effect.gen(function*() {
       "0002_seed": seed,
       "0003_usage_indexes": usageIndexes,
       "0004_loadtest_tier": loadtestTier,
-      "0005_usage_single_index": usageSingleIndex
+      "0005_usage_single_index": usageSingleIndex,
+      "0006_seed_additions": seedAdditions
     }),
     table: "tb_migrations"
   })
