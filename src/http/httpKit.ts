@@ -3,6 +3,7 @@ import { originForm, type Reply } from "./fastHttp.ts"
 import { randomBytes } from "node:crypto"
 import type { KeyHashMemo } from "../domain/apiKey.ts"
 import { requestIdOf } from "../domain/requestId.ts"
+import { corsHeaders, type CorsPolicy, NO_CORS } from "../domain/cors.ts"
 import { makeEnvelopeWriter, rfc3339, type ServiceName } from "../domain/envelope.ts"
 import { type ResponseCode, statusOf } from "../domain/errorCodes.ts"
 import { type Lang, messageFor, negotiateLang } from "../domain/messages.ts"
@@ -85,6 +86,7 @@ export interface WantedHeaders {
   requestId: string | undefined
   acceptLanguage: string | undefined
   adminToken: string | undefined
+  origin: string | undefined
 }
 
 /**
@@ -95,7 +97,7 @@ export interface WantedHeaders {
 export const wantedHeaders = (req: IncomingMessage): WantedHeaders => wantedHeadersFrom(req.rawHeaders)
 
 export const wantedHeadersFrom = (raw: ReadonlyArray<string>): WantedHeaders => {
-  const out: WantedHeaders = { apiKey: undefined, authorization: undefined, requestId: undefined, acceptLanguage: undefined, adminToken: undefined }
+  const out: WantedHeaders = { apiKey: undefined, authorization: undefined, requestId: undefined, acceptLanguage: undefined, adminToken: undefined, origin: undefined }
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!
     switch (name.length) {
@@ -108,6 +110,9 @@ export const wantedHeadersFrom = (raw: ReadonlyArray<string>): WantedHeaders => 
       case 13:
         if (name.toLowerCase() === "authorization") out.authorization ??= raw[i + 1]
         else if (name.toLowerCase() === "x-admin-token") out.adminToken ??= raw[i + 1]
+        break
+      case 6:
+        if (out.origin === undefined && name.toLowerCase() === "origin") out.origin = raw[i + 1]
         break
       case 15:
         if (out.acceptLanguage === undefined && name.toLowerCase() === "accept-language") out.acceptLanguage = raw[i + 1]
@@ -170,8 +175,16 @@ export type SendEnvelope = (
   message?: string
 ) => number
 
-/** One server's envelope sender: its node, region and version are serialised once (makeEnvelopeWriter). */
-export const makeSendEnvelope = (meta: ServerMeta): SendEnvelope => {
+const hasHeader = (headers: ReadonlyArray<string | number> | undefined, name: string): boolean => {
+  if (headers !== undefined) for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return true
+  return false
+}
+
+/**
+ * One server's envelope sender: its node, region and version are serialised once (makeEnvelopeWriter).
+ * Adds CORS headers for a listed Origin, and Retry-After to every 503 that lacks one.
+ */
+export const makeSendEnvelope = (meta: ServerMeta, cors: CorsPolicy = NO_CORS): SendEnvelope => {
   const write = makeEnvelopeWriter(meta)
   return (reply, info, service, code, dataJson, extraHeaders, status = statusOf(code), message = messageFor(code, info.lang)) => {
     const body = write({
@@ -182,6 +195,8 @@ export const makeSendEnvelope = (meta: ServerMeta): SendEnvelope => {
     // A flat [name, value, …] list: node:http takes it without building a header object.
     const headers: Array<string | number> = ["content-type", "application/json; charset=utf-8", "content-length", bytes, "x-request-id", info.requestId]
     if (extraHeaders !== undefined) for (const h of extraHeaders) headers.push(h)
+    if (info.headers.origin !== undefined) for (const h of corsHeaders(cors, info.headers.origin)) headers.push(h)
+    if (status === 503 && !hasHeader(extraHeaders, "retry-after")) headers.push("retry-after", code === "MAINTENANCE" ? 60 : 1)
     reply(status, headers, body)
     return bytes
   }

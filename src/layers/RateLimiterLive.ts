@@ -116,7 +116,7 @@ export const RateLimiterLive = Layer.effect(RateLimiter, Effect.gen(function*() 
     s.lastActive = now
     const quota = key.tier.monthlyQueries
     if (quota !== null && s.quotaClusterUsed + s.pendingQueries + queries > quota) {
-      return { _tag: "QuotaExceeded", retryAfterSec: secondsToNextMonth(now) }
+      return { _tag: "QuotaExceeded", limit: quota, retryAfterSec: secondsToNextMonth(now) }
     }
     const limits = limitsOf(key)
     s.limits = limits

@@ -4,7 +4,8 @@ import type { ApiKeyRecord } from "./ApiKeys.ts"
 export type Admission =
   | { readonly _tag: "Admitted"; readonly limit: number | undefined; readonly remaining: number; readonly resetSec: number }
   | { readonly _tag: "RateLimited"; readonly limit: number; readonly remaining: 0; readonly retryAfterSec: number }
-  | { readonly _tag: "QuotaExceeded"; readonly retryAfterSec: number }
+  /** `limit`: the monthly quota; `retryAfterSec`: until the month resets (UTC). */
+  | { readonly _tag: "QuotaExceeded"; readonly limit: number; readonly retryAfterSec: number }
   | { readonly _tag: "Busy" }
 
 export interface LimiterSnapshot {

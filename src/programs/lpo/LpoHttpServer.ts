@@ -1,11 +1,17 @@
-import { Effect, Layer } from "effect"
+import { Config, Effect, Layer, Schedule } from "effect"
+import { HttpServerResponse } from "effect/http"
+import { HttpApiBuilder } from "effect/http-api"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
+import type { Socket } from "node:net"
+import { routesOf } from "../../api/routeTable.ts"
+import { TrinityApi } from "../../api/TrinityApi.ts"
+import { corsPolicyOf } from "../../domain/cors.ts"
+import type { ServiceName } from "../../domain/envelope.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
-import { type FastHttpServer, type FastRoute, makeFastHttpServer, type Reply } from "../../http/fastHttp.ts"
-import { latencyUs, makeSendEnvelope, nodeReply, parseRequest, readJsonBody, type RequestInfo, requestInfo, type SendEnvelope, wantedHeadersFrom } from "../../http/httpKit.ts"
+import { type FastHttpServer, type FastRoute, formatResponse, makeFastHttpServer, type Reply } from "../../http/fastHttp.ts"
+import { makeSendEnvelope, nodeReply, parseRequest, type RequestInfo, requestInfo, wantedHeadersFrom } from "../../http/httpKit.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { withModule } from "../../layers/Logging.ts"
-import { AdminToken } from "../../services/AdminToken.ts"
 import { ApiKeys } from "../../services/ApiKeys.ts"
 import { FeedStatus } from "../../services/FeedStatus.ts"
 import { Params } from "../../services/Params.ts"
@@ -15,8 +21,12 @@ import { RateLimiter } from "../../services/RateLimiter.ts"
 import { RuntimeStats } from "../../services/RuntimeStats.ts"
 import { ServerInfo } from "../../services/ServerInfo.ts"
 import { UsageSink } from "../../services/UsageSink.ts"
-import { adminRoute, type AdminServices } from "../admin/adminRoutes.ts"
+import { adminAuthLayer, adminHandlers } from "../admin/adminApi.ts"
+import { makeApiListener } from "../http/apiListener.ts"
+import { docsHandlers } from "../http/docsHandlers.ts"
+import { makeEdge } from "../http/edge.ts"
 import { handlePriceHttp, type PriceHttpDeps } from "./priceHttp.ts"
+import { readinessProblem } from "./readiness.ts"
 
 /**
  * Listen with the fast server in front and node:http behind it; on scope close: stop accepting,
@@ -47,24 +57,33 @@ export const listenHttp = (fast: FastHttpServer, fallback: Server, port: number,
       })
   )
 
+/** The routes the fast path answers itself (GET and HEAD); declared in TrinityApi's lpo group like every other route. */
+export const FAST_PATH_ROUTES = ["/price", "/prices", "/health", "/ready"] as const
+
+/** An answer from the synchronous route code as an HttpServerResponse (headers as a flat list). */
+const responseOf = (status: number, headers: ReadonlyArray<string | number>, body: string) => {
+  const record: Record<string, string> = {}
+  for (let i = 0; i + 1 < headers.length; i += 2) record[String(headers[i]).toLowerCase()] = String(headers[i + 1])
+  return HttpServerResponse.text(body, { status, headers: record, contentType: record["content-type"] ?? "application/json; charset=utf-8" })
+}
+
 /**
  * LPO over HTTP. The price routes run as plain synchronous code over the services' in-memory
- * state (Effect composes and supervises the server, but stays off the per-request path: the hot
- * path is measured against a bare node:http server). Admin routes run as Effects.
+ * state on the raw fast path (Effect composes and supervises the server, but stays off the
+ * per-request path: the hot path is measured against a bare node:http server). Every other route
+ * is served by the HttpApi definition (src/api/TrinityApi.ts) on the node:http server behind it.
  */
 export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   const config = yield* AppConfig
   const meta = yield* ServerInfo
-  const context = yield* Effect.context<AdminServices>()
-  const sendEnvelope = makeSendEnvelope(meta)
+  const cors = corsPolicyOf(yield* Config.String("CORS_ORIGINS").pipe(Config.withDefault("")))
+  const sendEnvelope = makeSendEnvelope(meta, cors)
   const deps: PriceHttpDeps = {
     apiKeys: yield* ApiKeys, limiter: yield* RateLimiter, prices: yield* PriceCache, params: yield* Params,
     stats: yield* RuntimeStats, usage: yield* UsageSink, meta, sendEnvelope
   }
-  const admin = yield* AdminToken
   const probes = yield* Probes
   const feeds = yield* FeedStatus
-  const runAdmin = Effect.runPromiseWith(context)
   let inFlight = 0
   let draining = false
 
@@ -79,37 +98,11 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
       storage: { database: probes.database(), cache: probes.cache() },
       draining
     }
-    const ready = data.prices.warm && data.storage.database && !draining
-    sendEnvelope(reply, info, "LPO", readiness && !ready ? "SYSTEM_BUSY" : "OK", JSON.stringify(data))
+    const problem = readinessProblem(data)
+    sendEnvelope(reply, info, "LPO", readiness && problem !== undefined ? "SYSTEM_BUSY" : "OK", JSON.stringify(problem === undefined ? data : { ...data, problem }))
   }
 
-  const handleAdmin = (req: IncomingMessage, res: ServerResponse, info: RequestInfo) => {
-    const finish = (code: Parameters<SendEnvelope>[3], data: unknown, status?: number, message?: string) => {
-      const bytes = sendEnvelope(nodeReply(res), info, "ADMIN", code, JSON.stringify(data ?? null), undefined, status, message)
-      deps.usage.record({
-        requestId: info.requestId, apiKeyId: undefined, service: "ADMIN", protocol: "http", endpoint: info.path,
-        code, status, latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
-      })
-    }
-    const given = info.headers.adminToken
-    if (given === undefined) return finish("MISSING_API_KEY", { error: "X-Admin-Token header required" })
-    if (!admin.matches(given)) return finish("INVALID_API_KEY", { error: "invalid admin token" })
-    const route = adminRoute(info.method, info.path)
-    if (route === undefined) return finish("NOT_FOUND", null)
-    // A GET route reads its query string where a POST route reads its body.
-    void (info.method === "POST" ? readJsonBody(req) : Promise.resolve(Object.fromEntries(info.query)))
-      .then((body) =>
-        body === undefined
-          ? finish("BAD_REQUEST", { error: "body must be JSON" })
-          : runAdmin(route(body).pipe(withModule("admin"))).then((r) => finish(r.code, r.data, r.status, r.message))
-      )
-      .catch((cause: unknown) => {
-        Effect.runFork(Effect.logError("admin request died", String(cause)).pipe(withModule("admin")))
-        if (!res.headersSent) finish("INTERNAL", null)
-      })
-  }
-
-  /** The GET routes both servers answer: price, prices, health, readiness. */
+  /** The GET (and HEAD) routes both servers answer: price, prices, health, readiness. */
   const getRoute = (path: string): ((reply: Reply, info: RequestInfo) => void) | undefined => {
     switch (path) {
       case "/price": return (reply, info) => handlePriceHttp(deps, reply, info, false)
@@ -124,7 +117,29 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     deps.stats.values[COUNTER.http_requests]!++
   }
 
-  // The hot path: GET routes on the fast server. Everything else goes to node:http.
+  // The HttpApi side. The price routes' handlers are the same synchronous code as on the fast path
+  // (reached only if a price request ever gets past the fallback's own check below).
+  const edge = makeEdge(meta, () => requestInfo("GET", "/", wantedHeadersFrom([]), "", performance.now()))
+  const lpoHandlers = HttpApiBuilder.group(TrinityApi, "lpo", (handlers) => {
+    const replay = (path: string) => ({ request }: { readonly request: { readonly source: object } }) =>
+      Effect.callback<HttpServerResponse.HttpServerResponse>((resume) => {
+        const state = edge.of(request.source)
+        if (state === undefined) return resume(Effect.die(new Error("price route without the listener's state")))
+        if (path === "/price" || path === "/prices") state.usageRecorded = true
+        getRoute(path)!((status, headers, body) => resume(Effect.succeed(responseOf(status, headers, body))), state.info)
+      })
+    return handlers.handleRaw("price", replay("/price")).handleRaw("prices", replay("/prices"))
+      .handleRaw("health", replay("/health")).handleRaw("ready", replay("/ready"))
+  })
+  const apiLayer = HttpApiBuilder.layer(TrinityApi).pipe(
+    Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version)])
+  )
+  const serviceOf = (path: string): ServiceName => (path.startsWith("/admin/") ? "ADMIN" : "LPO")
+  const serveApi = yield* makeApiListener(apiLayer, { edge, routes: routesOf(TrinityApi), cors, usage: deps.usage, serviceOf }).pipe(
+    Effect.provide(adminAuthLayer(edge))
+  )
+
+  // The hot path: GET and HEAD price and probe routes on the fast server. Everything else goes to node:http.
   const fastRoute: FastRoute = (request) => {
     const q = request.target.indexOf("?")
     const handler = getRoute(q === -1 ? request.target : request.target.slice(0, q))
@@ -141,21 +156,40 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     if (draining) res.setHeader("connection", "close")
     const info = parseRequest(req)
     countRequest()
-    const handler = info.method === "GET" ? getRoute(info.path) : undefined
+    const handler = info.method === "GET" || info.method === "HEAD" ? getRoute(info.path) : undefined
     if (handler !== undefined) return handler(nodeReply(res), info)
-    if (info.path.startsWith("/admin/")) return handleAdmin(req, res, info)
-    deps.stats.values[COUNTER.client_errors]!++
-    const bytes = sendEnvelope(nodeReply(res), info, "LPO", "NOT_FOUND", "null")
-    deps.usage.record({
-      requestId: info.requestId, apiKeyId: undefined, service: "LPO", protocol: "http", endpoint: info.path.slice(0, 200),
-      code: "NOT_FOUND", latencyUs: latencyUs(info), clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
-    })
+    serveApi(req, res, info)
   }
 
-  const fallback = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000 }, onRequest)
+  /** A request the parser refused: 400 (or 431) with the envelope when the request line was readable. */
+  const rejection = (status: 400 | 431, line: { readonly method: string; readonly target: string } | undefined) => {
+    if (line === undefined) return undefined
+    deps.stats.values[COUNTER.client_errors]!++
+    let answer: { headers: ReadonlyArray<string | number>; body: string } | undefined
+    const info = requestInfo(line.method, line.target.startsWith("/") ? line.target : "/", wantedHeadersFrom([]), "", performance.now())
+    sendEnvelope((_, headers, body) => void (answer = { headers, body }), info, serviceOf(info.path), "BAD_REQUEST", JSON.stringify({ error: status === 431 ? "request head too large" : "malformed request" }), undefined, status)
+    return answer
+  }
+
+  const fallback = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000, headersTimeout: 10_000 }, onRequest)
+  // node:http's own refusals (a handed-over connection whose bytes llhttp rejects): the envelope, then close.
+  fallback.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable) return socket.destroy()
+    const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : 400
+    const answer = rejection(status, { method: "GET", target: "/" })
+    socket.end(answer === undefined ? `HTTP/1.1 ${status} Bad Request\r\nconnection: close\r\n\r\n` : formatResponse(status, answer.headers, answer.body, true))
+  })
   const fast = makeFastHttpServer({ route: fastRoute, fallback })
   const port = yield* listenHttp(fast, fallback, config.lpoHttpPort, config.bindHost, config.shutdownTimeoutMs / 2, () => inFlight).pipe(
     Effect.tap(() => Effect.addFinalizer(() => Effect.sync(() => void (draining = true))))
   )
-  yield* Effect.logInfo("LPO HTTP listening", { port, host: config.bindHost }).pipe(withModule("lpo-http"))
+  yield* Effect.logInfo("LPO HTTP listening", { port, host: config.bindHost, docs: `http://127.0.0.1:${port}/docs` }).pipe(withModule("lpo-http"))
+
+  // A first run with live feeds and no internet: say so in the log, not only in /ready.
+  yield* Effect.gen(function*() {
+    const now = Date.now()
+    const exchanges = feeds.snapshot(now)
+    if (feeds.mode !== "live" || exchanges.length === 0 || exchanges.some((e) => e.connected)) return
+    yield* Effect.logWarning("no exchange feed has connected: live feeds need internet access to the exchanges. Offline, start with FEEDS=simulated (loopback simulators).").pipe(withModule("lpo-http"))
+  }).pipe(Effect.delay("20 seconds"), Effect.repeat(Schedule.spaced("5 minutes")), Effect.forkScoped)
 }))

@@ -13,7 +13,7 @@ export interface PriceHttpDeps extends PriceDeps {
 }
 
 /** RateLimit-* and Retry-After, as a flat [name, value, …] list. */
-const rateHeaders = (a: Admission | undefined): ReadonlyArray<string | number> | undefined => {
+export const rateHeaders = (a: Admission | undefined): ReadonlyArray<string | number> | undefined => {
   if (a === undefined) return undefined
   switch (a._tag) {
     case "Admitted":
@@ -21,7 +21,8 @@ const rateHeaders = (a: Admission | undefined): ReadonlyArray<string | number> |
     case "RateLimited":
       return ["ratelimit-limit", a.limit, "ratelimit-remaining", 0, "ratelimit-reset", a.retryAfterSec, "retry-after", a.retryAfterSec]
     case "QuotaExceeded":
-      return ["retry-after", a.retryAfterSec]
+      // The quota's window is the month: its limit, nothing left, and when it resets.
+      return ["ratelimit-limit", a.limit, "ratelimit-remaining", 0, "ratelimit-reset", a.retryAfterSec, "retry-after", a.retryAfterSec]
     case "Busy":
       return ["retry-after", 1]
   }

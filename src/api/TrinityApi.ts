@@ -1,0 +1,20 @@
+/**
+ * The one HTTP API definition: every HTTP route of every listener is declared here, with its
+ * Schema-checked inputs, its envelope and its declared errors. The server routes with it, and
+ * `/openapi.json` and `/docs` are generated from it, so the document cannot drift from the code.
+ * The price routes are answered by the raw fast path but declared here all the same.
+ */
+import { HttpApi, OpenApi } from "effect/http-api"
+import { AdminGroup } from "./AdminGroup.ts"
+import { DocsGroup } from "./DocsGroup.ts"
+import { LpoGroup } from "./LpoGroup.ts"
+
+export class TrinityApi extends HttpApi.make("trinity-beast")
+  .add(LpoGroup)
+  .add(AdminGroup)
+  .add(DocsGroup)
+  .annotateMerge(OpenApi.annotations({
+    title: "Trinity Beast",
+    description: "Real-time crypto prices per API key (LPO), operator endpoints (admin). Every JSON answer is the 12-field envelope; " +
+      "errors carry a `code` whose HTTP status is fixed (see each response). Send the key as `X-API-Key: <key>` or `Authorization: Bearer <key>`."
+  })) {}

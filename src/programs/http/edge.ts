@@ -1,0 +1,87 @@
+/**
+ * What every HttpApi answer shares: the request's parsed facts (request id, language, start
+ * time), the envelope builders, and what the usage row needs to know once the answer is sent.
+ * Kept per request in a WeakMap keyed by node's IncomingMessage (HttpServerRequest.source), so
+ * handlers, middleware and the edge wrapper all see the same request id.
+ */
+import type { IncomingMessage } from "node:http"
+import type { ErrorEnvelope } from "../../api/envelopes.ts"
+import { rfc3339, type ServiceName } from "../../domain/envelope.ts"
+import type { ErrorCode, ResponseCode } from "../../domain/errorCodes.ts"
+import { messageFor } from "../../domain/messages.ts"
+import { latencyUs, type RequestInfo, type ServerMeta } from "../../http/httpKit.ts"
+
+export interface EdgeRequest {
+  readonly info: RequestInfo
+  /** The envelope's service, for answers made outside a handler (404, 405, malformed input). */
+  readonly service: ServiceName
+  /** The code answered, for the usage row. */
+  code: ResponseCode | undefined
+  /** A handler that logs its own usage row (the price routes) sets this. */
+  usageRecorded: boolean
+  /** Extra response headers (Retry-After, RateLimit-*, Allow) the handler wants sent. */
+  readonly headers: Array<readonly [string, string]>
+}
+
+export interface Edge {
+  readonly meta: ServerMeta
+  readonly begin: (req: IncomingMessage, info: RequestInfo, service: ServiceName) => EdgeRequest
+  /** The state of a request, by its HttpServerRequest's `source`. */
+  readonly of: (source: object) => EdgeRequest | undefined
+  readonly ok: <D>(source: object, service: ServiceName, data: D) => OkEnvelopeOf<D>
+  readonly fail: (source: object, service: ServiceName, code: ErrorCode, detail?: string) => ErrorEnvelope
+}
+
+export interface OkEnvelopeOf<D> {
+  readonly success: true
+  readonly code: "OK"
+  readonly data: D
+  readonly service: ServiceName
+  readonly message: string
+  readonly request_id: string
+  readonly timestamp: string
+  readonly latency_us: number
+  readonly node: string
+  readonly region: string
+  readonly version: string
+  readonly lang: RequestInfo["lang"]
+}
+
+export const makeEdge = (meta: ServerMeta, fallbackInfo: () => RequestInfo): Edge => {
+  const states = new WeakMap<object, EdgeRequest>()
+  const stateOf = (source: object): EdgeRequest => {
+    const known = states.get(source)
+    if (known !== undefined) return known
+    // Not begun through the listener (a test calling the handler directly): a state of its own.
+    const made: EdgeRequest = { info: fallbackInfo(), service: "LPO", code: undefined, usageRecorded: false, headers: [] }
+    states.set(source, made)
+    return made
+  }
+  const common = (state: EdgeRequest, service: ServiceName, code: ResponseCode) => {
+    state.code = code
+    return {
+      service,
+      message: messageFor(code, state.info.lang),
+      request_id: state.info.requestId,
+      timestamp: rfc3339(Date.now()),
+      latency_us: latencyUs(state.info),
+      node: meta.node,
+      region: meta.region,
+      version: meta.version,
+      lang: state.info.lang
+    }
+  }
+  return {
+    meta,
+    begin: (req, info, service) => {
+      const state: EdgeRequest = { info, service, code: undefined, usageRecorded: false, headers: [] }
+      states.set(req, state)
+      return state
+    },
+    of: (source) => states.get(source),
+    ok: (source, service, data) => ({ success: true, code: "OK", data, ...common(stateOf(source), service, "OK") }),
+    fail: (source, service, code, detail) => ({
+      success: false, code, data: detail === undefined ? null : { error: detail }, ...common(stateOf(source), service, code)
+    })
+  }
+}
