@@ -200,7 +200,7 @@ describe("LPO over HTTP (black box)", () => {
     expect([wrong.status, wrong.body.code]).toEqual([401, "INVALID_API_KEY"])
     const stats = await admin(server, "GET", "/admin/stress-stats")
     const counters = (stats.body.data as { counters: Record<string, number> }).counters
-    expect(Object.keys(counters)).toHaveLength(24)
+    expect(Object.keys(counters)).toHaveLength(25)
     expect(counters["requests_total"]).toBeGreaterThan(0)
   })
 

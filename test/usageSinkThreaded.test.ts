@@ -7,10 +7,14 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Worker } from "node:worker_threads"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { DEFAULT_PARAMS, type ParamName, type ParamValues } from "../src/domain/params.ts"
+import { COUNTER } from "../src/domain/runtimeCounters.ts"
 import { makeUsageChunkBuilder, type UsageChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
+import { Params } from "../src/services/Params.ts"
+import { RuntimeStats } from "../src/services/RuntimeStats.ts"
 import { ServerInfo } from "../src/services/ServerInfo.ts"
 import { UsageSink } from "../src/services/UsageSink.ts"
 import { testAppConfig } from "./support/config.ts"
@@ -25,23 +29,47 @@ const dataDir = mkdtempSync(join(tmpdir(), "tb-usage-thread-"))
 const countRows = (node: string) =>
   Number(execFileSync("psql", [dbUrl, "-qAt", "-c", `SELECT count(*) FROM usage_logs WHERE node = '${node}'`], { encoding: "utf8" }).trim())
 
+/** Rows of one key: rows without one are capped per client address (see the anonymous-row tests). */
+const KEY_ID = randomUUID()
+
 const facts = (i: number): UsageFacts => ({
-  requestId: randomUUID(), apiKeyId: undefined, service: "LPO", protocol: i % 2 === 0 ? "http" : "udp",
+  requestId: randomUUID(), apiKeyId: KEY_ID, service: "LPO", protocol: i % 2 === 0 ? "http" : "udp",
   endpoint: "/price", asset: i % 5 === 0 ? "NOT\"A\nCOIN" : "BTC", quote: "USD", price: i % 5 === 0 ? undefined : 97_000 + i,
   code: i % 5 === 0 ? "UNKNOWN_ASSET" : "OK", latencyUs: i, clientIp: "127.0.0.1", bytesOut: 600, createdAt: Date.now()
 })
 
+/** Params an operator changes while the sink runs (`set` is what POST /admin/params ends in). */
+const changeableParams = (initial: Partial<Record<ParamName, string>>) => {
+  let values: ParamValues = { ...DEFAULT_PARAMS, ...initial }
+  return Layer.succeed(Params, Params.of({
+    current: () => values,
+    int: (name) => Number(values[name]),
+    bool: (name) => values[name] === "true",
+    list: Effect.succeed([]),
+    profiles: Effect.succeed({}),
+    set: (changes) => Effect.sync(() => (values = { ...values, ...changes })),
+    applyProfile: () => Effect.succeed(values),
+    refresh: Effect.void
+  }))
+}
+
 /** The serving side of the sink of node `node`, its thread writing to the test database. */
-const startSink = (node: string) => Effect.gen(function*() {
+const startSink = (node: string, params = testParams({ usage_flush_ms: "50" })) => Effect.gen(function*() {
   const scope = yield* Scope.make()
-  const layer = UsageSinkThreaded.pipe(Layer.provide(Layer.mergeAll(
+  const layer = UsageSinkThreaded.pipe(Layer.provideMerge(Layer.mergeAll(
     testAppConfig({ dataDir, databaseUrl: Option.some(Redacted.make(dbUrl)) }),
-    testParams({ usage_flush_ms: "50" }),
+    params,
+    RuntimeStats.layer,
     Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined })),
     Layer.succeed(ServerInfo, ServerInfo.of({ node, region: "local", version: "test" }))
   )))
   const context = yield* Layer.buildWithScope(layer, scope)
-  return { sink: Context.get(context, UsageSink), shutdown: Scope.close(scope, Exit.void) }
+  return {
+    sink: Context.get(context, UsageSink),
+    params: Context.get(context, Params),
+    counters: Context.get(context, RuntimeStats),
+    shutdown: Scope.close(scope, Exit.void)
+  }
 })
 
 beforeAll(async () => {
@@ -138,5 +166,32 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
     await second.thread.terminate()
     expect({ ackedByFailingThread, spooledFiles, rows: countRows(node) }).toEqual({ ackedByFailingThread: [7], spooledFiles: 1, rows: 300 })
     rmSync(threadDataDir, { recursive: true, force: true })
+  }, 60_000)
+
+  it("writes rows without a valid key up to anonymous_rows_per_ip_per_s per client address per second, read live; counts the rest; keyed and admin rows always", async () => {
+    const node = "thread-e"
+    const second = Math.floor(Date.now() / 1000) * 1000
+    const anonymous = (clientIp: string, createdAt: number): UsageFacts => ({ ...facts(1), apiKeyId: undefined, price: undefined, code: "INVALID_API_KEY", clientIp, createdAt })
+    const dropped = await Effect.runPromise(Effect.gen(function*() {
+      const { sink, params, counters, shutdown } = yield* startSink(node, changeableParams({ usage_flush_ms: "50", anonymous_rows_per_ip_per_s: "3" }))
+      for (let i = 0; i < 20; i++) {
+        sink.record(anonymous("10.0.0.1", second + i))
+        sink.record(anonymous("10.0.0.2", second + i))
+        sink.record({ ...anonymous("10.0.0.1", second + i), service: "ADMIN", endpoint: "/admin/keys" })
+        sink.record({ ...facts(i), clientIp: "10.0.0.1", createdAt: second + i })
+      }
+      for (let i = 0; i < 20; i++) sink.record(anonymous("10.0.0.1", second + 1000 + i))
+      yield* params.set({ anonymous_rows_per_ip_per_s: "5" })
+      for (let i = 0; i < 20; i++) sink.record(anonymous("10.0.0.3", second + 2000 + i))
+      yield* shutdown
+      return counters.values[COUNTER.anonymous_rows_dropped]
+    }))
+    const rows = execFileSync("psql", [dbUrl, "-qAt", "-F", " ", "-c", `
+      SELECT client_ip, service, api_key_id IS NOT NULL, floor(extract(epoch FROM created_at))::bigint - ${second / 1000}, count(*)
+      FROM usage_logs WHERE node = '${node}' GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4`], { encoding: "utf8" }).trim().split("\n")
+    expect({ rows, dropped }).toEqual({
+      rows: ["10.0.0.1 ADMIN f 0 20", "10.0.0.1 LPO f 0 3", "10.0.0.1 LPO f 1 3", "10.0.0.1 LPO t 0 20", "10.0.0.2 LPO f 0 3", "10.0.0.3 LPO f 2 5"],
+      dropped: 17 + 17 + 17 + 15
+    })
   }, 60_000)
 })

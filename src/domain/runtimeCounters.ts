@@ -1,10 +1,14 @@
-/** The 24 runtime counters behind /admin/stress-stats and stats:<node>. Index = position. */
+/**
+ * The 25 runtime counters behind /admin/stress-stats and stats:<node>. Index = position.
+ * `anonymous_rows_dropped`: usage rows the sink only counted, not wrote (requests without a valid
+ * key past `anonymous_rows_per_ip_per_s`); the price handlers count them in `usage_rows_recorded` too.
+ */
 export const COUNTER_NAMES = [
   "requests_total", "http_requests", "udp_requests", "price_hits", "no_fresh_price", "unknown_asset",
   "client_errors", "server_errors", "auth_failures", "rate_limited", "quota_exceeded", "system_busy",
   "maintenance_refusals", "udp_malformed", "udp_silent_drops", "udp_send_errors", "usage_rows_recorded",
   "usage_rows_written", "usage_batches", "usage_buffered", "usage_spooled", "key_cache_misses",
-  "db_lookups_in_flight", "cluster_reconcile_failures"
+  "db_lookups_in_flight", "cluster_reconcile_failures", "anonymous_rows_dropped"
 ] as const
 export type CounterName = (typeof COUNTER_NAMES)[number]
 
@@ -17,7 +21,7 @@ export const COUNTER = {
   client_errors: 6, server_errors: 7, auth_failures: 8, rate_limited: 9, quota_exceeded: 10, system_busy: 11,
   maintenance_refusals: 12, udp_malformed: 13, udp_silent_drops: 14, udp_send_errors: 15, usage_rows_recorded: 16,
   usage_rows_written: 17, usage_batches: 18, usage_buffered: 19, usage_spooled: 20, key_cache_misses: 21,
-  db_lookups_in_flight: 22, cluster_reconcile_failures: 23
+  db_lookups_in_flight: 22, cluster_reconcile_failures: 23, anonymous_rows_dropped: 24
 } as const satisfies { readonly [K in CounterName]: number }
 
 export const countersToRecord = (values: ArrayLike<number>): Record<CounterName, number> =>

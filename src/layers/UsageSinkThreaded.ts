@@ -2,13 +2,16 @@ import { Effect, Fiber, Layer, Option, Redacted, Schema } from "effect"
 import { randomFillSync } from "node:crypto"
 import { Worker } from "node:worker_threads"
 import { AppConfig } from "../config/AppConfig.ts"
+import { makeAnonymousRowGate } from "../domain/anonymousRowGate.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import type { ParamValues } from "../domain/params.ts"
+import { COUNTER } from "../domain/runtimeCounters.ts"
 import { makeUsageChunkBuilder, rowsOfChunk, type UsageChunk, type UsageFacts } from "../domain/usageChunk.ts"
 import { requestTag } from "../http/httpKit.ts"
 import { ServerInfo } from "../services/ServerInfo.ts"
 import { DatabaseInfo } from "../services/Database.ts"
 import { Params } from "../services/Params.ts"
+import { RuntimeStats } from "../services/RuntimeStats.ts"
 import { addUsageStats as addStats, UsageSink, type UsageSinkStats, ZERO_USAGE_STATS as ZERO } from "../services/UsageSink.ts"
 import { withModule } from "./Logging.ts"
 import { makeSpool, usageSpoolDir } from "./usageSpool.ts"
@@ -22,6 +25,12 @@ const SHIP_EVERY_MS = 20
 const PARAMS_EVERY_TICKS = 50
 const RESTART_AFTER_MS = 1_000
 const STARTUP_WAIT_MS = 30_000
+/**
+ * Client addresses whose rows without a valid key are written in one second; rows of further
+ * addresses are only counted. Bounds the gate's memory, and the keyless rows a flood from many
+ * addresses writes (this times `anonymous_rows_per_ip_per_s` a second).
+ */
+const MAX_ANONYMOUS_ADDRESSES_PER_SECOND = 1_000
 
 /** The thread's entry next to this module: .ts under the test runner, .js when built. */
 const threadEntry = () => new URL(import.meta.url.endsWith(".ts") ? "../programs/usageThread.ts" : "../programs/usageThread.js", import.meta.url)
@@ -42,13 +51,16 @@ const decodeFromThread = Schema.decodeUnknownSync(FromUsageThread)
  * restarted and sent the unacknowledged chunks again. Memory here is bounded by
  * `usage_buffer_max_rows` (beyond it the oldest chunks go to the spool, which the usage thread
  * replays). At shutdown: hand over the last chunk, ask the thread to flush and stop, and spool
- * whatever it did not acknowledge.
+ * whatever it did not acknowledge. Rows of requests without a valid key (no key id; admin rows
+ * excepted) pass the anonymous-row gate first (spec "Storage"): past `anonymous_rows_per_ip_per_s`
+ * per client address per second they are only counted (`anonymous_rows_dropped`).
  */
 export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() {
   const config = yield* AppConfig
   const params = yield* Params
   const database = yield* DatabaseInfo
   const meta = yield* ServerInfo
+  const counters = yield* RuntimeStats
   const spool = makeSpool(usageSpoolDir(config.dataDir))
   // The usage thread gets half of the shutdown budget for its final flush; then it is terminated.
   const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
@@ -117,7 +129,15 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
     if (outboxRows > maxRows && Number.isFinite(maxRows)) spillOldest(maxRows >>> 1)
   }
 
+  const anonymousRows = makeAnonymousRowGate({ maxAddresses: MAX_ANONYMOUS_ADDRESSES_PER_SECOND })
   const record = (facts: UsageFacts) => {
+    if (
+      facts.apiKeyId === undefined && facts.service !== "ADMIN" &&
+      !anonymousRows.admit(facts.clientIp, facts.createdAt, params.int("anonymous_rows_per_ip_per_s"))
+    ) {
+      counters.values[COUNTER.anonymous_rows_dropped]!++
+      return
+    }
     if (builder.record(facts) >= CHUNK_ROWS) ship()
   }
 
