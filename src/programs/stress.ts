@@ -595,6 +595,7 @@ export const stressUdp = (o: UdpStressOptions): Promise<StressResult> =>
 
 const USAGE = `usage: tb stress [--http URL] [--udp HOST:PORT] [--key KEY] [--asset BTC]
                  [--connections 64] [--duration 10s] [--warmup 1s] [--json]
+  --help, -h       print this and exit
   --http URL       HTTP target (loopback only); a bare http://host:port means /price?asset=<asset>
   --udp HOST:PORT  UDP target (loopback only), sends "v1 price <key> <asset> <rid>"
   --key KEY        API key: X-API-Key header for HTTP, the key field for UDP
@@ -687,14 +688,26 @@ export const formatResult = (label: string, r: StressResult): string => {
   ].join("\n")
 }
 
-/** `tb stress …`: returns the exit code (0 ran and got answers, 1 failed, 2 bad usage). */
+const writeStdout = (text: string) => void process.stdout.write(`${text}\n`)
+const writeStderr = (text: string) => void process.stderr.write(`${text}\n`)
+
+/**
+ * `tb stress …`: returns the exit code (0 ran and got answers, or --help; 1 failed; 2 bad usage).
+ * Results (and the usage asked for with --help) go to `write`, problems to `writeError`: stdout
+ * and stderr by default; a caller that passes only `write` gets both in it.
+ */
 export const stressCli = async (
   argv: ReadonlyArray<string>,
-  write: (text: string) => void = (text) => process.stdout.write(`${text}\n`)
+  write: (text: string) => void = writeStdout,
+  writeError: (text: string) => void = write === writeStdout ? writeStderr : write
 ): Promise<number> => {
+  if (argv.some((arg) => arg === "--help" || arg === "-h")) {
+    write(USAGE)
+    return 0
+  }
   const options = parseCli(argv)
   if (typeof options === "string") {
-    write(`tb stress: ${options}\n${USAGE}`)
+    writeError(`tb stress: ${options}\n${USAGE}`)
     return 2
   }
   const results: Record<string, StressResult> = {}
@@ -726,7 +739,7 @@ export const stressCli = async (
     }
   } catch (error) {
     const message = messageOf(error)
-    write(message.startsWith("stress: ") ? `tb ${message}` : `tb stress: ${message}`)
+    writeError(message.startsWith("stress: ") ? `tb ${message}` : `tb stress: ${message}`)
     return 1
   }
   if (options.json) write(JSON.stringify(results))
