@@ -109,7 +109,7 @@ describe("exchange feeds through tb serve", () => {
     expect(all.map((e) => e.exchange)).toEqual([...EXCHANGES])
     const okx = await exchangeStatus("okx")
     expect(okx.marketHealth).toHaveLength(okx.markets)
-    const btc = okx.marketHealth.find((m) => m.asset === "BTC")
+    const btc = okx.marketHealth.find((m) => m.asset === "BTC" && m.quote === "USDT")
     expect(btc).toMatchObject({ quote: "USDT", stale: false })
     expect(btc?.lastTickAgeMs).toBeLessThan(STALE_MS)
     const bad = await admin(server, "GET", "/admin/feed-status?exchange=binance")

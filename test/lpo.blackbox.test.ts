@@ -63,14 +63,14 @@ describe("LPO over HTTP (black box)", () => {
     const singleData = single.body.data as { method: string; sources: Array<{ exchange: string }> }
     expect(singleData.method).toBe("single")
     expect(singleData.sources.map((s) => s.exchange)).toEqual(["kraken"])
-    // Both USDT venues (Gate, OKX) carry ETH; wait until each has sent its first ETH tick.
+    // Five venues have an enabled ETH/USDT market in the seed; wait until each has sent its first ETH tick.
     let exchanges: Array<string> = []
-    for (let i = 0; i < 30 && exchanges.length < 2; i++) {
+    for (let i = 0; i < 30 && exchanges.length < 5; i++) {
       const usdt = await priceWith(server, key, "asset=ETH&quote=USDT")
       exchanges = (usdt.body.data as { sources: Array<{ exchange: string }> }).sources.map((s) => s.exchange).sort()
-      if (exchanges.length < 2) await new Promise((r) => setTimeout(r, 100))
+      if (exchanges.length < 5) await new Promise((r) => setTimeout(r, 100))
     }
-    expect(exchanges).toEqual(["gateio", "okx"])
+    expect(exchanges).toEqual(["coinbase", "cryptocom", "gateio", "kraken", "okx"])
   })
 
   it("answers /prices with found prices and missing assets", async () => {

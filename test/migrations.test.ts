@@ -33,6 +33,12 @@ const SPEC_TIERS = [
   { tier: "partner", requests_per_second: 5000, burst: 10_000, monthly_queries: null, lrs_reports_per_month: null, webhook_assets: 150, partner_ws: true }
 ]
 
+/** Venues with a USDC market for BTC and ETH in the seed, and whether it is enabled. */
+const USDC_VENUES: ReadonlyArray<readonly [string, boolean]> = [
+  ["coinbase", false], ["cryptocom", false], ["gateio", false], ["gemini", false], ["kraken", true], ["okx", true]
+]
+const MIGRATIONS = [{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }, { name: "seed_additions" }]
+
 const dayName = (ms: number) => new Date(ms).toISOString().slice(0, 10).replaceAll("-", "")
 
 /** What `tb migrate` must leave behind, whatever the storage. */
@@ -77,6 +83,10 @@ const checkSchemaAndSeed = async (query: Query) => {
   expect(Number(stable[0]?.["not_equivalent"])).toBe(0)
   const usd = await query(`SELECT count(*)::int AS n FROM exchange_asset_map WHERE quote = 'USD' AND usd_equivalent`)
   expect(usd).toEqual([{ n: 0 }])
+  // USDC markets (spec /price `quote=USDC`): enabled on the venues the feed reference says list USDC,
+  // seeded disabled where it marks them UNCONFIRMED (or does not name them).
+  const usdc = await query(`SELECT asset, exchange, enabled FROM exchange_asset_map WHERE quote = 'USDC' AND asset IN ('BTC', 'ETH') ORDER BY asset, exchange`)
+  expect(usdc).toEqual(["BTC", "ETH"].flatMap((asset) => USDC_VENUES.map(([exchange, enabled]) => ({ asset, exchange, enabled }))))
 
   const params = await query(`SELECT name, value, value_type FROM application_parameters ORDER BY name`)
   expect(params).toEqual([...PARAM_NAMES].sort().map((name) => ({ name, value: PARAMS[name].default, value_type: PARAMS[name].type })))
@@ -106,7 +116,7 @@ describe("tb migrate against PostgreSQL", () => {
   it("creates every Storage table, day partitions and the spec's seed data", async () => {
     await migrateOk({ DATABASE_URL: url })
     await checkSchemaAndSeed(query)
-    expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }])
+    expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual(MIGRATIONS)
   })
 
   it("enforces one transaction per payment session id and routes usage rows to today's partition", async () => {
@@ -143,6 +153,28 @@ describe("tb migrate against PostgreSQL", () => {
   })
 })
 
+describe("tb migrate on a database migrated before the stablecoin markets were seeded", () => {
+  let url: string
+  beforeAll(() => {
+    url = freshDatabase("migrations_stablecoins")
+  })
+  afterAll(() => dropDatabase(url))
+
+  it("adds them through 0006 (the seed run again), keeping what operators changed", async () => {
+    const query = postgresQuery(url)
+    await migrateOk({ DATABASE_URL: url })
+    // Such a database: 0006 never ran, and the seed held USD and main-quote markets only.
+    psqlExec(url, `DELETE FROM tb_migrations WHERE name = 'seed_additions';
+      DELETE FROM exchange_asset_map WHERE quote = 'USDC' OR (quote = 'USDT' AND exchange NOT IN ('gateio', 'okx'))`)
+    psqlExec(url, `UPDATE exchange_asset_map SET enabled = false WHERE exchange = 'okx' AND asset = 'BTC' AND quote = 'USDT'`)
+    expect(await query(`SELECT count(*)::int AS n FROM exchange_asset_map WHERE quote = 'USDC'`)).toEqual([{ n: 0 }])
+    await migrateOk({ DATABASE_URL: url })
+    await checkSchemaAndSeed(query)
+    expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual(MIGRATIONS)
+    expect(await query(`SELECT enabled FROM exchange_asset_map WHERE exchange = 'okx' AND asset = 'BTC' AND quote = 'USDT'`)).toEqual([{ enabled: false }])
+  }, 40_000)
+})
+
 describe("tb migrate on the embedded default (PGlite in DATA_DIR)", () => {
   beforeAll(() => {
     delete process.env["DATABASE_URL"]
@@ -160,7 +192,7 @@ describe("tb migrate on the embedded default (PGlite in DATA_DIR)", () => {
         return r.rows[0]?.j ?? []
       }
       await checkSchemaAndSeed(query)
-      expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual([{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }])
+      expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual(MIGRATIONS)
     } finally {
       await db.close()
     }

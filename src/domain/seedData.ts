@@ -46,13 +46,53 @@ const CARRIERS: Record<Exchange, ReadonlyArray<string>> = {
   okx: ASSETS
 }
 
-export const ASSET_MAP_SEED: ReadonlyArray<{ exchange: Exchange; asset: string; quote: string; symbol: string; usd_equivalent: boolean }> =
-  EXCHANGE_SEED.flatMap(({ exchange, quote }) =>
-    CARRIERS[exchange].map((asset) => ({
-      exchange,
-      asset,
-      quote,
-      symbol: protocolFor(exchange).symbolFor(asset, quote),
-      usd_equivalent: quote === "USDT" || quote === "USDC"
-    }))
+/**
+ * Stablecoin-quoted markets beside each venue's main quote, for the most widely listed assets
+ * (spec: USDT and USDC markets are USD-equivalent; `quote=USDT|USDC` asks for them alone). Which
+ * venue lists which quote is from shared/reference/exchange-feeds.md ("Symbols" of each venue),
+ * which speaks of venues, not of each asset. A quote it marks UNCONFIRMED for a venue, or does not
+ * name, is seeded with `enabled` false: in the table for an operator to switch on once the live
+ * venue is checked, but never subscribed (an unknown product can fail a whole subscribe batch).
+ */
+const STABLECOIN_ASSETS = "BTC ETH SOL XRP DOGE ADA AVAX LINK DOT LTC".split(" ")
+const STABLECOIN_QUOTES: Record<Exchange, ReadonlyArray<{ readonly quote: "USDT" | "USDC"; readonly confirmed: boolean }>> = {
+  // 1.6: "USDT and USDC products also exist on Exchange (e.g. BTC-USDT, BTC-USDC)"; but 1.5:
+  // USDC books are aliases of the USD ones ("Expect USDC books to be reported as USD"), so a
+  // USDC subscription may never tick under its own name while the USD book already counts.
+  coinbase: [{ quote: "USDT", confirmed: true }, { quote: "USDC", confirmed: false }],
+  // 2.6: "USDT/USDC spot pairs: UNCONFIRMED".
+  gemini: [{ quote: "USDT", confirmed: false }, { quote: "USDC", confirmed: false }],
+  // 3.5: "Quotes: USD, EUR, USDT, USDC".
+  kraken: [{ quote: "USDT", confirmed: true }, { quote: "USDC", confirmed: true }],
+  // 4.5: USDT is its main quote; "USDC and USD spot books: UNCONFIRMED".
+  gateio: [{ quote: "USDC", confirmed: false }],
+  // 5.5: "USD and USDT quotes both common"; USDC is not named.
+  cryptocom: [{ quote: "USDT", confirmed: true }, { quote: "USDC", confirmed: false }],
+  // 6.5: USDT is its main quote; "BTC-USDT, BTC-USDC", "Global quotes are USDT/USDC".
+  okx: [{ quote: "USDC", confirmed: true }]
+}
+
+export interface AssetMapSeedRow {
+  readonly exchange: Exchange
+  readonly asset: string
+  readonly quote: string
+  readonly symbol: string
+  readonly usd_equivalent: boolean
+  readonly enabled: boolean
+}
+
+const marketRow = (exchange: Exchange, asset: string, quote: string, enabled: boolean): AssetMapSeedRow => ({
+  exchange,
+  asset,
+  quote,
+  symbol: protocolFor(exchange).symbolFor(asset, quote),
+  usd_equivalent: quote === "USDT" || quote === "USDC",
+  enabled
+})
+
+export const ASSET_MAP_SEED: ReadonlyArray<AssetMapSeedRow> = EXCHANGE_SEED.flatMap(({ exchange, quote }) => [
+  ...CARRIERS[exchange].map((asset) => marketRow(exchange, asset, quote, true)),
+  ...STABLECOIN_QUOTES[exchange].flatMap((stable) =>
+    STABLECOIN_ASSETS.filter((asset) => CARRIERS[exchange].includes(asset)).map((asset) => marketRow(exchange, asset, stable.quote, stable.confirmed))
   )
+])
