@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Console, Effect, Layer, Option, Runtime } from "effect"
+import { Console, Effect, Layer, Logger, Option, Runtime } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import cluster from "node:cluster"
@@ -127,9 +127,13 @@ if (argv[0] === "stress") {
         process.exitCode = 2
       })),
     // Logging first, so the OTLP logger (when configured) joins the JSON one instead of replacing it.
+    // Without LoggingLive (a bad LOG_LEVEL), Effect's default logger still writes to stderr.
     Effect.provide(Layer.mergeAll(
       NodeServices.layer,
-      ObservabilityLive.pipe(Layer.catch(() => Layer.empty), Layer.provideMerge(LoggingLive.pipe(Layer.catch(() => Layer.empty))))
+      ObservabilityLive.pipe(
+        Layer.catch(() => Layer.empty),
+        Layer.provideMerge(LoggingLive.pipe(Layer.catch(() => Layer.succeed(Logger.LogToStderr, true))))
+      )
     ))
   )
   const timeout = Number(process.env["SHUTDOWN_TIMEOUT_MS"] ?? 10_000)

@@ -11,7 +11,7 @@ import { DEFAULT_PARAMS, mergeParams, paramRows, type ParamName, type ParamValue
 import type { UsageRow } from "../domain/usage.ts"
 import { checkChunk, rowsOfChunk, type UsageChunk } from "../domain/usageChunk.ts"
 import { DatabaseLive } from "../layers/DatabaseLive.ts"
-import { withModule } from "../layers/Logging.ts"
+import { runDetachedLog, withModule } from "../layers/Logging.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
 import { UsageBatcherLive } from "../layers/UsageBatcherLive.ts"
 import { type FromUsageThread, ToUsageThread, UsageThreadData } from "../layers/usageThreadProtocol.ts"
@@ -80,13 +80,13 @@ const makeFallback = (batcher: UsageBatcher["Service"], spool: ReturnType<typeof
       spooled += rows.length
       if (spoolFailing) {
         spoolFailing = false
-        Effect.runFork(Effect.logInfo("usage spool writable again").pipe(withModule("usage-thread")))
+        runDetachedLog(Effect.logInfo("usage spool writable again").pipe(withModule("usage-thread")))
       }
     } catch (e) {
       addRows(batcher, rows)
       if (!spoolFailing) {
         spoolFailing = true
-        Effect.runFork(Effect.logWarning("usage spool not writable; rows the writer refused are held in memory", { error: messageOf(e) }).pipe(withModule("usage-thread")))
+        runDetachedLog(Effect.logWarning("usage spool not writable; rows the writer refused are held in memory", { error: messageOf(e) }).pipe(withModule("usage-thread")))
       }
     }
   }
@@ -122,7 +122,7 @@ const addRows = (batcher: UsageBatcher["Service"], rows: ReadonlyArray<UsageRow>
 
 /** A chunk whose rows cannot be made is a bug on the serving thread: say so loudly. */
 const reportLost = (seq: number, e: unknown) =>
-  Effect.runFork(Effect.logError("usage chunk does not hold together; its rows are lost", { seq, error: messageOf(e) }).pipe(withModule("usage-thread")))
+  runDetachedLog(Effect.logError("usage chunk does not hold together; its rows are lost", { seq, error: messageOf(e) }).pipe(withModule("usage-thread")))
 
 /** Feed the serving thread's chunks into the forwarder until it asks to stop. */
 const serveChunks = (forwarder: ChunkForwarder) =>
@@ -132,7 +132,7 @@ const serveChunks = (forwarder: ChunkForwarder) =>
       try {
         message = decodeRequest(raw)
       } catch (e) {
-        Effect.runFork(Effect.logError("unexpected message from the serving thread", messageOf(e)).pipe(withModule("usage-thread")))
+        runDetachedLog(Effect.logError("unexpected message from the serving thread", messageOf(e)).pipe(withModule("usage-thread")))
         return
       }
       switch (message.type) {
