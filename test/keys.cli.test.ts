@@ -9,12 +9,8 @@ interface CreatedKey { readonly key: string; readonly key_id: string; readonly t
 const psqlJson = (url: string, sql: string): ReadonlyArray<Record<string, unknown>> =>
   JSON.parse(execFileSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", `SELECT coalesce(json_agg(t), '[]'::json) FROM (${sql}) t`], { encoding: "utf8" })) as ReadonlyArray<Record<string, unknown>>
 
-/** The JSON line a `--json` command printed (log lines may surround it). */
-const jsonLine = (stdout: string): unknown => {
-  const line = stdout.trim().split("\n").reverse().find((l) => l.startsWith("{") || l.startsWith("["))
-  if (line === undefined) throw new Error(`no JSON in output:\n${stdout}`)
-  return JSON.parse(line)
-}
+/** What a `--json` command printed: stdout holds the result alone (logs go to stderr). */
+const jsonLine = (stdout: string): unknown => JSON.parse(stdout)
 
 let dbUrl: string
 let redisUrl: string
@@ -46,6 +42,15 @@ afterAll(() => dropDatabase(dbUrl))
 describe("tb keys (CLI) against PostgreSQL", () => {
   let created: CreatedKey
 
+  it("create --json writes only the JSON object to stdout, its log lines to stderr (| jq -r .key works)", async () => {
+    const r = await cli(["keys", "create", "--tier", "demo", "--json"], { LOG_LEVEL: "Info" })
+    expect(r.code, r.stderr).toBe(0)
+    const parsed = JSON.parse(r.stdout) as Record<string, unknown>
+    expect(typeof parsed["key"]).toBe("string")
+    expect(r.stdout.trim().split("\n")).toHaveLength(1)
+    expect(r.stderr).toContain("API key created")
+  })
+
   it("creates a key and prints {key, key_id, tier} as JSON", async () => {
     created = await createKey("demo")
     expect(created.tier).toBe("demo")
@@ -73,8 +78,8 @@ describe("tb keys (CLI) against PostgreSQL", () => {
     const r = await cli(["keys", "list", "--json"])
     expect(r.code, r.stderr).toBe(0)
     expect(r.stdout).not.toContain(created.key)
-    const list = jsonLine(r.stdout) as ReadonlyArray<{ id: string; tier: string; status: string; prefix: string }>
-    const mine = list.find((k) => k.id === created.key_id)
+    const list = jsonLine(r.stdout) as ReadonlyArray<{ key_id: string; tier: string; status: string; prefix: string }>
+    const mine = list.find((k) => k.key_id === created.key_id)
     expect(mine).toMatchObject({ tier: "demo", status: "active" })
     expect(created.key.startsWith(mine?.prefix ?? "-")).toBe(true)
   })
@@ -87,6 +92,45 @@ describe("tb keys (CLI) against PostgreSQL", () => {
     expect(r.stdout).not.toMatch(/"key"/)
     expect(psqlJson(dbUrl, `SELECT count(*)::int AS n FROM api_keys`)).toEqual(before)
   })
+
+  it.each([
+    ["an e-mail that is not an address", ["--tier", "listener", "--email", "bad"], /email/],
+    ["--lrs on a demo key (the demo tier has no LRS)", ["--tier", "demo", "--lrs"], /LRS/]
+  ])("refuses %s: exit 2, one line on stderr, nothing stored", async (_, args, reason) => {
+    const before = psqlJson(dbUrl, `SELECT count(*)::int AS n FROM api_keys`)
+    const r = await cli(["keys", "create", ...args, "--json"])
+    expect(r.code).toBe(2)
+    expect(r.stdout).toBe("")
+    const lines = r.stderr.trim().split("\n")
+    expect(lines).toHaveLength(1)
+    expect(lines[0]).toMatch(reason)
+    expect(psqlJson(dbUrl, `SELECT count(*)::int AS n FROM api_keys`)).toEqual(before)
+  })
+
+  it("list: a header row; an expired key shows expired, a revoked one revoked; --json in snake_case", async () => {
+    const expired = await createKey("listener")
+    const revokedAndExpired = await createKey("listener")
+    const revoke = await cli(["keys", "revoke", revokedAndExpired.key_id])
+    expect(revoke.code, revoke.stderr).toBe(0)
+    execFileSync("psql", [dbUrl, "-qAt", "-c", `UPDATE api_keys SET expires_at = now() - interval '1 day' WHERE id IN ('${expired.key_id}', '${revokedAndExpired.key_id}')`])
+
+    const text = await cli(["keys", "list"])
+    expect(text.code, text.stderr).toBe(0)
+    const [header, ...rows] = text.stdout.trim().split("\n")
+    expect(header).toMatch(/^KEY_ID\s+PREFIX\s+TIER\s+STATUS\b/)
+    const statusOf = (id: string) => rows.find((row) => row.startsWith(id))?.split(/\s+/)[3]
+    expect(statusOf(expired.key_id)).toBe("expired")
+    expect(statusOf(revokedAndExpired.key_id)).toBe("revoked")
+    expect(statusOf(created.key_id)).toBe("active")
+
+    const json = await cli(["keys", "list", "--json"])
+    const list = JSON.parse(json.stdout) as ReadonlyArray<Record<string, unknown>>
+    const mine = list.find((k) => k["key_id"] === expired.key_id)
+    expect(Object.keys(mine ?? {}).sort()).toEqual(["created_at", "email", "expires_at", "key_id", "lrs_enabled", "prefix", "status", "tier"])
+    expect(mine).toMatchObject({ status: "expired", tier: "listener", email: null })
+    expect(Date.parse(String(mine?.["expires_at"]))).toBeLessThan(Date.now())
+    expect(list.find((k) => k["key_id"] === revokedAndExpired.key_id)?.["status"]).toBe("revoked")
+  }, 60_000)
 
   it("a server sharing Valkey refuses a revoked key with KEY_REVOKED at once (pub/sub invalidation)", async () => {
     const key = await createKey("associate")
@@ -127,6 +171,25 @@ describe("tb keys (CLI) against PostgreSQL", () => {
       expect(await server.stop()).toBe(0)
     }
   }, 60_000)
+
+  it("with the embedded default (no DATABASE_URL, no Valkey), a running server refuses a revoked key at once", async () => {
+    const server = await startServer({})
+    try {
+      // The CLI run with the server's own settings: its DATA_DIR (the embedded database), its port and token.
+      const sameSetup = { DATA_DIR: server.dataDir, LPO_HTTP_PORT: server.env["LPO_HTTP_PORT"]!, ADMIN_TOKEN: server.adminToken, BIND_HOST: "127.0.0.1", LOG_LEVEL: "Warn" }
+      const created = await runCli(["keys", "create", "--tier", "associate", "--json"], sameSetup)
+      expect(created.code, created.stderr).toBe(0)
+      const key = JSON.parse(created.stdout) as CreatedKey
+      expect((await priceWith(server, key.key)).status).toBe(200)
+      const revoke = await runCli(["keys", "revoke", key.key_id], sameSetup)
+      expect(revoke.code, revoke.stderr).toBe(0)
+      const r = await priceWith(server, key.key)
+      expect(r.status).toBe(403)
+      expect(r.body.code).toBe("KEY_REVOKED")
+    } finally {
+      expect(await server.stop()).toBe(0)
+    }
+  }, 90_000)
 
   it("revoking an unknown key id exits non-zero", async () => {
     const r = await cli(["keys", "revoke", "00000000-0000-4000-8000-000000000000"])

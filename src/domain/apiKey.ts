@@ -111,3 +111,19 @@ export const rememberKeyBytes = (memo: KeyBytesMemo, bytes: Uint8Array, start: n
   memo.length = end - start
   memo.hash = hash
 }
+
+/** What a key is at a given time: a revoked key stays revoked; an active one past its expiry is expired. */
+export type KeyStatus = "active" | "revoked" | "expired"
+
+export const keyStatusAt = (stored: "active" | "revoked", expiresAt: number | undefined, now: number): KeyStatus =>
+  stored === "revoked" ? "revoked" : expiresAt !== undefined && expiresAt <= now ? "expired" : "active"
+
+/** The longest e-mail address accepted (RFC 5321's local part and domain limits, 64 + 1 + 255). */
+export const MAX_EMAIL_CHARS = 320
+
+/**
+ * An e-mail address a key's owner can be reached at: one "@" with text on both sides, no spaces
+ * or control characters. Deliberately loose (a full RFC 5322 parser refuses few real mistakes).
+ */
+export const isEmailAddress = (text: string): boolean =>
+  text.length <= MAX_EMAIL_CHARS && /^[^\s@\p{Cc}]+@[^\s@\p{Cc}]+$/u.test(text)

@@ -1,8 +1,8 @@
-import { Effect, Layer } from "effect"
+import { Clock, Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
-import { constantTimeEqual, displayPrefix, generateApiKey, hashApiKey, hashIfWellFormed, type KeyHashMemo } from "../domain/apiKey.ts"
-import { type ApiKeyRecord, ApiKeys, ApiKeysError, type AuthResult, type TierLimits } from "../services/ApiKeys.ts"
+import { constantTimeEqual, displayPrefix, generateApiKey, hashApiKey, hashIfWellFormed, isEmailAddress, type KeyHashMemo, keyStatusAt } from "../domain/apiKey.ts"
+import { type ApiKeyRecord, ApiKeys, ApiKeysError, type AuthResult, type ListedKey, type TierLimits } from "../services/ApiKeys.ts"
 import { Cache } from "../services/Cache.ts"
 import { ReaderSql } from "../services/Database.ts"
 import { Params } from "../services/Params.ts"
@@ -53,6 +53,17 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 const isUuid = (s: string) => UUID.test(s)
 
 const KEY_COLUMNS = "id::text AS id, key_hash, key_prefix, tier, lrs_enabled, status, email, created_at, updated_at, expires_at"
+
+const listedKey = (r: KeyRow, now: number): ListedKey => ({
+  key_id: r.id,
+  prefix: r.key_prefix,
+  tier: r.tier,
+  status: keyStatusAt(r.status, r.expires_at?.getTime(), now),
+  lrs_enabled: r.lrs_enabled,
+  email: r.email,
+  created_at: r.created_at.toISOString(),
+  expires_at: r.expires_at === null ? null : r.expires_at.toISOString()
+})
 
 /**
  * API keys held in an in-process map by hash (the hot path never waits on the network), reloaded
@@ -112,9 +123,11 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
   // its timing tells an attacker nothing about a key. The lookup is the comparison; there is no
   // second, always-true check after it.
   const decide = (rec: ApiKeyRecord, now: number): AuthResult => {
-    if (rec.status === "revoked") return { _tag: "Refused", code: "KEY_REVOKED", keyId: rec.id }
-    if (rec.expiresAt !== undefined && rec.expiresAt <= now) return { _tag: "Refused", code: "KEY_EXPIRED", keyId: rec.id }
-    return { _tag: "Authorized", key: rec }
+    switch (keyStatusAt(rec.status, rec.expiresAt, now)) {
+      case "revoked": return { _tag: "Refused", code: "KEY_REVOKED", keyId: rec.id }
+      case "expired": return { _tag: "Refused", code: "KEY_EXPIRED", keyId: rec.id }
+      case "active": return { _tag: "Authorized", key: rec }
+    }
   }
 
   const INVALID: AuthResult = { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
@@ -181,6 +194,12 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
         if (!tiers.has(tier)) yield* loadTiers.pipe(Effect.mapError(storage))
         const limits = tiers.get(tier)
         if (limits === undefined) return yield* new ApiKeysError({ reason: "UnknownTier", message: `unknown tier ${tier}` })
+        if (email !== undefined && !isEmailAddress(email)) {
+          return yield* new ApiKeysError({ reason: "InvalidEmail", message: `email must be an address, got ${JSON.stringify(email.slice(0, 80))}` })
+        }
+        if (lrs === true && limits.lrsReportsPerMonth === 0) {
+          return yield* new ApiKeysError({ reason: "LrsNotAvailable", message: `tier ${tier} has no LRS (lrs_reports_per_month is 0)` })
+        }
         const key = generateApiKey(randomBytes(32))
         const lrsEnabled = lrs ?? (limits.lrsReportsPerMonth !== 0 && !limits.lrsRequiresAddon)
         const rows = yield* sql.unsafe<KeyRow>(
@@ -194,13 +213,11 @@ export const ApiKeysLive = Layer.effect(ApiKeys, Effect.gen(function*() {
         yield* Effect.logInfo("API key created", { key_id: id, tier, prefix: displayPrefix(key) })
         return { key, key_id: id, tier, prefix: displayPrefix(key) }
       }).pipe(withModule("keys"), Effect.withSpan("ApiKeys.create", { attributes: { tier } })),
-    list: sql.unsafe<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at`).pipe(
-      Effect.map((rows) => rows.map((r) => ({
-        id: r.id, prefix: r.key_prefix, tier: r.tier, lrsEnabled: r.lrs_enabled, status: r.status,
-        expiresAt: r.expires_at?.getTime(), email: r.email ?? undefined, createdAt: r.created_at.getTime()
-      }))),
-      Effect.mapError(storage)
-    ),
+    list: Effect.gen(function*() {
+      const rows = yield* sql.unsafe<KeyRow>(`SELECT ${KEY_COLUMNS} FROM api_keys ORDER BY created_at DESC, id`).pipe(Effect.mapError(storage))
+      const now = yield* Clock.currentTimeMillis
+      return rows.map((r) => listedKey(r, now))
+    }),
     revoke: (keyId) =>
       Effect.gen(function*() {
         if (!isUuid(keyId)) return yield* new ApiKeysError({ reason: "NotFound", message: `no key ${keyId}` })

@@ -9,8 +9,9 @@ import { LoggingLive } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
 import { AdminToken } from "../services/AdminToken.ts"
-import { ApiKeys } from "../services/ApiKeys.ts"
+import { ApiKeys, isKeyRequestError, type ListedKey } from "../services/ApiKeys.ts"
 import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"
+import { invalidateOnLocalServer } from "./localServerInvalidate.ts"
 import { serveLayer } from "./serve.ts"
 import { stressCli } from "./stress.ts"
 import { runWorkers } from "./workers.ts"
@@ -58,20 +59,32 @@ const keysCreate = Command.make("create", {
       : `key:    ${created.key}\nkey_id: ${created.key_id}\ntier:   ${created.tier}\n(the key is shown only now; store it safely)`)
   }).pipe(Effect.provide(KeysLive)))
 
+/** `tb keys list`: a header row, then one row per key, columns as wide as their widest cell. */
+const keysTable = (list: ReadonlyArray<ListedKey>): string => {
+  const minute = (rfc3339: string) => `${rfc3339.slice(0, 10)} ${rfc3339.slice(11, 16)}`
+  const rows = [
+    ["KEY_ID", "PREFIX", "TIER", "STATUS", "LRS", "CREATED (UTC)", "EXPIRES (UTC)", "EMAIL"],
+    ...list.map((k) => [
+      k.key_id, `${k.prefix}…`, k.tier, k.status, k.lrs_enabled ? "yes" : "no",
+      minute(k.created_at), k.expires_at === null ? "never" : minute(k.expires_at), k.email ?? ""
+    ])
+  ]
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)))
+  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join("  ").trimEnd()).join("\n")
+}
+
 const keysList = Command.make("list", { json }, ({ json }) =>
   Effect.gen(function*() {
     const keys = yield* ApiKeys
     const list = yield* keys.list
-    if (json) return yield* Console.log(JSON.stringify(list))
-    for (const k of list) {
-      yield* Console.log(`${k.id}  ${k.prefix}…  ${k.tier.padEnd(10)} ${k.status.padEnd(8)} ${k.email ?? ""}`)
-    }
+    yield* Console.log(json ? JSON.stringify(list) : keysTable(list))
   }).pipe(Effect.provide(KeysLive)))
 
 const keysRevoke = Command.make("revoke", { id: Argument.String("id") }, ({ id }) =>
   Effect.gen(function*() {
     const keys = yield* ApiKeys
     yield* keys.revoke(id)
+    yield* invalidateOnLocalServer(id)
     yield* Console.log(`revoked ${id}`)
   }).pipe(Effect.provide(KeysLive)))
 
@@ -116,10 +129,11 @@ if (argv[0] === "stress") {
         console.error(configErrorLine(e.message))
         process.exitCode = 2
       })),
+    // A wrong request (unknown tier, bad e-mail, LRS on a tier without it) is bad usage (2).
     Effect.catchTag("ApiKeysError", (e) =>
       Effect.sync(() => {
         console.error(`error: ${e.message}`)
-        process.exitCode = 1
+        process.exitCode = isKeyRequestError(e) ? 2 : 1
       })),
     Effect.catchTag("SecretsError", (e) =>
       Effect.sync(() => {
