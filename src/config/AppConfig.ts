@@ -2,7 +2,8 @@ import { Config, Context, Effect, Layer, Option } from "effect"
 import { hostname } from "node:os"
 import { resolve } from "node:path"
 
-export const SERVER_TYPES = ["APP_SERVER", "REPORT_SERVER", "APP_REPORT_SERVER", "WEBHOOK_SERVER"] as const
+/** The spec's server types: which listeners `tb serve` runs. `ALL` (the whole platform) is the default. */
+export const SERVER_TYPES = ["APP_SERVER", "REPORT_SERVER", "APP_REPORT_SERVER", "WEBHOOK_SERVER", "ALL"] as const
 export type ServerType = (typeof SERVER_TYPES)[number]
 
 const optionalRedacted = (name: string) => Config.Redacted(name).pipe(Config.option)
@@ -10,7 +11,7 @@ const optionalString = (name: string) => Config.String(name).pipe(Config.option)
 
 /** Every environment setting of the spec's "Configuration" table, with its embedded default. */
 export const appConfig = Config.all({
-  serverType: Config.Literals(SERVER_TYPES, "SERVER_TYPE").pipe(Config.withDefault("APP_REPORT_SERVER" as const)),
+  serverType: Config.Literals(SERVER_TYPES, "SERVER_TYPE").pipe(Config.withDefault("ALL" as const)),
   databaseUrl: optionalRedacted("DATABASE_URL"),
   databaseReaderUrl: optionalRedacted("DATABASE_READER_URL"),
   valkeyUrl: optionalRedacted("VALKEY_URL").pipe(

@@ -1,28 +1,56 @@
 #!/usr/bin/env node
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Console, Effect, Layer, Logger, Option, Runtime } from "effect"
+import { ConfigProvider, Console, Effect, Layer, Logger, Option, Runtime } from "effect"
 import { Argument, Command, Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import cluster from "node:cluster"
-import { appConfig, packageVersion, SERVER_TYPES } from "../config/AppConfig.ts"
-import { LoggingLive } from "../layers/Logging.ts"
+import { appConfig, packageVersion, SERVER_TYPES, type ServerType } from "../config/AppConfig.ts"
+import { LoggingLive, runDetachedLog, withModule } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
 import { AdminToken } from "../services/AdminToken.ts"
 import { ApiKeys, isKeyRequestError, type ListedKey } from "../services/ApiKeys.ts"
 import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"
 import { invalidateOnLocalServer } from "./localServerInvalidate.ts"
-import { serveLayer } from "./serve.ts"
+import { notBuiltLine, serveLayer } from "./serve.ts"
 import { stressCli } from "./stress.ts"
 import { runWorkers } from "./workers.ts"
 
 const json = Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print JSON"))
 
+/**
+ * `--mode` wins over SERVER_TYPE. Effect's default ConfigProvider copies process.env when config
+ * is first read (LOG_LEVEL, before any command runs), so setting process.env here is never seen;
+ * instead the serve program, and every layer it builds, reads SERVER_TYPE from the flag first.
+ */
+const serverTypeFrom = (mode: Option.Option<ServerType>) =>
+  Option.match(mode, {
+    onNone: () => Layer.empty,
+    onSome: (m) => ConfigProvider.layerAdd(ConfigProvider.fromEnvRecord({ SERVER_TYPE: m }), { asPrimary: true })
+  })
+
+/**
+ * `npm start` runs the server under npm (the start script `exec`s node, so npm is the parent and
+ * forwards SIGTERM and SIGINT to it). If npm goes away without forwarding one (SIGKILL, a crash),
+ * the server would run on, re-parented, with nothing left to stop it: it shuts down as on SIGTERM.
+ * Only under an npm script: a server a shell started and left running (nohup, &) keeps running.
+ */
+const stopWhenNpmIsGone = () => {
+  if (process.env["npm_lifecycle_event"] === undefined) return
+  const parent = process.ppid
+  const watch = setInterval(() => {
+    if (process.ppid === parent) return
+    clearInterval(watch)
+    runDetachedLog(Effect.logWarning("the npm process that started this server is gone; shutting down").pipe(withModule("serve")))
+    process.kill(process.pid, "SIGTERM")
+  }, 1_000)
+  watch.unref()
+}
+
 const serve = Command.make("serve", {
-  mode: Flag.Literals("mode", SERVER_TYPES).pipe(Flag.optional, Flag.withDescription("overrides SERVER_TYPE"))
+  mode: Flag.Literals("mode", SERVER_TYPES).pipe(Flag.optional, Flag.withDescription("overrides SERVER_TYPE (default ALL)"))
 }, ({ mode }) =>
   Effect.gen(function*() {
-    if (Option.isSome(mode)) process.env["SERVER_TYPE"] = mode.value
     const config = yield* appConfig
     if (config.lpoWorkers > 1 && cluster.isPrimary && process.env["TB_WORKER"] === undefined) {
       // Workers are stopped (scope) before storage closes (layer): they flush through it.
@@ -32,12 +60,13 @@ const serve = Command.make("serve", {
     if (layer === undefined) {
       // A mode not built yet ends start-up with one line saying so.
       return yield* Effect.sync(() => {
-        console.error(`SERVER_TYPE=${config.serverType} is not part of this build yet (LPO only: APP_SERVER or APP_REPORT_SERVER)`)
+        console.error(notBuiltLine(config.serverType))
         process.exitCode = 2
       })
     }
+    stopWhenNpmIsGone()
     return yield* Layer.launch(layer)
-  })).pipe(Command.withDescription("run the server (SERVER_TYPE picks the listeners)"))
+  }).pipe(Effect.provide(serverTypeFrom(mode)))).pipe(Command.withDescription("run the server (--mode or SERVER_TYPE picks the listeners)"))
 
 const migrate = Command.make("migrate", {}, () =>
   Effect.gen(function*() {

@@ -34,15 +34,34 @@ export const LpoLive = Layer.mergeAll(
   Layer.provideMerge(KeysLive)
 )
 
-/** `tb serve`: the listeners SERVER_TYPE asks for, or undefined for a mode not built yet. */
+/** The parts of a server type this build does not have yet. */
+const NOT_BUILT: Readonly<Record<ServerType, ReadonlyArray<string>>> = {
+  APP_SERVER: [],
+  APP_REPORT_SERVER: ["the report server (LRS)"],
+  ALL: ["the report server (LRS)", "webhook delivery"],
+  REPORT_SERVER: ["the report server (LRS)"],
+  WEBHOOK_SERVER: ["webhook delivery"]
+}
+
+/** The one line `tb serve` ends with (exit 2) for a server type with nothing built yet. */
+export const notBuiltLine = (mode: ServerType): string =>
+  `server type ${mode} is not built yet (${NOT_BUILT[mode].join(", ")}); APP_SERVER, APP_REPORT_SERVER and ALL serve the LPO`
+
+/**
+ * `tb serve`: the listeners the server type asks for, or undefined for a type of which nothing is
+ * built yet. A type only partly built serves its LPO and says once what it leaves out.
+ */
 export const serveLayer = (mode: ServerType) => {
   switch (mode) {
     case "APP_SERVER":
       return LpoLive
     case "APP_REPORT_SERVER":
+    case "ALL":
       return Layer.mergeAll(
         LpoLive,
-        Layer.effectDiscard(Effect.logWarning("the report server (LRS) is not part of this build yet; serving LPO only").pipe(withModule("serve")))
+        Layer.effectDiscard(
+          Effect.logWarning(`server type ${mode} serves the LPO only; not built yet: ${NOT_BUILT[mode].join(", ")}`).pipe(withModule("serve"))
+        )
       )
     case "REPORT_SERVER":
     case "WEBHOOK_SERVER":
