@@ -516,7 +516,7 @@ const finishLpo = async (lpo: Lpo, label: string, destination: OpenUsageDestinat
       pass: lost === 0,
       detail:
         `rows-lost ${lost}: served ${servedWithRows} (requests_total ${served.requestsTotal} - ${lpo.readyPolls} /ready polls), ` +
-        `${rows.where} ${rows.rows}; usage_rows_recorded ${served.rowsRecorded} (price requests only)`
+        `${rows.where} ${rows.rows}; usage_rows_recorded ${served.rowsRecorded}`
     }
   ]
 }

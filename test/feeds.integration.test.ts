@@ -15,19 +15,19 @@ import { dropDatabase, freshDatabase } from "./support/services.ts"
 const EXTRA_MARKET: SimulatedMarket = { exchange: "coinbase", asset: "TBX", quote: "USD", symbol: "TBX-USD" }
 const STALE_MS = 1_500
 
-interface MarketHealthView { asset: string; quote: string; stale: boolean; lastTickAgeMs?: number; lastRestAgeMs?: number }
+interface MarketHealthView { asset: string; quote: string; stale: boolean; last_tick_age_ms?: number; last_rest_age_ms?: number }
 interface ExchangeView {
   exchange: Exchange
   connected: boolean
   connects: number
   reconnects: number
-  watchdogTimeouts: number
-  restRequests: number
-  restDenied: number
-  restFailures: number
-  restTicks: number
+  watchdog_timeouts: number
+  rest_requests: number
+  rest_denied: number
+  rest_failures: number
+  rest_ticks: number
   markets: number
-  marketHealth: Array<MarketHealthView>
+  market_health: Array<MarketHealthView>
 }
 interface PriceView { price: number; method: string; ts: number; sources: Array<{ exchange: string; price: number; ts: number }> }
 
@@ -108,10 +108,10 @@ describe("exchange feeds through tb serve", () => {
     const all = await feedStatus()
     expect(all.map((e) => e.exchange)).toEqual([...EXCHANGES])
     const okx = await exchangeStatus("okx")
-    expect(okx.marketHealth).toHaveLength(okx.markets)
-    const btc = okx.marketHealth.find((m) => m.asset === "BTC" && m.quote === "USDT")
+    expect(okx.market_health).toHaveLength(okx.markets)
+    const btc = okx.market_health.find((m) => m.asset === "BTC" && m.quote === "USDT")
     expect(btc).toMatchObject({ quote: "USDT", stale: false })
-    expect(btc?.lastTickAgeMs).toBeLessThan(STALE_MS)
+    expect(btc?.last_tick_age_ms).toBeLessThan(STALE_MS)
     const bad = await admin(server, "GET", "/admin/feed-status?exchange=binance")
     expect(bad.status).toBe(400)
   })
@@ -140,9 +140,9 @@ describe("exchange feeds through tb serve", () => {
     // Coinbase's silence timeout is 10 s (a heartbeat a second is expected).
     const tripped = await waitFor(async () => {
       const s = await exchangeStatus("coinbase")
-      return s.watchdogTimeouts > before.watchdogTimeouts ? s : undefined
+      return s.watchdog_timeouts > before.watchdog_timeouts ? s : undefined
     }, 14_000, "watchdog timeout")
-    expect(tripped.watchdogTimeouts).toBe(before.watchdogTimeouts + 1)
+    expect(tripped.watchdog_timeouts).toBe(before.watchdog_timeouts + 1)
     sims.control.coinbase.setSilent(false)
     const resumedAt = Date.now()
     await waitFor(async () => {
@@ -173,14 +173,14 @@ describe("exchange feeds through tb serve", () => {
     expect(refilled.data?.sources.length).toBeGreaterThan(0)
     expect(sims.rest.stats("gateio").requests + sims.rest.stats("okx").requests).toBeGreaterThan(restBefore)
     const gate = await exchangeStatus("gateio")
-    expect(gate.restTicks).toBeGreaterThan(0)
-    const market = gate.marketHealth.find((m) => m.asset === STALE_ASSET)
+    expect(gate.rest_ticks).toBeGreaterThan(0)
+    const market = gate.market_health.find((m) => m.asset === STALE_ASSET)
     expect(market?.stale).toBe(true)
-    expect(market?.lastRestAgeMs).toBeLessThan(3_000)
+    expect(market?.last_rest_age_ms).toBeLessThan(3_000)
 
     sims.rest.setFailure("gateio", 500)
     sims.rest.setFailure("okx", 500)
-    const failuresBefore = (await exchangeStatus("gateio")).restFailures
+    const failuresBefore = (await exchangeStatus("gateio")).rest_failures
     await sleep(STALE_MS + 300)
     const outcomes: Array<number> = []
     for (let i = 0; i < 6; i++) {
@@ -188,7 +188,7 @@ describe("exchange feeds through tb serve", () => {
       await sleep(300)
     }
     expect(outcomes).toEqual([503, 503, 503, 503, 503, 503])
-    expect((await exchangeStatus("gateio")).restFailures).toBeGreaterThan(failuresBefore)
+    expect((await exchangeStatus("gateio")).rest_failures).toBeGreaterThan(failuresBefore)
   })
 
   it("a storm of queries for stale assets stays within each exchange's REST budget", async () => {
@@ -197,7 +197,7 @@ describe("exchange feeds through tb serve", () => {
     await sleep(STALE_MS + 300)
     const budgets = { gateio: 5, okx: 5 } // exchange_feeds seed values
     const before = { gateio: sims.rest.stats("gateio").requests, okx: sims.rest.stats("okx").requests }
-    const deniedBefore = (await exchangeStatus("gateio")).restDenied
+    const deniedBefore = (await exchangeStatus("gateio")).rest_denied
     const startedAt = Date.now()
     const statuses = await Promise.all(Array.from({ length: 200 }, (_, i) => price(`asset=${USDT_ONLY_ASSETS[i % USDT_ONLY_ASSETS.length]}`).then((p) => p.status)))
     await sleep(500) // let the refills the storm started finish
@@ -209,7 +209,7 @@ describe("exchange feeds through tb serve", () => {
       // A full bucket (one second's worth) plus the refill rate over the storm.
       expect(sent).toBeLessThanOrEqual(Math.ceil(budgets[exchange] * (1 + seconds)))
     }
-    expect((await exchangeStatus("gateio")).restDenied).toBeGreaterThan(deniedBefore)
+    expect((await exchangeStatus("gateio")).rest_denied).toBeGreaterThan(deniedBefore)
   })
 
   it("rejects an exchange whose price is far from the others", async () => {

@@ -75,7 +75,7 @@ describe("shared price tier across two nodes", () => {
     expect(fields.split("\n").filter((f) => f !== "").sort()).toEqual(["gateio|USDT", "okx|USDT"])
 
     const status = await call(b, "/admin/feed-status?exchange=gateio", { headers: { "x-admin-token": b.adminToken } })
-    const gate = (status.body.data as { exchanges: Array<{ connected: boolean; restRequests: number; restTicks: number }> }).exchanges[0]
-    expect(gate).toMatchObject({ connected: false, restRequests: 0, restTicks: 0 })
+    const gate = (status.body.data as { exchanges: Array<{ connected: boolean; rest_requests: number; rest_ticks: number }> }).exchanges[0]
+    expect(gate).toMatchObject({ connected: false, rest_requests: 0, rest_ticks: 0 })
   })
 })

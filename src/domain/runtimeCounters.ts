@@ -1,7 +1,7 @@
 /**
  * The 25 runtime counters behind /admin/stress-stats and stats:<node>. Index = position.
  * `anonymous_rows_dropped`: usage rows the sink only counted, not wrote (requests without a valid
- * key past `anonymous_rows_per_ip_per_s`); the price handlers count them in `usage_rows_recorded` too.
+ * key past `anonymous_rows_per_ip_per_s`); `usage_rows_recorded`: rows the sink took to write, of every service.
  */
 export const COUNTER_NAMES = [
   "requests_total", "http_requests", "udp_requests", "price_hits", "no_fresh_price", "unknown_asset",

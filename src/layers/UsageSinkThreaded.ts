@@ -138,6 +138,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
       counters.values[COUNTER.anonymous_rows_dropped]!++
       return
     }
+    counters.values[COUNTER.usage_rows_recorded]!++
     if (builder.record(facts) >= CHUNK_ROWS) ship()
   }
 

@@ -44,7 +44,6 @@ export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: Request
       asset: assetField, quote: quoteField, source, price, code, latencyUs: latencyUs(info),
       clientIp: info.clientIp, bytesOut: bytes, createdAt: info.receivedAt
     })
-    deps.stats.values[COUNTER.usage_rows_recorded]!++
   }
 
   authenticateThen(deps, apiKeyOf(info), info.receivedAt, (auth) => {

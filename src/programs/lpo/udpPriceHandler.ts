@@ -92,7 +92,6 @@ export const makeUdpPriceHandler = (deps: UdpPriceDeps): UdpPriceHandler => {
       asset: pair?.asset, quote: pair === undefined ? undefined : pair.quote ?? "USD", source, price, code,
       latencyUs: Math.max(0, Math.round((performance.now() - startedAt) * 1000)), clientIp: rinfo.address, bytesOut: reply.length, createdAt: receivedAt
     })
-    v[COUNTER.usage_rows_recorded]!++
   }
 
   const ridOf = (msg: Buffer, ridStart: number, ridEnd: number) => (ridStart < 0 ? undefined : msg.toString("latin1", ridStart, ridEnd))
