@@ -1,4 +1,4 @@
-import { type Server as HttpServer, STATUS_CODES } from "node:http"
+import { type Server as HttpServer, METHODS, STATUS_CODES } from "node:http"
 import { createServer, type Server as NetServer, type Socket } from "node:net"
 import { Duplex } from "node:stream"
 import { type KeyHashMemo, newKeyHashMemo } from "../domain/apiKey.ts"
@@ -10,15 +10,21 @@ import { type KeyHashMemo, newKeyHashMemo } from "../domain/apiKey.ts"
  * on this machine that alone costs about as much as everything a price answer does (measured: a
  * raw `net` responder answers ~1.8× the requests of a bare node:http one at the same CPU).
  *
- * Scope, deliberately small: GET requests without a body whose route the caller claims. Anything
- * else (another method, a body, an upgrade, a route the caller does not claim) is handed, with the
- * bytes already read, to a node:http server on the same connection, which then owns it for good.
- * Keep-alive and pipelining follow RFC 9112: responses in request order, HTTP/1.1 persistent unless
- * `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
+ * Scope, deliberately small: GET and HEAD requests without a body whose route the caller claims.
+ * Anything else (another method, a body, an upgrade, a route the caller does not claim, a head this
+ * parser is not sure of) is handed, with the bytes already read, to a node:http server on the same
+ * connection, which then owns it for good. Keep-alive and pipelining follow RFC 9112: responses in
+ * request order, HTTP/1.1 persistent unless `Connection: close`, HTTP/1.0 only with
+ * `Connection: keep-alive`.
+ *
+ * Parsing rule: node's own parser (llhttp, strict mode) is the reference. A head is served here
+ * only when llhttp would read it as the same request; what llhttp surely rejects is answered 400
+ * here; anything else unusual is handed over so that llhttp decides. The character classes below
+ * were read off llhttp in Node 24 byte by byte (test/fastHttp.llhttp.test.ts keeps checking them).
  */
 
 export interface FastRequest {
-  readonly method: string
+  readonly method: "GET" | "HEAD"
   /** Request target: path and query (an absolute-form target as its origin-form). */
   readonly target: string
   /** Header names and values as sent: [name, value, name, value, …]. */
@@ -30,19 +36,39 @@ export interface FastRequest {
   readonly keyMemo: KeyHashMemo
 }
 
-/** Write one response: status, headers as [name, value, …], body. */
+/** Write one response: status, headers as [name, value, …], body. For HEAD the body is not sent. */
 export type Reply = (status: number, headers: ReadonlyArray<string | number>, body: string) => void
 
 /** A handler for the request, or undefined to leave the connection to the fallback server. */
 export type FastRoute = (request: FastRequest) => ((reply: Reply) => void) | undefined
 
+/** A request line that could be read: a known method, a target of visible ASCII, HTTP/1.x. */
+export interface RequestLine {
+  readonly method: string
+  /** As sent, or its origin-form when it is an absolute-form http(s) target. */
+  readonly target: string
+}
+
+export interface RejectionResponse {
+  /** Header names and values, as for Reply (content-length included). */
+  readonly headers: ReadonlyArray<string | number>
+  readonly body: string
+}
+
 export interface FastHttpOptions {
   readonly route: FastRoute
   readonly fallback: HttpServer
-  /** Largest request head accepted (request line + headers). */
+  /** Largest request head accepted (request line + headers). Default 16 KiB. */
   readonly maxHeaderBytes?: number
   /** A connection with no traffic for this long is closed. */
   readonly idleTimeoutMs?: number
+  /**
+   * The response to a request rejected here (400: llhttp would reject it too; 431: head larger
+   * than maxHeaderBytes) when its request line could be read; undefined keeps the bare answer.
+   * The connection is closed after it either way. Without a readable request line the answer is a
+   * bare 400 (or 431) and close.
+   */
+  readonly rejection?: (status: 400 | 431, requestLine: RequestLine) => RejectionResponse | undefined
 }
 
 export interface FastHttpServer {
@@ -55,8 +81,8 @@ export interface FastHttpServer {
   readonly closeAll: () => void
 }
 
-interface ParsedHead {
-  readonly method: string
+export interface ParsedHead {
+  readonly method: "GET" | "HEAD"
   readonly target: string
   readonly http10: boolean
   readonly rawHeaders: Array<string>
@@ -65,13 +91,46 @@ interface ParsedHead {
   readonly special: boolean
 }
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+/** A head not served here: handed to node:http as it is, or rejected with a 400. */
+export type HeadProblem =
+  | { readonly problem: "handOver" }
+  | { readonly problem: "reject"; readonly requestLine: RequestLine | undefined }
+
+const HAND_OVER: HeadProblem = { problem: "handOver" }
+const BARE_REJECT: HeadProblem = { problem: "reject", requestLine: undefined }
+const rejectWith = (requestLine: RequestLine): HeadProblem => ({ problem: "reject", requestLine })
+
 const FORBIDDEN_IN_VALUE = /[\0\r\n]/
+/**
+ * Everything llhttp accepts in a head, as one pattern (tested once per request, no backtracking):
+ * `method SP target SP HTTP/1.x`, then lines of `token ":" value` separated by CRLF. Targets are
+ * visible ASCII (0x21-0x7E); values may hold HTAB, SP, visible ASCII and 8-bit bytes (obs-text);
+ * every other byte, a bare CR or LF, an obs-fold line and a name that is not a token are
+ * rejected by llhttp.
+ */
+const HEAD_SHAPE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [\x21-\x7e]+ HTTP\/1\.[01](?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*)*$/
+const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP\/1\.[01]$/
+/** A byte llhttp refuses anywhere in a request line (control bytes, TAB, DEL, 8-bit). */
+const NOT_IN_REQUEST_LINE = /[^\x20-\x7e]/
+/** A CR not followed by LF (a CR at the very end may still be), or an LF not preceded by CR. */
+const BARE_LINE_BREAK = /\r(?!\n|$)|(?<!\r)\n/g
+const DIGITS = /^[0-9]+$/
+/** The methods llhttp knows; it refuses any other. CONNECT and PRI have rules of their own. */
+const PLAIN_METHODS = new Set(METHODS.filter((m) => m !== "CONNECT" && m !== "PRI"))
+/** Characters llhttp refuses in the authority of an absolute-form target. */
+const NOT_IN_AUTHORITY = /["#<>\\^`{|}]/
+
+const CR = 13
+const LF = 10
+const SP = 32
+const HTAB = 9
+const isOptionalWhitespace = (c: number): boolean => c === SP || c === HTAB
 
 /**
  * The origin-form (`/path?query`) of a request target. RFC 9112 §3.2.2: a server must accept the
  * absolute-form (`http://host:port/path?query`, what a client sends through a proxy), which is
- * served as its path and query. Undefined for anything else but `*`.
+ * served as its path and query. Undefined for anything else but `*`, and for an authority with a
+ * character llhttp refuses there.
  */
 export const originForm = (target: string): string | undefined => {
   if (target.startsWith("/") || target === "*") return target
@@ -81,50 +140,106 @@ export const originForm = (target: string): string | undefined => {
   let pathStart = authorityStart
   while (pathStart < target.length && target[pathStart] !== "/" && target[pathStart] !== "?") pathStart++
   if (pathStart === authorityStart) return undefined // no host
+  if (NOT_IN_AUTHORITY.test(target.slice(authorityStart, pathStart))) return undefined
   return pathStart === target.length ? "/" : target[pathStart] === "?" ? `/${target.slice(pathStart)}` : target.slice(pathStart)
 }
 
-/** Parse a request head (without the final CRLFCRLF). Undefined when it is not valid HTTP/1.x. */
-export const parseRequestHead = (head: string): ParsedHead | undefined => {
-  // Lines found with indexOf rather than split: no array of lines per request.
+const requestLineOf = (method: string, sent: string): RequestLine => ({ method, target: originForm(sent) ?? sent })
+
+/** The request line at the start of `text` if it is complete (ends in CRLF) and readable. */
+export const readRequestLine = (text: string): RequestLine | undefined => {
+  const end = text.indexOf("\r\n")
+  const shape = end === -1 ? null : REQUEST_LINE.exec(text.slice(0, end))
+  if (shape === null || !PLAIN_METHODS.has(shape[1]!)) return undefined
+  return requestLineOf(shape[1]!, shape[2]!)
+}
+
+/**
+ * Why a head outside HEAD_SHAPE (or a partial head holding a bare CR or LF) is not served: a 400
+ * where llhttp surely answers 400, else a hand-over so that llhttp decides. Off the hot path.
+ */
+export const classifyHead = (text: string): HeadProblem => {
+  const first = text.charCodeAt(0)
+  if (first === CR || first === LF) return HAND_OVER // llhttp skips empty lines before a request
+  let lineEnd = 0
+  while (lineEnd < text.length && text.charCodeAt(lineEnd) !== CR && text.charCodeAt(lineEnd) !== LF) lineEnd++
+  const line = text.slice(0, lineEnd)
+  const crlf = text.startsWith("\r\n", lineEnd)
+  const shape = REQUEST_LINE.exec(line)
+  if (shape === null) {
+    // Not a request line llhttp reads as GET-like; only bytes it never takes there, or a line
+    // ended by a bare CR or LF, are certain rejections (HTTP/0.9-style `GET /`, double spaces or
+    // HTTP/2.0 are accepted by llhttp and are its to answer).
+    return NOT_IN_REQUEST_LINE.test(line) || (lineEnd < text.length && !crlf) ? BARE_REJECT : HAND_OVER
+  }
+  const method = shape[1]!
+  if (!PLAIN_METHODS.has(method)) return HAND_OVER // llhttp refuses it; its 400 is as good as ours
+  // The request line is sound, so the fault is in the header lines (or a bare line break, for a
+  // partial head): every such fault (bare CR/LF, obs-fold, a name that is not a token, a missing
+  // colon, a control byte or DEL in a value) is a 400 from llhttp.
+  return rejectWith(requestLineOf(method, shape[2]!))
+}
+
+/** Connection header tokens as llhttp reads them (comma-separated, SP/HTAB trimmed, any case). */
+const CONNECTION_CLOSE = 1
+const CONNECTION_KEEP_ALIVE = 2
+const connectionTokens = (value: string): number => {
+  const v = value.toLowerCase()
+  if (v === "keep-alive") return CONNECTION_KEEP_ALIVE
+  if (v === "close") return CONNECTION_CLOSE
+  let flags = 0
+  for (const token of v.split(",")) {
+    const t = token.replace(/^[ \t]+|[ \t]+$/g, "")
+    if (t === "close") flags |= CONNECTION_CLOSE
+    else if (t === "keep-alive") flags |= CONNECTION_KEEP_ALIVE
+  }
+  return flags
+}
+
+/** Parse a request head (without the final CRLFCRLF): a GET or HEAD to serve, or why not. */
+export const parseRequestHead = (head: string): ParsedHead | HeadProblem => {
+  if (!HEAD_SHAPE.test(head)) return classifyHead(head)
+  // HEAD_SHAPE holds: `method SP target SP HTTP/1.x`, single spaces, header lines well formed.
+  const method = head.startsWith("GET ") ? "GET" : head.startsWith("HEAD ") ? "HEAD" : undefined
+  if (method === undefined) return HAND_OVER
   const firstEnd = head.indexOf("\r\n")
-  const requestLine = firstEnd === -1 ? head : head.slice(0, firstEnd)
-  const firstSpace = requestLine.indexOf(" ")
-  const lastSpace = requestLine.lastIndexOf(" ")
-  if (firstSpace <= 0 || lastSpace === firstSpace) return undefined
-  const method = requestLine.slice(0, firstSpace)
-  const sent = requestLine.slice(firstSpace + 1, lastSpace)
-  const version = requestLine.slice(lastSpace + 1)
-  const target = sent.includes(" ") ? undefined : originForm(sent)
-  if (!TOKEN.test(method) || target === undefined) return undefined
-  if (version !== "HTTP/1.1" && version !== "HTTP/1.0") return undefined
+  const lineEnd = firstEnd === -1 ? head.length : firstEnd
+  const http10 = head.charCodeAt(lineEnd - 1) === 48 // "HTTP/1.0"
+  const sent = head.slice(method.length + 1, lineEnd - 9)
+  const target = originForm(sent)
+  if (target === undefined) return HAND_OVER
   const rawHeaders: Array<string> = []
-  let close = version === "HTTP/1.0"
+  let connection = 0
   let special = false
   let host = false
+  let contentLength = false
   for (let start = firstEnd + 2; firstEnd !== -1 && start <= head.length;) {
-    const lineEnd = head.indexOf("\r\n", start)
-    const end = lineEnd === -1 ? head.length : lineEnd
+    const nextEnd = head.indexOf("\r\n", start)
+    const end = nextEnd === -1 ? head.length : nextEnd
     const colon = head.indexOf(":", start)
-    // Also rejects obsolete line folding (a line starting with space) and a line without a colon.
-    if (colon <= start || colon >= end) return undefined
     const name = head.slice(start, colon)
-    if (!TOKEN.test(name)) return undefined
-    const value = head.slice(colon + 1, end).trim()
-    if (FORBIDDEN_IN_VALUE.test(value)) return undefined
+    // Only SP and HTAB are optional whitespace around a value (not VT, FF or NBSP, as trim() would).
+    let valueStart = colon + 1
+    let valueEnd = end
+    while (valueStart < valueEnd && isOptionalWhitespace(head.charCodeAt(valueStart))) valueStart++
+    while (valueEnd > valueStart && isOptionalWhitespace(head.charCodeAt(valueEnd - 1))) valueEnd--
+    const value = head.slice(valueStart, valueEnd)
     start = end + 2
     rawHeaders.push(name, value)
     switch (name.length) {
       case 10:
         if (name.toLowerCase() === "connection") {
-          const v = value.toLowerCase()
-          if (v.includes("close")) close = true
-          else if (v.includes("keep-alive")) close = false
-          if (v.includes("upgrade")) special = true
+          connection |= connectionTokens(value)
+          if (value.toLowerCase().includes("upgrade")) special = true
         }
         break
       case 14:
-        if (name.toLowerCase() === "content-length" && value !== "0") special = true
+        if (name.toLowerCase() === "content-length") {
+          // llhttp: digits only, and one Content-Length (a repeated one is refused even if equal).
+          if (contentLength || !DIGITS.test(value)) return rejectWith(requestLineOf(method, sent))
+          contentLength = true
+          if (value !== "0") special = true
+        }
         break
       case 17:
         if (name.toLowerCase() === "transfer-encoding") special = true
@@ -141,8 +256,10 @@ export const parseRequestHead = (head: string): ParsedHead | undefined => {
     }
   }
   // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (as node:http does).
-  if (!host && version === "HTTP/1.1") return undefined
-  return { method, target, http10: version === "HTTP/1.0", rawHeaders, close, special }
+  if (!host && !http10) return rejectWith(requestLineOf(method, sent))
+  // llhttp: HTTP/1.1 persists unless a `close` token; HTTP/1.0 only with a `keep-alive` token.
+  const close = http10 ? (connection & CONNECTION_KEEP_ALIVE) === 0 : (connection & CONNECTION_CLOSE) !== 0
+  return { method, target, http10, rawHeaders, close, special }
 }
 
 let dateSecond = -1
@@ -164,23 +281,44 @@ const statusLine = (status: number): string => {
   return line
 }
 
-/** Serialise one response. Header values containing CR/LF are dropped (no response splitting). */
-export const formatResponse = (status: number, headers: ReadonlyArray<string | number>, body: string, close: boolean): string => {
+let keepAliveTailSeconds = -1
+let keepAliveTailText = ""
+const keepAliveTail = (seconds: number): string => {
+  if (seconds !== keepAliveTailSeconds) {
+    keepAliveTailSeconds = seconds
+    keepAliveTailText = `connection: keep-alive\r\nkeep-alive: timeout=${seconds}\r\n\r\n`
+  }
+  return keepAliveTailText
+}
+
+/**
+ * Serialise one response. Header values containing CR/LF are dropped (no response splitting).
+ * `omitBody` (the answer to a HEAD): the same head, content-length included, without the body.
+ */
+export const formatResponse = (
+  status: number,
+  headers: ReadonlyArray<string | number>,
+  body: string,
+  close: boolean,
+  omitBody = false,
+  keepAliveSeconds = 65
+): string => {
   let out = statusLines.get(status) ?? statusLine(status)
   for (let i = 0; i + 1 < headers.length; i += 2) {
     const value = headers[i + 1]!
     if (typeof value === "number" || !FORBIDDEN_IN_VALUE.test(value)) out += `${headers[i]}: ${value}\r\n`
   }
   out += `date: ${httpDate()}\r\n`
-  out += close ? "connection: close\r\n\r\n" : "connection: keep-alive\r\nkeep-alive: timeout=65\r\n\r\n"
-  return out + body
+  out += close ? "connection: close\r\n\r\n" : keepAliveTail(keepAliveSeconds)
+  return omitBody ? out : out + body
 }
 
 const BAD_REQUEST = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 const HEAD_TOO_LARGE = "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
+
 /** Give a connection, with the bytes already read, to a node:http server for good. */
-const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpServer) => {
+const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpServer): void => {
   const duplex = new Duplex({
     read: () => void socket.resume(),
     write: (chunk: Buffer, _encoding, callback) => void socket.write(chunk, callback),
@@ -205,6 +343,7 @@ const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpSe
   fallback.emit("connection", duplex)
 }
 
+
 export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => {
   const maxHeaderBytes = options.maxHeaderBytes ?? 16 * 1024
   // Pipelined bytes held while a response is pending; past this, stop reading the socket.
@@ -219,6 +358,8 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     waitingDrain: boolean
     /** Unparsed bytes as a latin1 string (one char per byte, lossless): finding the end of a head is an inlined string search. */
     buffered: string | undefined
+    /** How far `buffered` has been searched for a bare CR or LF (partial heads only). */
+    scanned: number
     readonly keyMemo: KeyHashMemo
   }
   const connections = new Set<Connection>()
@@ -232,7 +373,9 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     // for connections it did not accept itself. Any traffic resets it.
     socket.setTimeout(idleTimeoutMs, () => socket.destroy())
     socket.on("error", () => socket.destroy())
-    const conn: Connection = { socket, busy: false, done: false, waitingDrain: false, buffered: undefined, keyMemo: newKeyHashMemo() }
+    const conn: Connection = {
+      socket, busy: false, done: false, waitingDrain: false, buffered: undefined, scanned: 0, keyMemo: newKeyHashMemo()
+    }
     connections.add(conn)
     sockets.add(socket)
     socket.once("close", () => {
@@ -255,35 +398,55 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
       if (last === undefined) socket.end()
       else socket.end(last)
     }
+    const reject = (status: 400 | 431, requestLine: RequestLine | undefined) => {
+      const custom = requestLine === undefined ? undefined : options.rejection?.(status, requestLine)
+      if (custom === undefined || requestLine === undefined) return finish(status === 400 ? BAD_REQUEST : HEAD_TOO_LARGE)
+      finish(formatResponse(status, custom.headers, custom.body, true, requestLine.method === "HEAD"))
+    }
+    const giveToFallback = (buffer: string) => {
+      stopReading()
+      connections.delete(conn)
+      handOver(socket, Buffer.from(buffer, "latin1"), options.fallback)
+    }
 
     const serve = (): void => {
       while (!conn.busy && !conn.done && !conn.waitingDrain && conn.buffered !== undefined) {
         const buffer = conn.buffered
         const end = buffer.indexOf("\r\n\r\n")
-        if (end === -1 ? buffer.length > maxHeaderBytes : end > maxHeaderBytes) return finish(HEAD_TOO_LARGE)
-        if (end === -1) break
-        const head = parseRequestHead(buffer.slice(0, end))
-        if (head === undefined) return finish(BAD_REQUEST)
-        const handler = head.special || head.method !== "GET"
+        let head: ParsedHead | HeadProblem
+        if (end === -1) {
+          if (buffer.length > maxHeaderBytes) return reject(431, readRequestLine(buffer))
+          // llhttp answers a bare CR or LF at once; waiting for a CRLFCRLF that never comes would hang.
+          BARE_LINE_BREAK.lastIndex = conn.scanned
+          if (!BARE_LINE_BREAK.test(buffer)) {
+            conn.scanned = Math.max(0, buffer.length - 1)
+            break
+          }
+          head = classifyHead(buffer)
+        } else if (end > maxHeaderBytes) return reject(431, readRequestLine(buffer))
+        else head = parseRequestHead(buffer.slice(0, end))
+        if ("problem" in head) {
+          if (head.problem === "reject") return reject(400, head.requestLine)
+          return giveToFallback(buffer)
+        }
+        const handler = head.special
           ? undefined
           : options.route({ method: head.method, target: head.target, rawHeaders: head.rawHeaders, clientIp: socket.remoteAddress ?? "", startedAt: performance.now(), keyMemo: conn.keyMemo })
-        if (handler === undefined) {
-          stopReading()
-          connections.delete(conn)
-          handOver(socket, Buffer.from(buffer, "latin1"), options.fallback)
-          return
-        }
+        if (handler === undefined) return giveToFallback(buffer)
         conn.buffered = end + 4 === buffer.length ? undefined : buffer.slice(end + 4)
+        conn.scanned = 0
         conn.busy = true
         busyCount++
         let sync = true
+        const omitBody = head.method === "HEAD"
+        const close = head.close
         handler((status, headers, body) => {
           if (!conn.busy) return // a second reply, or one after the connection closed
           conn.busy = false
           busyCount--
-          const close = head.close || draining
-          const flushed = socket.write(formatResponse(status, headers, body, close))
-          if (close) return finish()
+          const closing = close || draining
+          const flushed = socket.write(formatResponse(status, headers, body, closing, omitBody))
+          if (closing) return finish()
           if (!flushed) {
             // The client is not reading its answers: read no more requests until it does.
             conn.waitingDrain = true
