@@ -1,5 +1,5 @@
 import fc from "fast-check"
-import { createServer } from "node:http"
+import { createServer, type Server as HttpServer } from "node:http"
 import { connect } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { type FastHttpServer, formatResponse, makeFastHttpServer, originForm, type ParsedHead, parseRequestHead } from "../src/http/fastHttp.ts"
@@ -144,7 +144,8 @@ describe("formatResponse", () => {
   it("writes status, headers, length and keep-alive", () => {
     const text = formatResponse(200, ["content-length", 2, "x-request-id", "r1"], "{}", false)
     expect(text.startsWith("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: r1\r\ndate: ")).toBe(true)
-    expect(text.endsWith("connection: keep-alive\r\nkeep-alive: timeout=65\r\n\r\n{}")).toBe(true)
+    // An idle kept-alive connection is closed at the head deadline (10 s): say so.
+    expect(text.endsWith("connection: keep-alive\r\nkeep-alive: timeout=10\r\n\r\n{}")).toBe(true)
     expect(formatResponse(200, [], "", false, false, 3)).toContain("keep-alive: timeout=3\r\n")
   })
 
@@ -367,5 +368,181 @@ describe("fast HTTP server", () => {
     socket.destroy()
     await new Promise((r) => setTimeout(r, 450))
     expect(fast.inFlight()).toBe(0)
+  })
+})
+
+interface Conversation {
+  readonly text: string
+  /** The server closed the connection (rather than the client giving up). */
+  readonly closedByServer: boolean
+  /** How many steps had been sent when the conversation ended. */
+  readonly stepsSent: number
+}
+
+/**
+ * Send `steps` ([wait ms, bytes]: each waits after the previous one) and read until the server
+ * closes, or until `timeoutMs` after the last step.
+ */
+const converse = (port: number, steps: ReadonlyArray<readonly [number, string]>, timeoutMs = 1500): Promise<Conversation> =>
+  new Promise((resolve) => {
+    let text = ""
+    let stepsSent = 0
+    let ended = false
+    const socket = connect(port, "127.0.0.1")
+    socket.on("error", () => {})
+    const end = (closedByServer: boolean) => {
+      if (ended) return
+      ended = true
+      socket.destroy()
+      resolve({ text, closedByServer, stepsSent })
+    }
+    const next = () => {
+      if (ended) return
+      const step = steps[stepsSent]
+      if (step === undefined) return void setTimeout(() => end(false), timeoutMs)
+      setTimeout(() => {
+        if (ended) return
+        socket.write(Buffer.from(step[1], "latin1"))
+        stepsSent++
+        next()
+      }, step[0])
+    }
+    socket.once("connect", next)
+    socket.on("data", (d: Buffer) => void (text += d.toString("latin1")))
+    socket.on("close", () => end(true))
+  })
+
+const trickle = (first: string, piece: string, count: number, everyMs: number): Array<readonly [number, string]> =>
+  [[0, first], ...Array.from({ length: count }, () => [everyMs, piece] as const)]
+
+describe("fast HTTP server deadlines and limits", () => {
+  const HEAD_DEADLINE_MS = 300
+  const BODY_DEADLINE_MS = 600
+  let fast: FastHttpServer
+  let port = 0
+  let fallback: HttpServer
+
+  beforeAll(async () => {
+    fallback = createServer((req, res) => {
+      let body = ""
+      req.on("data", (c: Buffer) => void (body += c.toString()))
+      req.on("end", () => {
+        const answer = () => res.end(`fallback ${req.method} ${req.url} ${body}`)
+        if (req.url === "/admin/slow") setTimeout(answer, 2 * HEAD_DEADLINE_MS + 100)
+        else answer()
+      })
+    })
+    fallback.on("upgrade", (_req, socket, _head) => {
+      socket.write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+      socket.on("data", (d: Buffer) => socket.write(d))
+    })
+    fast = makeFastHttpServer({
+      fallback,
+      idleTimeoutMs: 10_000, // far beyond every test here: what closes a connection is a deadline
+      headDeadlineMs: HEAD_DEADLINE_MS,
+      bodyDeadlineMs: BODY_DEADLINE_MS,
+      route: (request) => {
+        if (!request.target.startsWith("/fast")) return undefined
+        const delay = request.target === "/fast/slower" ? 2 * HEAD_DEADLINE_MS + 100 : 0
+        return (reply) => void setTimeout(() => reply(200, ["content-length", Buffer.byteLength(request.target)], request.target), delay)
+      }
+    })
+    port = await listen(fast)
+  })
+
+  afterAll(() => {
+    fast.closeAll()
+    fast.server.close()
+  })
+
+  it("closes a connection whose head trickles in past the head deadline, though each piece is traffic", async () => {
+    const talk = await converse(port, trickle("GET /fast/t HTTP/1.1\r\n", "x-a: 1\r\n", 20, 100))
+    expect(talk.closedByServer).toBe(true)
+    expect(talk.stepsSent).toBeLessThan(20)
+    expect(talk.text.startsWith("HTTP/1.1 408")).toBe(true)
+  })
+
+  it("gives a kept-alive connection the head deadline from its previous response", async () => {
+    const talk = await converse(port, [[0, "GET /fast/k HTTP/1.1\r\nHost: t\r\n\r\n"]], 3000)
+    expect(talk.closedByServer).toBe(true)
+    expect(bodies(talk.text)).toEqual(["/fast/k"]) // closed quietly: no 408 for an idle connection
+  })
+
+  it("starts a fresh connection's head deadline at its first byte", async () => {
+    const talk = await converse(port, [[2 * HEAD_DEADLINE_MS + 100, "GET /fast/late-first-byte HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]])
+    expect(bodies(talk.text)).toEqual(["/fast/late-first-byte"])
+  })
+
+  it("does not count a slow answer against the head deadline", async () => {
+    const talk = await converse(port, [[0, "GET /fast/slower HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]])
+    expect(bodies(talk.text)).toEqual(["/fast/slower"])
+  })
+
+  it("closes a handed-over connection whose next head trickles past the deadline", async () => {
+    const talk = await converse(port, [[0, "POST /admin HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi"], ...trickle("GET /admin HTTP/1.1\r\n", "x-a: 1\r\n", 20, 100)])
+    expect(talk.text).toContain("fallback POST /admin hi")
+    expect(talk.closedByServer).toBe(true)
+    expect(talk.stepsSent).toBeLessThan(21)
+  })
+
+  it("closes a handed-over connection whose body trickles past the body deadline", async () => {
+    const talk = await converse(port, trickle("POST /admin HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n", "a", 30, 100))
+    expect(talk.closedByServer).toBe(true)
+    expect(talk.stepsSent).toBeLessThan(30)
+    expect(talk.text).not.toContain("fallback")
+  })
+
+  it("gives each head on a kept-alive handed-over connection a fresh deadline after the previous response", async () => {
+    const post = (n: number) => `POST /admin HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\n${n}`
+    const wait = HEAD_DEADLINE_MS - 100
+    const talk = await converse(port, [[0, post(1)], [wait, post(2)], [wait, post(3)], [wait, post(4)]], 100)
+    expect(talk.text.match(/fallback POST \/admin \d/g)).toEqual(["fallback POST /admin 1", "fallback POST /admin 2", "fallback POST /admin 3", "fallback POST /admin 4"])
+  })
+
+  it("does not count node:http's slow answer against a handed-over connection's deadlines", async () => {
+    const talk = await converse(port, [[0, "GET /admin/slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]])
+    expect(talk.text).toContain("fallback GET /admin/slow")
+  })
+
+  it("leaves an upgraded connection to its new owner", async () => {
+    const upgrade = "GET /echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"
+    const talk = await converse(port, [[0, upgrade], [2 * HEAD_DEADLINE_MS + 100, "ping"]], 200)
+    expect(talk.text.startsWith("HTTP/1.1 101")).toBe(true)
+    expect(talk.text.endsWith("ping")).toBe(true)
+    expect(talk.closedByServer).toBe(false)
+  })
+
+  it("refuses connections past maxConnections, read for each new connection", async () => {
+    let limit = 2
+    const capped = makeFastHttpServer({
+      fallback: createServer(),
+      maxConnections: () => limit,
+      route: (request) => (reply) => reply(200, ["content-length", Buffer.byteLength(request.target)], request.target)
+    })
+    const cappedPort = await listen(capped)
+    try {
+      const open = async (path: string) => {
+        const socket = connect(cappedPort, "127.0.0.1")
+        socket.on("error", () => {})
+        let text = ""
+        socket.on("data", (d: Buffer) => void (text += d.toString()))
+        const closed = new Promise<void>((resolve) => socket.once("close", () => resolve()))
+        socket.write(`GET ${path} HTTP/1.1\r\nHost: t\r\n\r\n`)
+        const answered = new Promise<void>((resolve) => socket.on("data", () => text.includes(path) && resolve()))
+        const outcome = await Promise.race([answered.then(() => "answered" as const), closed.then(() => "closed" as const)])
+        return { socket, outcome }
+      }
+      const first = await open("/one")
+      const second = await open("/two")
+      const third = await open("/three")
+      expect([first.outcome, second.outcome, third.outcome]).toEqual(["answered", "answered", "closed"])
+      limit = 3
+      const fourth = await open("/four")
+      expect(fourth.outcome).toBe("answered")
+      for (const s of [first, second, fourth]) s.socket.destroy()
+    } finally {
+      capped.closeAll()
+      capped.server.close()
+    }
   })
 })

@@ -1,4 +1,5 @@
-import { type Server as HttpServer, METHODS, STATUS_CODES } from "node:http"
+import { subscribe } from "node:diagnostics_channel"
+import { IncomingMessage, type Server as HttpServer, METHODS, STATUS_CODES } from "node:http"
 import { createServer, type Server as NetServer, type Socket } from "node:net"
 import { Duplex } from "node:stream"
 import { type KeyHashMemo, newKeyHashMemo } from "../domain/apiKey.ts"
@@ -60,8 +61,23 @@ export interface FastHttpOptions {
   readonly fallback: HttpServer
   /** Largest request head accepted (request line + headers). Default 16 KiB. */
   readonly maxHeaderBytes?: number
-  /** A connection with no traffic for this long is closed. */
+  /** A connection with no traffic at all for this long is closed. Default 65 s. */
   readonly idleTimeoutMs?: number
+  /**
+   * A request head must be complete within this long of the connection's first byte, or of the
+   * previous response on a kept-alive connection, else the connection is closed (408 first when
+   * part of a head was received). Also the keep-alive timeout advertised in responses, since an
+   * idle kept-alive connection is closed after it. Both paths, handed-over connections included.
+   * Default 10 s.
+   */
+  readonly headDeadlineMs?: number
+  /** A request body must be complete within this long of its head, else the connection is closed. Default 30 s. */
+  readonly bodyDeadlineMs?: number
+  /**
+   * Open connections allowed on this listener (handed-over ones included), read for each new
+   * connection. Default unlimited.
+   */
+  readonly maxConnections?: () => number
   /**
    * The response to a request rejected here (400: llhttp would reject it too; 431: head larger
    * than maxHeaderBytes) when its request line could be read; undefined keeps the bare answer.
@@ -281,6 +297,7 @@ const statusLine = (status: number): string => {
   return line
 }
 
+const DEFAULT_HEAD_DEADLINE_MS = 10_000
 let keepAliveTailSeconds = -1
 let keepAliveTailText = ""
 const keepAliveTail = (seconds: number): string => {
@@ -301,7 +318,7 @@ export const formatResponse = (
   body: string,
   close: boolean,
   omitBody = false,
-  keepAliveSeconds = 65
+  keepAliveSeconds = DEFAULT_HEAD_DEADLINE_MS / 1000
 ): string => {
   let out = statusLines.get(status) ?? statusLine(status)
   for (let i = 0; i + 1 < headers.length; i += 2) {
@@ -315,10 +332,65 @@ export const formatResponse = (
 
 const BAD_REQUEST = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 const HEAD_TOO_LARGE = "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+const REQUEST_TIMEOUT = "HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 
+/** A deadline not running (a fresh connection before its first byte, a request being served). */
+const NO_DEADLINE = -1
+/** A deadline running since about now: the next sweep writes its start time (no clock read per request). */
+const UNSTAMPED = -2
+
+/** A connection given to node:http, watched for the head and body deadlines node does not apply to it. */
+interface HandedOver {
+  readonly socket: Socket
+  /** What node:http sees as the socket; node sets and clears its `parser`. */
+  readonly duplex: Duplex
+  /** Waiting for a request head since then (when no request or response is open). */
+  headSince: number
+  /** The newest request, until its body has been read to the end. */
+  request: IncomingMessage | undefined
+  bodySince: number
+  /** Requests whose response has not finished. */
+  openResponses: number
+}
+
+/**
+ * node:http's own head and request timeouts do not run for connections given to it with
+ * `emit("connection")`: they are checked by a timer that `listen()` starts, for connections it
+ * registered when they arrived (lib/_http_server.js, setupConnectionsTracking on 'listening'), and
+ * the fallback server never listens. So handed-over connections are timed here, from node:http's
+ * diagnostics channels: unlike the 'request' event they also report requests that go to
+ * 'checkContinue' or are answered by node itself (missing Host), and adding listeners for them
+ * would change node's behaviour.
+ */
+const handedOverByDuplex = new WeakMap<object, HandedOver>()
+let watchingFallbacks = false
+const watchFallbackRequests = (): void => {
+  if (watchingFallbacks) return
+  watchingFallbacks = true
+  const handedOverOf = (message: unknown): HandedOver | undefined => {
+    if (typeof message !== "object" || message === null || !("socket" in message)) return undefined
+    const socket = message.socket
+    return typeof socket === "object" && socket !== null ? handedOverByDuplex.get(socket) : undefined
+  }
+  subscribe("http.server.request.start", (message) => {
+    const handed = handedOverOf(message)
+    if (handed === undefined || typeof message !== "object" || message === null || !("request" in message)) return
+    if (!(message.request instanceof IncomingMessage)) return
+    handed.request = message.request
+    handed.bodySince = UNSTAMPED
+    handed.openResponses++
+    handed.headSince = NO_DEADLINE
+  })
+  subscribe("http.server.response.finish", (message) => {
+    const handed = handedOverOf(message)
+    if (handed === undefined) return
+    handed.openResponses--
+    if (handed.openResponses === 0) handed.headSince = UNSTAMPED
+  })
+}
 
 /** Give a connection, with the bytes already read, to a node:http server for good. */
-const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpServer): void => {
+const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpServer): Duplex => {
   const duplex = new Duplex({
     read: () => void socket.resume(),
     write: (chunk: Buffer, _encoding, callback) => void socket.write(chunk, callback),
@@ -341,14 +413,24 @@ const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpSe
   socket.on("end", () => duplex.push(null))
   socket.on("close", () => duplex.destroy())
   fallback.emit("connection", duplex)
+  return duplex
 }
 
+/** node:http let go of the connection (an upgrade or CONNECT took it): no longer ours to time. */
+const detachedFromHttp = (duplex: Duplex): boolean => !("parser" in duplex) || duplex.parser === null || duplex.parser === undefined
 
 export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => {
   const maxHeaderBytes = options.maxHeaderBytes ?? 16 * 1024
   // Pipelined bytes held while a response is pending; past this, stop reading the socket.
   const maxPendingBytes = 4 * maxHeaderBytes
   const idleTimeoutMs = options.idleTimeoutMs ?? 65_000
+  const headDeadlineMs = options.headDeadlineMs ?? DEFAULT_HEAD_DEADLINE_MS
+  const bodyDeadlineMs = options.bodyDeadlineMs ?? 30_000
+  const keepAliveSeconds = Math.floor(headDeadlineMs / 1000)
+  const maxConnections = options.maxConnections ?? (() => Infinity)
+  // Deadlines are checked by one sweep per listener rather than a timer per request; a deadline
+  // closes its connection between its limit and its limit plus two sweep periods.
+  const sweepEveryMs = Math.max(5, Math.min(500, Math.floor(Math.min(headDeadlineMs, bodyDeadlineMs) / 10)))
   interface Connection {
     readonly socket: Socket
     busy: boolean
@@ -360,24 +442,77 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     buffered: string | undefined
     /** How far `buffered` has been searched for a bare CR or LF (partial heads only). */
     scanned: number
+    /** The head deadline's start (performance.now()), NO_DEADLINE or UNSTAMPED. */
+    headSince: number
     readonly keyMemo: KeyHashMemo
   }
   const connections = new Set<Connection>()
+  const handedOver = new Set<HandedOver>()
   const sockets = new Set<Socket>()
   let draining = false
   let busyCount = 0
 
+  let sweepTimer: ReturnType<typeof setInterval> | undefined
+  const sweep = () => {
+    const now = performance.now()
+    for (const conn of connections) {
+      // A request being served, or a client not reading its answers, is not waiting for a head.
+      if (conn.busy || conn.waitingDrain || conn.headSince === NO_DEADLINE) continue
+      if (conn.headSince === UNSTAMPED) conn.headSince = now
+      else if (now - conn.headSince >= headDeadlineMs) {
+        // Part of a head received: say why (as node:http does); an idle kept-alive connection just closes.
+        if (!conn.done && conn.buffered !== undefined) conn.socket.write(REQUEST_TIMEOUT)
+        conn.socket.destroy()
+      }
+    }
+    for (const handed of handedOver) {
+      if (detachedFromHttp(handed.duplex)) {
+        handedOver.delete(handed)
+        continue
+      }
+      if (handed.request !== undefined) {
+        if (!handed.request.complete) {
+          if (handed.bodySince === UNSTAMPED) handed.bodySince = now
+          else if (now - handed.bodySince >= bodyDeadlineMs) handed.socket.destroy()
+          continue
+        }
+        handed.request = undefined
+      }
+      if (handed.openResponses > 0 || handed.headSince === NO_DEADLINE) continue
+      if (handed.headSince === UNSTAMPED) handed.headSince = now
+      else if (now - handed.headSince >= headDeadlineMs) handed.socket.destroy()
+    }
+    if (connections.size === 0 && handedOver.size === 0) {
+      clearInterval(sweepTimer)
+      sweepTimer = undefined
+    }
+  }
+  const startSweep = () => {
+    if (sweepTimer !== undefined) return
+    sweepTimer = setInterval(sweep, sweepEveryMs)
+    sweepTimer.unref()
+  }
+
   const onConnection = (socket: Socket) => {
+    // Past the cap the connection is destroyed at once rather than answered 503: a reliable 503
+    // needs the socket kept open until the client has read it (closing with its request unread
+    // sends a reset that can discard the answer), which is what the cap exists to avoid.
+    if (sockets.size >= maxConnections()) {
+      socket.destroy()
+      return
+    }
     socket.setNoDelay(true)
     // Kept for the connection's whole life, handed over or not: node:http's own timers never run
-    // for connections it did not accept itself. Any traffic resets it.
+    // for connections it did not accept itself. Any traffic resets it; the head and body
+    // deadlines (the sweep) are what bound a client that trickles.
     socket.setTimeout(idleTimeoutMs, () => socket.destroy())
     socket.on("error", () => socket.destroy())
     const conn: Connection = {
-      socket, busy: false, done: false, waitingDrain: false, buffered: undefined, scanned: 0, keyMemo: newKeyHashMemo()
+      socket, busy: false, done: false, waitingDrain: false, buffered: undefined, scanned: 0, headSince: NO_DEADLINE, keyMemo: newKeyHashMemo()
     }
     connections.add(conn)
     sockets.add(socket)
+    startSweep()
     socket.once("close", () => {
       sockets.delete(socket)
       connections.delete(conn)
@@ -391,6 +526,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     const stopReading = () => {
       conn.done = true
       conn.buffered = undefined
+      conn.headSince = UNSTAMPED // a client that never closes its side is cut off at the head deadline
       socket.removeListener("data", onData)
     }
     const finish = (last?: string) => {
@@ -404,9 +540,15 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
       finish(formatResponse(status, custom.headers, custom.body, true, requestLine.method === "HEAD"))
     }
     const giveToFallback = (buffer: string) => {
+      const headSince = conn.headSince
       stopReading()
       connections.delete(conn)
-      handOver(socket, Buffer.from(buffer, "latin1"), options.fallback)
+      watchFallbackRequests()
+      const duplex = handOver(socket, Buffer.from(buffer, "latin1"), options.fallback)
+      const handed: HandedOver = { socket, duplex, headSince, request: undefined, bodySince: NO_DEADLINE, openResponses: 0 }
+      handedOverByDuplex.set(duplex, handed)
+      handedOver.add(handed)
+      socket.once("close", () => handedOver.delete(handed))
     }
 
     const serve = (): void => {
@@ -444,14 +586,16 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
           if (!conn.busy) return // a second reply, or one after the connection closed
           conn.busy = false
           busyCount--
+          conn.headSince = UNSTAMPED // the next head is due within the deadline of this response
           const closing = close || draining
-          const flushed = socket.write(formatResponse(status, headers, body, closing, omitBody))
+          const flushed = socket.write(formatResponse(status, headers, body, closing, omitBody, keepAliveSeconds))
           if (closing) return finish()
           if (!flushed) {
             // The client is not reading its answers: read no more requests until it does.
             conn.waitingDrain = true
             socket.once("drain", () => {
               conn.waitingDrain = false
+              conn.headSince = UNSTAMPED
               serve()
             })
           }
@@ -468,6 +612,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     const onData = (chunk: Buffer) => {
       const text = chunk.toString("latin1")
       conn.buffered = conn.buffered === undefined ? text : conn.buffered + text
+      if (conn.headSince === NO_DEADLINE) conn.headSince = UNSTAMPED // the connection's first byte
       serve()
     }
     socket.on("data", onData)
@@ -483,6 +628,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
         if (conn.busy) continue
         conn.done = true
         conn.buffered = undefined
+        conn.headSince = UNSTAMPED
         conn.socket.end()
       }
     },
