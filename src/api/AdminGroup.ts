@@ -1,6 +1,7 @@
 /** Operator endpoints behind `X-Admin-Token` (envelope service ADMIN). */
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, HttpApiMiddleware, HttpApiSecurity, OpenApi } from "effect/http-api"
+import { isEmailAddress } from "../domain/apiKey.ts"
 import { Error400, Error401, Error404, Error503, OkEnvelope } from "./envelopes.ts"
 
 /** Checks X-Admin-Token before any admin handler runs; answers MISSING_API_KEY / INVALID_API_KEY (401). */
@@ -22,10 +23,8 @@ export const KeySummary = Schema.Struct({
   expires_at: Schema.NullOr(Schema.String).annotate({ description: "RFC 3339, or null for a key that does not expire." })
 }).annotate({ identifier: "KeySummary" })
 
-export const Email = Schema.String.check(
-  Schema.isMaxLength(320),
-  Schema.makeFilter((s: string) => /^[^\s@]+@[^\s@]+$/.test(s) || "Expected an e-mail address")
-)
+/** The same rule as `ApiKeys.create` (and `tb keys create`) applies. */
+export const Email = Schema.String.check(Schema.makeFilter((s: string) => isEmailAddress(s) || "Expected an e-mail address"))
 
 const ParamRow = Schema.Struct({ name: Schema.String, value: Schema.String, type: Schema.String, description: Schema.String })
 const ParamsData = Schema.Struct({
