@@ -167,11 +167,14 @@ describe("503, 429 and refusals at the edge", () => {
     if (unknownAsset.status === 503) expect(unknownAsset.headers.get("retry-after")).not.toBeNull()
   })
 
-  it("answers a request line with control bytes 400 in the envelope", async () => {
-    const out = await rawExchange("GET /price?asset=BTC\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+  it("answers a readable request line whose head llhttp refuses 400 in the envelope; an unreadable line gets a bare 400", async () => {
+    const out = await rawExchange("GET /price?asset=BTC HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n")
     expect(out).toMatch(/^HTTP\/1\.1 400 /)
     const body = out.slice(out.indexOf("\r\n\r\n") + 4)
     expect(decodeEnvelope(JSON.parse(body)).code).toBe("BAD_REQUEST")
+    const bare = await rawExchange("GET /price?asset=BTC\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+    expect(bare).toMatch(/^HTTP\/1\.1 400 /)
+    expect(bare).toMatch(/connection: close/i)
   })
 
   it("answers an oversized request head 431 in the envelope", async () => {

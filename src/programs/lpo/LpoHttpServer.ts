@@ -60,6 +60,10 @@ export const listenHttp = (fast: FastHttpServer, fallback: Server, port: number,
 /** The routes the fast path answers itself (GET and HEAD); declared in TrinityApi's lpo group like every other route. */
 export const FAST_PATH_ROUTES = ["/price", "/prices", "/health", "/ready"] as const
 
+/** The spec's request deadlines ("HTTP edge"): a head within 10 s, a body within 30 s of its head. */
+const HEAD_DEADLINE_MS = 10_000
+const BODY_DEADLINE_MS = 30_000
+
 /** An answer from the synchronous route code as an HttpServerResponse (headers as a flat list). */
 const responseOf = (status: number, headers: ReadonlyArray<string | number>, body: string) => {
   const record: Record<string, string> = {}
@@ -162,8 +166,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   }
 
   /** A request the parser refused: 400 (or 431) with the envelope when the request line was readable. */
-  const rejection = (status: 400 | 431, line: { readonly method: string; readonly target: string } | undefined) => {
-    if (line === undefined) return undefined
+  const rejection = (status: 400 | 431, line: { readonly method: string; readonly target: string }) => {
     deps.stats.values[COUNTER.client_errors]!++
     let answer: { headers: ReadonlyArray<string | number>; body: string } | undefined
     const info = requestInfo(line.method, line.target.startsWith("/") ? line.target : "/", wantedHeadersFrom([]), "", performance.now())
@@ -171,7 +174,10 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     return answer
   }
 
-  const fallback = createServer({ keepAliveTimeout: 65_000, requestTimeout: 30_000, headersTimeout: 10_000 }, onRequest)
+  // The fallback never listens (the fast server accepts and hands connections over), so node's own
+  // request timers never run: the fast server enforces the head and body deadlines for both.
+  // Its keep-alive hint matches the head deadline, after which an idle connection is closed.
+  const fallback = createServer({ keepAliveTimeout: HEAD_DEADLINE_MS }, onRequest)
   // node:http's own refusals (a handed-over connection whose bytes llhttp rejects): the envelope, then close.
   fallback.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable) return socket.destroy()
@@ -179,7 +185,10 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     const answer = rejection(status, { method: "GET", target: "/" })
     socket.end(answer === undefined ? `HTTP/1.1 ${status} Bad Request\r\nconnection: close\r\n\r\n` : formatResponse(status, answer.headers, answer.body, true))
   })
-  const fast = makeFastHttpServer({ route: fastRoute, fallback })
+  const fast = makeFastHttpServer({
+    route: fastRoute, fallback, rejection, headDeadlineMs: HEAD_DEADLINE_MS, bodyDeadlineMs: BODY_DEADLINE_MS,
+    maxConnections: () => deps.params.int("max_connections")
+  })
   const port = yield* listenHttp(fast, fallback, config.lpoHttpPort, config.bindHost, config.shutdownTimeoutMs / 2, () => inFlight).pipe(
     Effect.tap(() => Effect.addFinalizer(() => Effect.sync(() => void (draining = true))))
   )
