@@ -214,3 +214,35 @@ describe("CORS (CORS_ORIGINS)", () => {
     expect(preflight.headers.get("access-control-allow-origin")).toBeNull()
   })
 })
+
+describe("slow and many connections", () => {
+  it("closes a connection whose request head trickles in past 10 s", async () => {
+    const socket = connect(Number(new URL(server.baseUrl).port), "127.0.0.1")
+    socket.on("error", () => undefined)
+    const started = Date.now()
+    socket.write("GET /price?asset=BTC HTTP/1.1\r\nHost: x\r\n")
+    const timer = setInterval(() => socket.writable && socket.write("X-Slow: 1\r\n"), 2_000)
+    const closedAfter = await new Promise<number>((resolve) => socket.on("close", () => resolve(Date.now() - started)))
+    clearInterval(timer)
+    expect(closedAfter).toBeGreaterThanOrEqual(9_500)
+    // Before the deadline existed, a head trickled faster than the idle timeout was held forever.
+    expect(closedAfter).toBeLessThan(20_000)
+  }, 30_000)
+
+  it("holds open connections to max_connections", async () => {
+    expect((await admin(server, "POST", "/admin/params", { max_connections: 3 })).status).toBe(200)
+    const port = Number(new URL(server.baseUrl).port)
+    const sockets = Array.from({ length: 6 }, () => connect(port, "127.0.0.1").on("error", () => undefined))
+    try {
+      await new Promise((r) => setTimeout(r, 500))
+      // The cap counts every open connection, the test client's kept-alive one included.
+      const open = sockets.filter((s) => !s.destroyed && s.readyState === "open").length
+      expect(open).toBeGreaterThanOrEqual(1)
+      expect(open).toBeLessThanOrEqual(3)
+    } finally {
+      for (const s of sockets) s.destroy()
+      await new Promise((r) => setTimeout(r, 200))
+      expect((await admin(server, "POST", "/admin/params", { max_connections: 10_000 })).status).toBe(200)
+    }
+  })
+})
