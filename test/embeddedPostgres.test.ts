@@ -2,11 +2,15 @@ import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { connect } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+import { Reactivity } from "effect/reactivity"
+import { connectFailure } from "../src/layers/DatabaseLive.ts"
 import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
-import { bindExecuteSync, connectWire, describeThenFlush, extendedCycle, simpleQuery } from "./support/pgWire.ts"
+import { createKey, priceWith, startServer, usageCount } from "./support/server.ts"
+import { bindExecuteSync, connectWire, describeThenFlush, extendedCycle, simpleQuery, startupMessage, wireMessage } from "./support/pgWire.ts"
 
 /**
  * The embedded PostgreSQL is one PGlite session shared by every connection of its socket. These
@@ -15,32 +19,32 @@ import { bindExecuteSync, connectWire, describeThenFlush, extendedCycle, simpleQ
  */
 const withEmbedded = <A, E>(use: Effect.Effect<A, E, SqlClient.SqlClient>) =>
   Effect.gen(function*() {
-    const { url } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-embedded-pg-")))
-    return yield* use.pipe(Effect.provide(Layer.orDie(PgClient.layer({ url: Redacted.make(url), maxConnections: 8 }))))
+    const { url, password } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-embedded-pg-")))
+    return yield* use.pipe(Effect.provide(Layer.orDie(PgClient.layer({ url: Redacted.make(url), password, maxConnections: 8 }))))
   }).pipe(Effect.scoped)
 
 /** `clients` separate one-connection clients, as separate processes (server, workers, CLI) hold. */
 const withEmbeddedClients = <A, E>(clients: number, use: (sqls: ReadonlyArray<SqlClient.SqlClient>) => Effect.Effect<A, E>) =>
   Effect.gen(function*() {
-    const { url } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-embedded-pg-")))
+    const { url, password } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-embedded-pg-")))
     const sqls = yield* Effect.forEach(Array.from({ length: clients }), () =>
-      Layer.build(Layer.orDie(PgClient.layer({ url: Redacted.make(url), maxConnections: 1 }))).pipe(Effect.map((ctx) => Context.get(ctx, SqlClient.SqlClient))))
+      Layer.build(Layer.orDie(PgClient.layer({ url: Redacted.make(url), password, maxConnections: 1 }))).pipe(Effect.map((ctx) => Context.get(ctx, SqlClient.SqlClient))))
     return yield* use(sqls)
   }).pipe(Effect.scoped)
 
-/** The embedded database's port, for bare wire-protocol clients. */
-const withEmbeddedPort = <A>(use: (port: number) => Promise<A>) =>
+/** The embedded database's port and password, for bare wire-protocol clients. */
+const withEmbeddedPort = <A>(use: (port: number, password: string) => Promise<A>) =>
   Effect.gen(function*() {
-    const { url } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-embedded-pg-")))
-    return yield* Effect.promise(() => use(Number(new URL(url).port)))
+    const { url, password } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-embedded-pg-")))
+    return yield* Effect.promise(() => use(Number(new URL(url).port), Redacted.value(password)))
   }).pipe(Effect.scoped)
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 describe("embedded PostgreSQL (PGlite behind its socket), many connections at once", () => {
   it.live("a cycle that reaches the server in two reads is not broken into by another client's cycle", () =>
-    withEmbeddedPort(async (port) => {
-      const [a, b] = [await connectWire(port), await connectWire(port)]
+    withEmbeddedPort(async (port, password) => {
+      const [a, b] = [await connectWire(port, password), await connectWire(port, password)]
       const [cycleA, cycleB] = [extendedCycle("SELECT 'from A'"), extendedCycle("SELECT 'from B'")]
       // Each sends Parse and Bind; the server has read them before the rest of either cycle arrives.
       a.write(cycleA.head)
@@ -57,8 +61,8 @@ describe("embedded PostgreSQL (PGlite behind its socket), many connections at on
     }), 60_000)
 
   it.live("a Flush gets its answers at once and keeps the session for that client until its Sync", () =>
-    withEmbeddedPort(async (port) => {
-      const [a, b] = [await connectWire(port), await connectWire(port)]
+    withEmbeddedPort(async (port, password) => {
+      const [a, b] = [await connectWire(port, password), await connectWire(port, password)]
       a.write(describeThenFlush("SELECT 'from A'"))
       const described = await a.nextUpTo("T")
       // B's whole cycle must not run between A's Parse and A's Bind of the same unnamed statement.
@@ -72,8 +76,8 @@ describe("embedded PostgreSQL (PGlite behind its socket), many connections at on
     }), 60_000)
 
   it.live("a client that fails after a Flush and leaves without its Sync does not swallow the next client's cycle", () =>
-    withEmbeddedPort(async (port) => {
-      const [a, b] = [await connectWire(port), await connectWire(port)]
+    withEmbeddedPort(async (port, password) => {
+      const [a, b] = [await connectWire(port, password), await connectWire(port, password)]
       a.write(describeThenFlush("SELECT * FROM no_such_table"))
       const failed = await a.nextUpTo("E")
       a.destroy()
@@ -85,8 +89,8 @@ describe("embedded PostgreSQL (PGlite behind its socket), many connections at on
     }), 60_000)
 
   it.live("a client that leaves inside a transaction block has it rolled back, and the others go on", () =>
-    withEmbeddedPort(async (port) => {
-      const [a, b] = [await connectWire(port), await connectWire(port)]
+    withEmbeddedPort(async (port, password) => {
+      const [a, b] = [await connectWire(port, password), await connectWire(port, password)]
       a.write(simpleQuery("CREATE TABLE w (n int)"))
       await a.nextReply()
       a.write(simpleQuery("BEGIN"))
@@ -173,4 +177,111 @@ describe("embedded PostgreSQL (PGlite behind its socket), many connections at on
       const counts = yield* sql<{ writer: string; rows: number }>`SELECT writer, count(*)::int AS rows FROM t GROUP BY writer ORDER BY writer`
       assert.deepStrictEqual(counts.map((r) => ({ ...r })), [{ writer: "outside", rows: 40 }])
     })), 120_000)
+})
+
+/** Send `bytes` on a fresh connection and collect what comes back until the server hangs up (or 5 s). */
+const exchangeRaw = (port: number, bytes: ReadonlyArray<Buffer>) =>
+  new Promise<{ readonly reply: Buffer; readonly hungUp: boolean }>((resolve) => {
+    const socket = connect(port, "127.0.0.1")
+    let reply = Buffer.alloc(0)
+    const timer = setTimeout(() => {
+      socket.destroy()
+      resolve({ reply, hungUp: false })
+    }, 5_000)
+    socket.on("data", (d: Buffer) => void (reply = Buffer.concat([reply, d])))
+    socket.on("error", () => {})
+    socket.on("close", () => {
+      clearTimeout(timer)
+      resolve({ reply, hungUp: true })
+    })
+    socket.on("connect", () => {
+      // The startup message first; the rest once the server has answered it.
+      socket.write(startupMessage())
+      socket.once("data", () => {
+        for (const b of bytes) socket.write(b)
+      })
+    })
+  })
+
+/** The backend message types of `reply`, e.g. "RE". */
+const typesOf = (reply: Buffer) => {
+  let types = ""
+  for (let offset = 0; offset + 5 <= reply.length; offset += 1 + reply.readInt32BE(offset + 1)) types += String.fromCharCode(reply[offset]!)
+  return types
+}
+
+/** One query through @effect/sql-pg with `password` (none when undefined): the rows, or why it failed (as start-up reports it). */
+const queryWith = (url: string, password: string | undefined) =>
+  Effect.gen(function*() {
+    const sql = yield* PgClient.make({ url: Redacted.make(url), maxConnections: 1, ...(password === undefined ? {} : { password: Redacted.make(password) }) })
+    const rows = yield* sql<{ one: number }>`SELECT 1 AS one`
+    return rows.map((r) => r.one)
+  }).pipe(Effect.scoped, Effect.provide(Reactivity.layer), Effect.catch((e) => Effect.succeed(connectFailure(e))))
+
+const modeOf = (path: string) => statSync(path).mode & 0o777
+
+describe("embedded PostgreSQL's password", () => {
+  it.live("refuses a client that skips the password exchange or sends its password in the clear", () =>
+    Effect.gen(function*() {
+      const dataDir = mkdtempSync(join(tmpdir(), "tb-embedded-pg-"))
+      const { url, password } = yield* startEmbeddedPostgres(dataDir)
+      const port = Number(new URL(url).port)
+      const skipped = yield* Effect.promise(() => exchangeRaw(port, [simpleQuery("SELECT 'reached the database'")]))
+      const cleartext = yield* Effect.promise(() =>
+        exchangeRaw(port, [wireMessage("p", Buffer.from(`${Redacted.value(password)}\0`)), simpleQuery("SELECT 'reached the database'")]))
+      for (const { reply, hungUp } of [skipped, cleartext]) {
+        // AuthenticationSASL, then a FATAL ErrorResponse 28P01, and the connection is closed.
+        assert.strictEqual(typesOf(reply), "RE")
+        assert.include(reply.toString("latin1"), "28P01")
+        assert.notInclude(reply.toString("latin1"), "reached the database")
+        assert.isTrue(hungUp)
+      }
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("refuses a wrong or absent password through the driver, and accepts the right one (SCRAM-SHA-256)", () =>
+    Effect.gen(function*() {
+      const { url, password } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-embedded-pg-")))
+      assert.match(String(yield* queryWith(url, "not-the-password")), /password authentication failed/)
+      assert.match(String(yield* queryWith(url, undefined)), /password/i)
+      assert.deepStrictEqual(yield* queryWith(url, Redacted.value(password)), [1])
+    }).pipe(Effect.scoped), 60_000)
+
+  it.live("keeps its password and port files mode 0600 (a stale wider one included) and the password across restarts", () =>
+    Effect.gen(function*() {
+      const dataDir = mkdtempSync(join(tmpdir(), "tb-embedded-pg-"))
+      const portFile = join(dataDir, "embedded-postgres.json")
+      const passwordFile = join(dataDir, "embedded-postgres-password")
+      // Left by an older build or a crash, readable by everyone.
+      writeFileSync(portFile, "{}", { mode: 0o644 })
+      const first = yield* Effect.scoped(Effect.gen(function*() {
+        const { password } = yield* startEmbeddedPostgres(dataDir)
+        assert.strictEqual(modeOf(portFile).toString(8), "600")
+        assert.strictEqual(modeOf(passwordFile).toString(8), "600")
+        assert.strictEqual(modeOf(join(dataDir, "pgdata")).toString(8), "700")
+        assert.strictEqual(readFileSync(passwordFile, "utf8").trim(), Redacted.value(password))
+        return Redacted.value(password)
+      }))
+      const { url, password } = yield* startEmbeddedPostgres(dataDir)
+      assert.strictEqual(Redacted.value(password), first)
+      assert.deepStrictEqual(yield* queryWith(url, first), [1])
+    }).pipe(Effect.scoped), 120_000)
+})
+
+describe("clients of a running server's embedded database", () => {
+  it("its usage thread writes rows and the CLI counts them, both with the password from DATA_DIR", async () => {
+    const server = await startServer({})
+    try {
+      const { key } = await createKey(server, "associate")
+      for (let i = 0; i < 5; i++) assert.strictEqual((await priceWith(server, key)).status, 200)
+      const sameStorage = { DATA_DIR: server.dataDir, LOG_LEVEL: "Warn" }
+      let rows = 0
+      for (let attempt = 0; attempt < 50 && rows < 5; attempt++) {
+        rows = await usageCount(sameStorage)
+        if (rows < 5) await new Promise((r) => setTimeout(r, 200))
+      }
+      assert.isAtLeast(rows, 5)
+    } finally {
+      assert.strictEqual(await server.stop(), 0)
+    }
+  }, 120_000)
 })

@@ -1,20 +1,33 @@
-import { Effect } from "effect"
+import { Effect, Redacted, type Scope } from "effect"
 import { readFile } from "node:fs/promises"
-import { join } from "node:path"
 import { forkChildService } from "./childService.ts"
+import { ownerFile, passwordFile, readEmbeddedPassword } from "./embedded/files.ts"
+
+/** Where the embedded database listens, and the password it asks for (read from DATA_DIR; undefined if that file is missing). */
+export interface EmbeddedDatabase {
+  readonly url: string
+  readonly password: Redacted.Redacted<string> | undefined
+}
+
+const password = (dataDir: string) =>
+  Effect.promise(() => readEmbeddedPassword(dataDir)).pipe(Effect.map((p) => p === undefined ? undefined : Redacted.make(p)))
 
 /**
  * Embedded PostgreSQL (PGlite, Postgres compiled to WASM) in DATA_DIR/pgdata, run in a child
  * process (src/programs/embeddedPostgres.ts) and exposed on a loopback socket that speaks the
- * PostgreSQL wire protocol. The app connects with the same @effect/sql-pg client it uses against
- * Aurora, so one set of SQL serves both, and the database's CPU stays off the serving process.
+ * PostgreSQL wire protocol and asks for the password kept in DATA_DIR. The app connects with the
+ * same @effect/sql-pg client it uses against Aurora, so one set of SQL serves both, and the
+ * database's CPU stays off the serving process.
  */
-export const startEmbeddedPostgres = (dataDir: string) =>
+export const startEmbeddedPostgres = (
+  dataDir: string
+): Effect.Effect<{ readonly url: string; readonly password: Redacted.Redacted<string> }, Error, Scope.Scope> =>
   forkChildService("embeddedPostgres", [dataDir], undefined, (m) =>
-    typeof m === "object" && m !== null && "url" in m && typeof m.url === "string" ? { url: m.url } : undefined)
-
-/** Which process serves the embedded database of a DATA_DIR, and where. */
-const ownerFile = (dataDir: string) => join(dataDir, "embedded-postgres.json")
+    typeof m === "object" && m !== null && "url" in m && typeof m.url === "string" ? { url: m.url } : undefined).pipe(
+      Effect.flatMap(({ url }) =>
+        Effect.flatMap(password(dataDir), (p) =>
+          p === undefined ? Effect.fail(new Error(`no password in ${passwordFile(dataDir)}`)) : Effect.succeed({ url, password: p })))
+    )
 
 const isAlive = (pid: number) => {
   try {
@@ -27,9 +40,10 @@ const isAlive = (pid: number) => {
 
 /**
  * PGlite allows one process per data directory. When a running server already owns it, other
- * processes (the CLI, workers) connect through that server's socket instead of opening it.
+ * processes (the CLI, workers, the usage thread) connect through that server's socket instead of
+ * opening it, with the password from DATA_DIR.
  */
-export const runningEmbeddedUrl = (dataDir: string): Effect.Effect<string | undefined> =>
+export const runningEmbedded = (dataDir: string): Effect.Effect<EmbeddedDatabase | undefined> =>
   Effect.promise(async () => {
     try {
       const parsed: unknown = JSON.parse(await readFile(ownerFile(dataDir), "utf8"))
@@ -39,4 +53,4 @@ export const runningEmbeddedUrl = (dataDir: string): Effect.Effect<string | unde
     } catch {
       return undefined
     }
-  })
+  }).pipe(Effect.flatMap((url) => url === undefined ? Effect.succeed(undefined) : Effect.map(password(dataDir), (p) => ({ url, password: p }))))

@@ -1,14 +1,16 @@
 import { PGlite } from "@electric-sql/pglite"
-import { mkdir, rm, writeFile } from "node:fs/promises"
+import { chmod, mkdir, rm } from "node:fs/promises"
 import { join } from "node:path"
-import { servePglite } from "./pgliteServer.ts"
+import { isEmbeddedPassword, newEmbeddedPassword, ownerFile as ownerFileOf, passwordFile } from "../layers/embedded/files.ts"
+import { servePglite } from "../layers/embedded/pgliteServer.ts"
+import { keepPrivateSecret, writePrivateFile } from "../layers/privateFile.ts"
 
 /**
  * The embedded PostgreSQL as its own process (started by EmbeddedPostgres.ts): PGlite runs
  * PostgreSQL in WASM on the thread that hosts it, so in the server's process every usage insert
  * would take CPU from the price hot path. Here it runs beside the server, as a real PostgreSQL would.
  * Protocol with the parent: one IPC message `{ url }` once listening; exits when told (SIGTERM)
- * or when the parent goes away (IPC disconnect).
+ * or when the parent goes away (IPC disconnect). Clients prove the password kept in DATA_DIR.
  */
 const dataDir = process.argv[2]
 if (dataDir === undefined) {
@@ -16,14 +18,18 @@ if (dataDir === undefined) {
   process.exit(2)
 }
 
-const ownerFile = join(dataDir, "embedded-postgres.json")
+const ownerFile = ownerFileOf(dataDir)
 const dir = join(dataDir, "pgdata")
-await mkdir(dir, { recursive: true })
+// The data files are the database itself: this user's alone, as PostgreSQL requires of its data directory.
+await mkdir(dir, { recursive: true, mode: 0o700 })
+await chmod(dir, 0o700)
+const { value: password } = await keepPrivateSecret(passwordFile(dataDir), isEmbeddedPassword, newEmbeddedPassword)
 const db = await PGlite.create(dir)
 const server = await servePglite(db, {
   host: "127.0.0.1",
   port: 0,
   maxConnections: 64,
+  password,
   // The same JSON line shape as the server's logger (Logger.consoleJson).
   onError: (error) =>
     console.log(JSON.stringify({
@@ -34,7 +40,7 @@ const server = await servePglite(db, {
     }))
 })
 const url = `postgres://postgres@127.0.0.1:${server.port}/postgres`
-await writeFile(ownerFile, JSON.stringify({ pid: process.pid, url }))
+await writePrivateFile(ownerFile, JSON.stringify({ pid: process.pid, url }))
 
 let stopping = false
 const stop = async () => {

@@ -1,3 +1,6 @@
+import { PgAuth } from "@effect/sql-pg"
+import { Result } from "effect"
+import { randomBytes } from "node:crypto"
 import { connect, type Socket } from "node:net"
 
 /**
@@ -81,8 +84,25 @@ const parseReply = (bytes: Buffer): WireReply => {
   return { types, values }
 }
 
-/** Connect and finish the startup exchange. */
-export const connectWire = async (port: number): Promise<WireClient> => {
+export { message as wireMessage, startupMessage }
+
+/** The payload of the next Authentication ('R') message of `bytes` with `code`, or undefined. */
+const authPayload = (bytes: Buffer, code: number): Buffer | undefined => {
+  for (let offset = 0; offset + 5 <= bytes.length;) {
+    const length = bytes.readInt32BE(offset + 1)
+    if (bytes[offset] === 0x52 && bytes.readInt32BE(offset + 5) === code) return bytes.subarray(offset + 9, offset + 1 + length)
+    offset += 1 + length
+  }
+  return undefined
+}
+
+const unwrap = <A>(result: Result.Result<A, PgAuth.AuthError>): A => {
+  if (Result.isFailure(result)) throw new Error(result.failure.message)
+  return result.success
+}
+
+/** Connect and finish the startup exchange, proving `password` with SCRAM-SHA-256 as the server asks. */
+export const connectWire = async (port: number, password: string): Promise<WireClient> => {
   const socket: Socket = connect(port, "127.0.0.1")
   await new Promise<void>((resolve, reject) => {
     socket.once("connect", resolve)
@@ -104,23 +124,39 @@ export const connectWire = async (port: number): Promise<WireClient> => {
     }
     return -1
   }
-  const nextUpTo = (type: string, timeoutMs = 5_000) =>
-    new Promise<WireReply>((resolve, reject) => {
+  /** Everything up to and including the next message of `type`, as bytes, then forgotten. */
+  const nextBytesUpTo = (type: string, timeoutMs = 5_000) =>
+    new Promise<Buffer>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no ${type} within ${timeoutMs} ms; got ${parseReply(received).types}`)), timeoutMs)
       const check = () => {
         const end = endOf(type.charCodeAt(0))
         if (end === -1) return
         clearTimeout(timer)
         waiter = undefined
-        const reply = parseReply(received.subarray(0, end))
+        const bytes = received.subarray(0, end)
         received = received.subarray(end)
-        resolve(reply)
+        resolve(bytes)
       }
       waiter = check
       check()
     })
+  const nextUpTo = (type: string, timeoutMs?: number) => nextBytesUpTo(type, timeoutMs).then(parseReply)
   const nextReply = (timeoutMs?: number) => nextUpTo("Z", timeoutMs)
   socket.write(startupMessage())
-  await nextReply()
+  // AuthenticationSASL, then the client-first and client-final messages of SCRAM-SHA-256.
+  await nextBytesUpTo("R")
+  const init = unwrap(PgAuth.scramInit({ password, nonce: randomBytes(18).toString("base64") }))
+  const initial = init.response
+  const length = Buffer.alloc(4)
+  length.writeInt32BE(initial.length)
+  socket.write(message("p", cString(PgAuth.SCRAM_SHA_256), length, Buffer.from(initial)))
+  const challenge = authPayload(await nextBytesUpTo("R"), 11)
+  if (challenge === undefined) throw new Error("no SCRAM challenge")
+  const next = unwrap(PgAuth.scramContinue(init.state, challenge))
+  socket.write(message("p", Buffer.from(next.response)))
+  // The server proves it knew the password too, before PGlite's AuthenticationOk.
+  const final = authPayload(await nextBytesUpTo("Z"), 12)
+  if (final === undefined) throw new Error("no SCRAM final message")
+  unwrap(PgAuth.scramFinish(next.state, final))
   return { write: (bytes) => socket.write(bytes), nextReply, nextUpTo, destroy: () => socket.destroy() }
 }

@@ -1,4 +1,5 @@
 import { createServer, type Server, type Socket } from "node:net"
+import { type ScramStep, scramExchange, scramVerifier } from "./scramServer.ts"
 
 /**
  * Serves one PGlite database to many PostgreSQL wire-protocol clients on a TCP socket.
@@ -10,6 +11,10 @@ import { createServer, type Server, type Socket } from "node:net"
  * it and keeps the session for that client until its `Sync`; and while a cycle leaves the session
  * inside a transaction block, only that client's cycles run until it ends the block. (COPY FROM
  * STDIN is not served: PGlite does not take it over the wire.)
+ *
+ * Every client must prove it knows the server's password with SCRAM-SHA-256 (what PostgreSQL
+ * itself uses) before its startup message reaches PGlite: the port is on loopback, but any local
+ * process can reach it, and PGlite itself accepts any user with no password.
  *
  * Why not @electric-sql/pglite-socket (0.2.17): it queues single messages, not cycles, and keeps a
  * client's affinity only inside a transaction block. When a client's cycle reaches the server in
@@ -26,11 +31,15 @@ const GSS_ENCRYPTION_REQUEST = 80_877_104
 const CANCEL_REQUEST = 80_877_102
 /** Larger messages are refused (PostgreSQL's own limit for a message is 1 GB). */
 const MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+/** Until a client has proved the password its messages are small (PostgreSQL allows a 10000-byte startup packet). */
+const MAX_UNAUTHENTICATED_BYTES = 10_000
 
 const TYPE_SYNC = 0x53 // 'S'
 const TYPE_QUERY = 0x51 // 'Q'
 const TYPE_FLUSH = 0x48 // 'H'
 const TYPE_TERMINATE = 0x58 // 'X'
+const TYPE_PASSWORD = 0x70 // 'p': SASLInitialResponse and SASLResponse
+const SCRAM_SHA_256 = "SCRAM-SHA-256"
 /** A Sync message: ends the cycle a departed client left open after a Flush. */
 const SYNC_MESSAGE = new Uint8Array([TYPE_SYNC, 0, 0, 0, 4])
 
@@ -50,6 +59,13 @@ interface Client {
   cycle: Array<Uint8Array>
   /** Until the startup message, messages carry no type byte. */
   started: boolean
+  /** The startup message, held back from PGlite until the client has proved the password. */
+  startup: Uint8Array | undefined
+  /** The user the startup message names (for the error a wrong password gets). */
+  user: string
+  /** The password exchange, from the startup message until it succeeds. */
+  scram: ReturnType<typeof scramExchange> | undefined
+  authenticated: boolean
   closed: boolean
 }
 
@@ -65,6 +81,8 @@ export interface PgliteServerOptions {
   /** 0 picks a free port. */
   readonly port: number
   readonly maxConnections: number
+  /** Every client must prove it knows this (SCRAM-SHA-256) before it reaches the database. */
+  readonly password: string
   /** Told when a cycle fails inside PGlite (its client is disconnected; the others go on). */
   readonly onError?: (error: unknown) => void
 }
@@ -75,20 +93,58 @@ export interface PgliteServer {
 }
 
 /** A complete message at the start of `buffer`: its length in bytes, 0 if incomplete, -1 if invalid. */
-const messageLength = (buffer: Buffer, started: boolean): number => {
+const messageLength = (buffer: Buffer, started: boolean, maxBytes: number): number => {
   if (!started) {
     if (buffer.length < 4) return 0
     const length = buffer.readInt32BE(0)
-    if (length < 8 || length > MAX_MESSAGE_BYTES) return -1
+    if (length < 8 || length > maxBytes) return -1
     return buffer.length >= length ? length : 0
   }
   if (buffer.length < 5) return 0
   const length = buffer.readInt32BE(1)
-  if (length < 4 || length > MAX_MESSAGE_BYTES) return -1
+  if (length < 4 || length > maxBytes) return -1
   return buffer.length >= length + 1 ? length + 1 : 0
 }
 
+const backendMessage = (type: string, ...parts: ReadonlyArray<Uint8Array>): Buffer => {
+  const body = Buffer.concat(parts)
+  const header = Buffer.alloc(5)
+  header.write(type, 0, "latin1")
+  header.writeInt32BE(body.length + 4, 1)
+  return Buffer.concat([header, body])
+}
+const int32 = (n: number) => {
+  const b = Buffer.alloc(4)
+  b.writeInt32BE(n)
+  return b
+}
+/** AuthenticationSASL: the one mechanism offered. */
+const AUTHENTICATION_SASL = backendMessage("R", int32(10), Buffer.from(`${SCRAM_SHA_256}\0\0`))
+const authenticationSaslContinue = (data: string) => backendMessage("R", int32(11), Buffer.from(data))
+const authenticationSaslFinal = (data: string) => backendMessage("R", int32(12), Buffer.from(data))
+/** A FATAL ErrorResponse with SQLSTATE 28P01 (invalid_password), as PostgreSQL sends. */
+const passwordFailed = (user: string) =>
+  backendMessage("E", Buffer.from(`SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user "${user}"\0\0`))
+
+/** The startup message's parameters (after length and protocol code): NUL-terminated names and values. */
+const startupUser = (message: Buffer): string => {
+  const fields = message.subarray(8).toString("utf8").split("\0")
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === "user") return fields[i + 1]!.slice(0, 63)
+  return ""
+}
+
+/** SASLInitialResponse: mechanism (C string), then the client-first-message's length and bytes. */
+const saslInitialResponse = (message: Buffer): { readonly mechanism: string; readonly data: string } | undefined => {
+  const end = message.indexOf(0, 5)
+  if (end === -1 || end + 5 > message.length) return undefined
+  const length = message.readInt32BE(end + 1)
+  if (length < 0 || end + 5 + length !== message.length) return undefined
+  return { mechanism: message.subarray(5, end).toString("latin1"), data: message.subarray(end + 5).toString("utf8") }
+}
+
 export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Promise<PgliteServer> => {
+  if (options.password.length === 0) return Promise.reject(new Error("servePglite: a password is required"))
+  const verifier = scramVerifier(options.password)
   const clients = new Set<Client>()
   const queue: Array<Cycle> = []
   /** The client whose transaction block is open: only its cycles run until it closes the block. */
@@ -174,11 +230,46 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
     }
   }
 
+  /** Refuse a client that has not proved the password, with the error PostgreSQL gives, and hang up. */
+  const refuse = (client: Client) => {
+    client.socket.end(passwordFailed(client.user))
+    release(client)
+  }
+
+  /**
+   * One message of the password exchange: the SASLInitialResponse, then the SASLResponse. Anything
+   * else before the exchange succeeds is refused. True once the client is authenticated.
+   */
+  const authenticate = (client: Client, message: Buffer): boolean => {
+    const scram = client.scram
+    if (scram === undefined || message[0] !== TYPE_PASSWORD) {
+      refuse(client)
+      return false
+    }
+    const final = scram.answered
+    let step: ScramStep
+    if (!final) {
+      const initial = saslInitialResponse(message)
+      step = initial?.mechanism === SCRAM_SHA_256 ? scram.first(initial.data) : { ok: false, error: "unsupported mechanism" }
+    } else step = scram.final(message.subarray(5).toString("utf8"))
+    if (!step.ok) {
+      refuse(client)
+      return false
+    }
+    client.socket.write(final ? authenticationSaslFinal(step.reply) : authenticationSaslContinue(step.reply))
+    if (final) {
+      client.scram = undefined
+      client.authenticated = true
+    }
+    return final
+  }
+
   const onData = (client: Client, data: Buffer) => {
+    if (client.closed) return
     client.buffer = client.buffer.length === 0 ? data : Buffer.concat([client.buffer, data])
     let queued = false
     for (;;) {
-      const length = messageLength(client.buffer, client.started)
+      const length = messageLength(client.buffer, client.started, client.authenticated ? MAX_MESSAGE_BYTES : MAX_UNAUTHENTICATED_BYTES)
       if (length === 0) break
       if (length < 0) {
         client.socket.destroy()
@@ -197,11 +288,28 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
           return
         }
         client.started = true
-        queue.push({ client, messages: [message], flushed: false })
-        queued = true
+        client.startup = message
+        client.user = startupUser(message)
+        client.scram = scramExchange(verifier)
+        client.socket.write(AUTHENTICATION_SASL)
         continue
       }
       const type = message[0]
+      if (!client.authenticated) {
+        if (type === TYPE_TERMINATE) {
+          client.socket.end()
+          return
+        }
+        if (!authenticate(client, message)) {
+          if (client.closed) return
+          continue
+        }
+        // Proved: now PGlite sees the startup message, and answers it with AuthenticationOk.
+        queue.push({ client, messages: [client.startup!], flushed: false })
+        client.startup = undefined
+        queued = true
+        continue
+      }
       if (type === TYPE_TERMINATE) {
         client.socket.end()
         return
@@ -222,7 +330,9 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
       return
     }
     socket.setNoDelay(true)
-    const client: Client = { socket, buffer: Buffer.alloc(0), cycle: [], started: false, closed: false }
+    const client: Client = {
+      socket, buffer: Buffer.alloc(0), cycle: [], started: false, startup: undefined, user: "", scram: undefined, authenticated: false, closed: false
+    }
     clients.add(client)
     socket.on("data", (data: Buffer) => onData(client, data))
     socket.on("error", () => socket.destroy())

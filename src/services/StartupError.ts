@@ -1,0 +1,21 @@
+import { Data } from "effect"
+
+/**
+ * Start-up cannot go on. `message` is the one line to print, naming the setting; `reason` picks
+ * the exit code (spec, "Configuration"): a malformed setting exits 2, a dependency that cannot be
+ * reached at start (database, Valkey, the data directory) exits 1.
+ */
+export class StartupError extends Data.TaggedError("StartupError")<{
+  readonly reason: "Malformed" | "Unreachable"
+  /** The environment variable the line names, e.g. "DATABASE_URL". */
+  readonly variable: string
+  readonly message: string
+}> {}
+
+/** `configuration error: VALKEY_URL: not a redis:// or rediss:// URL` (the same form as a bad Config value). */
+export const malformedSetting = (variable: string, problem: string) =>
+  new StartupError({ reason: "Malformed", variable, message: `configuration error: ${variable}: ${problem}` })
+
+/** `DATABASE_URL: cannot connect to 127.0.0.1:1 (ECONNREFUSED)` */
+export const unreachableDependency = (variable: string, problem: string) =>
+  new StartupError({ reason: "Unreachable", variable, message: `${variable}: ${problem}` })
