@@ -8,7 +8,7 @@ import { appConfig, packageVersion, SERVER_TYPES, type ServerType } from "../con
 import { LoggingLive, runDetachedLog, withModule } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
-import { AdminToken } from "../services/AdminToken.ts"
+import { AdminTokenLive } from "../layers/AdminTokenLive.ts"
 import { ApiKeys, isKeyRequestError, type ListedKey } from "../services/ApiKeys.ts"
 import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"
 import { invalidateOnLocalServer } from "./localServerInvalidate.ts"
@@ -54,7 +54,7 @@ const serve = Command.make("serve", {
     const config = yield* appConfig
     if (config.lpoWorkers > 1 && cluster.isPrimary && process.env["TB_WORKER"] === undefined) {
       // Workers are stopped (scope) before storage closes (layer): they flush through it.
-      return yield* Effect.scoped(runWorkers).pipe(Effect.provide(AdminToken.layer.pipe(Layer.provideMerge(StorageLive))))
+      return yield* Effect.scoped(runWorkers).pipe(Effect.provide(AdminTokenLive.pipe(Layer.provideMerge(StorageLive))))
     }
     const layer = serveLayer(config.serverType)
     if (layer === undefined) {

@@ -6,7 +6,7 @@ import { PartitionMaintenance } from "../layers/MigrationsLive.ts"
 import { PriceCacheMemory } from "../layers/PriceCacheMemory.ts"
 import { RateLimiterLive } from "../layers/RateLimiterLive.ts"
 import { UsageSinkThreaded } from "../layers/UsageSinkThreaded.ts"
-import { AdminToken } from "../services/AdminToken.ts"
+import { AdminTokenLive } from "../layers/AdminTokenLive.ts"
 import { Probes } from "../services/Probes.ts"
 import { RuntimeStats } from "../services/RuntimeStats.ts"
 import { KeysLive, ServerInfoLive } from "./layers.ts"
@@ -29,7 +29,7 @@ export const LpoLive = Layer.mergeAll(
   })),
   PartitionMaintenance
 ).pipe(
-  Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, FeedsLive, AdminToken.layer)),
+  Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, FeedsLive, AdminTokenLive)),
   Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStats.layer, Probes.layer, ServerInfoLive)),
   Layer.provideMerge(KeysLive)
 )

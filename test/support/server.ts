@@ -75,7 +75,7 @@ const startServerOnce = async (env: Readonly<Record<string, string>>, readyTimeo
   const httpPort = await freePort()
   const udpPort = await freePort()
   const dataDir = env["DATA_DIR"] ?? mkdtempSync(join(tmpdir(), "tb-test-"))
-  const adminToken = env["ADMIN_TOKEN"] ?? `admin-${Math.random().toString(36).slice(2)}`
+  const adminToken = env["ADMIN_TOKEN"] ?? `admin-${crypto.randomUUID()}`
   const fullEnv: Record<string, string> = {
     SERVER_TYPE: "APP_SERVER",
     FEEDS: "simulated",
