@@ -2,6 +2,7 @@ import { Effect, Layer, Redacted } from "effect"
 import { Redis } from "ioredis"
 import { Cache, CacheError } from "../services/Cache.ts"
 import { messageOf } from "../domain/errorMessage.ts"
+import { malformedSetting, type StartupError, unreachableDependency } from "../services/StartupError.ts"
 
 /** QUIT waits for a reply: only ask a connected client; otherwise just drop the socket. */
 const closeClient = (c: Redis) =>
@@ -16,35 +17,80 @@ const closeClient = (c: Redis) =>
  */
 const COMMAND_TIMEOUT_MS = 1000
 
+/** host:port of a Valkey URL, for messages (never its password). */
+const valkeyAddress = (url: Redacted.Redacted<string>) => {
+  const parsed = new URL(Redacted.value(url))
+  return `${parsed.hostname}:${parsed.port === "" ? "6379" : parsed.port}`
+}
+
+/** A Valkey URL the client can use: redis:// or rediss:// with a host (ioredis takes anything else for a host name or a socket path). */
+export const checkValkeyUrl = (variable: string, url: Redacted.Redacted<string>): Effect.Effect<void, StartupError> =>
+  Effect.suspend(() => {
+    let parsed: URL
+    try {
+      parsed = new URL(Redacted.value(url))
+    } catch {
+      return Effect.fail(malformedSetting(variable, "not a URL (expected redis://host:6379 or rediss://host:6379)"))
+    }
+    if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
+      return Effect.fail(malformedSetting(variable, `expected a redis:// or rediss:// URL, not ${parsed.protocol}//`))
+    }
+    if (parsed.hostname === "") return Effect.fail(malformedSetting(variable, "the URL names no host"))
+    return Effect.void
+  })
+
 const fail = (cause: unknown) =>
   new CacheError({ reason: "Command", message: messageOf(cause) })
+
+/** How long start-up gives the server to answer (the client's connect timeout). */
+const CONNECT_WAIT_MS = 2000
+
+/**
+ * Wait until the client is ready, at most CONNECT_WAIT_MS: undefined once ready, else why not
+ * (the last connection error's code, e.g. ECONNREFUSED, or that nothing answered in time).
+ */
+const waitUntilReady = (client: Redis) =>
+  Effect.callback<string | undefined>((resume) => {
+    if (client.status === "ready") return resume(Effect.succeed(undefined))
+    let lastError: string | undefined
+    const onError = (e: Error & { code?: unknown }) => {
+      lastError = typeof e.code === "string" ? e.code : e.message
+    }
+    const stopWaiting = () => {
+      clearTimeout(timer)
+      client.off("ready", onReady)
+      client.off("error", onError)
+    }
+    const onReady = () => {
+      stopWaiting()
+      resume(Effect.succeed(undefined))
+    }
+    const timer = setTimeout(() => {
+      stopWaiting()
+      resume(Effect.succeed(lastError ?? `no answer within ${CONNECT_WAIT_MS / 1000} s`))
+    }, CONNECT_WAIT_MS)
+    client.on("error", onError)
+    client.once("ready", onReady)
+    return Effect.sync(stopWaiting)
+  })
 
 /**
  * Valkey / ElastiCache through ioredis (`rediss://` = TLS). Commands fail fast while the server is
  * unreachable (no offline queue) or stops answering (command timeout), so callers degrade
  * (per-node limits) instead of piling up; ioredis keeps reconnecting in the background.
+ * `notReady`: why the server was not ready within the connect wait, undefined if it was.
  */
-export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
+const openValkeyCache = (url: Redacted.Redacted<string>) =>
   Effect.gen(function*() {
-    const options = { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, lazyConnect: false, commandTimeout: COMMAND_TIMEOUT_MS }
+    const options = { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: CONNECT_WAIT_MS, lazyConnect: false, commandTimeout: COMMAND_TIMEOUT_MS }
     const client = yield* Effect.acquireRelease(
       Effect.sync(() => new Redis(Redacted.value(url), options)),
       closeClient
     )
     // Errors are surfaced per command; the connection-level event only needs a listener.
     client.on("error", () => {})
-    // Give a reachable server a moment so the first batch does not fail; an unreachable one
-    // does not hold up start-up (the service runs degraded until it appears).
-    yield* Effect.promise(() =>
-      new Promise<void>((resolve) => {
-        if (client.status === "ready") return resolve()
-        const timer = setTimeout(resolve, 2000)
-        client.once("ready", () => {
-          clearTimeout(timer)
-          resolve()
-        })
-      })
-    )
+    // Give a reachable server a moment so the first batch does not fail.
+    const notReady = yield* waitUntilReady(client)
     const run = <A>(f: (c: Redis) => Promise<A>) =>
       Effect.tryPromise({
         try: () => {
@@ -64,7 +110,7 @@ export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
         return read(results)
       })
 
-    return Cache.of({
+    const cache = Cache.of({
       kind: "valkey",
       ping: run((c) => c.ping()).pipe(Effect.asVoid),
       get: (key) => run((c) => c.get(key)).pipe(Effect.map((v) => v ?? undefined)),
@@ -123,6 +169,20 @@ export const makeValkeyCache = (url: Redacted.Redacted<string>) =>
           Effect.asVoid
         )
     })
+    return { cache, notReady }
   })
 
+/** The cache on a Valkey that may be unreachable: it does not hold up the caller, which runs degraded until the server appears. */
+export const makeValkeyCache = (url: Redacted.Redacted<string>) => Effect.map(openValkeyCache(url), ({ cache }) => cache)
+
 export const cacheValkeyLayer = (url: Redacted.Redacted<string>) => Layer.effect(Cache, makeValkeyCache(url))
+
+/**
+ * The cache on a Valkey that start-up needs (spec: a dependency that cannot be reached at start
+ * fails it): one that is not ready within the connect wait fails with a StartupError naming `variable`.
+ */
+export const requiredValkeyLayer = (url: Redacted.Redacted<string>, variable: string) =>
+  Layer.effect(Cache, Effect.flatMap(openValkeyCache(url), ({ cache, notReady }) =>
+    notReady === undefined
+      ? Effect.succeed(cache)
+      : Effect.fail(unreachableDependency(variable, `cannot connect to ${valkeyAddress(url)} (${notReady})`))))

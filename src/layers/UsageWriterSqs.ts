@@ -1,11 +1,13 @@
 import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Option } from "effect"
+import { AppConfig } from "../config/AppConfig.ts"
 import { constants, zstdCompressSync } from "node:zlib"
 import type { UsageRow } from "../domain/usage.ts"
 import { encodeUsageChunks, rowsOfChunk, type UsageChunk } from "../domain/usageChunk.ts"
 import { encodeColumnarBatch } from "../domain/usageLine.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { messageOf } from "../domain/errorMessage.ts"
+import { malformedSetting, type StartupError } from "../services/StartupError.ts"
 
 /** SQS allows 256 KiB per SendMessageBatch request (all entries together); keep a margin. */
 const MAX_BATCH_BYTES = 240 * 1024
@@ -68,9 +70,41 @@ export const compressUsageChunks = (chunks: ReadonlyArray<UsageChunk>, maxBytes:
   return bodies
 }
 
+/**
+ * A queue URL SQS can take: http(s), a host, and the queue's path
+ * (https://sqs.<region>.amazonaws.com/<account>/<queue>). The SDK would take anything and fail
+ * each send; start-up says so instead.
+ */
+export const checkSqsQueueUrl = (queueUrl: string): Effect.Effect<void, StartupError> =>
+  Effect.suspend(() => {
+    let parsed: URL
+    try {
+      parsed = new URL(queueUrl)
+    } catch {
+      return Effect.fail(malformedSetting("SQS_QUEUE_URL", "not a URL (expected https://sqs.<region>.amazonaws.com/<account>/<queue>)"))
+    }
+    if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
+      return Effect.fail(malformedSetting("SQS_QUEUE_URL", `expected an https:// URL, not ${parsed.protocol}//`))
+    }
+    if (parsed.hostname === "" || parsed.pathname.replace(/\//g, "") === "") {
+      return Effect.fail(malformedSetting("SQS_QUEUE_URL", "the URL names no queue (expected https://sqs.<region>.amazonaws.com/<account>/<queue>)"))
+    }
+    return Effect.void
+  })
+
+/**
+ * Start-up's check of SQS_QUEUE_URL, in the serving process: the writer itself runs on the usage
+ * thread, whose failure to start would only be retried.
+ */
+export const SqsQueueUrlCheck = Layer.effectDiscard(Effect.gen(function*() {
+  const config = yield* AppConfig
+  if (Option.isSome(config.sqsQueueUrl)) yield* checkSqsQueueUrl(config.sqsQueueUrl.value)
+}))
+
 /** Usage batches to the usage-log queue; `tb queued-writer` (or the Lambda entry) inserts them. */
 export const usageWriterSqs = (queueUrl: string) =>
   Layer.effect(UsageWriter, Effect.gen(function*() {
+    yield* checkSqsQueueUrl(queueUrl)
     const client = yield* Effect.acquireRelease(Effect.sync(() => new SQSClient({})), (c) => Effect.sync(() => c.destroy()))
     /** One SendMessageBatch request (at most MAX_ENTRIES bodies), its failed entries retried. */
     const sendBatch = (bodies: ReadonlyArray<string>) =>

@@ -6,6 +6,7 @@ import { PartitionMaintenance } from "../layers/MigrationsLive.ts"
 import { PriceCacheMemory } from "../layers/PriceCacheMemory.ts"
 import { RateLimiterLive } from "../layers/RateLimiterLive.ts"
 import { UsageSinkThreaded } from "../layers/UsageSinkThreaded.ts"
+import { SqsQueueUrlCheck } from "../layers/UsageWriterSqs.ts"
 import { AdminTokenLive } from "../layers/AdminTokenLive.ts"
 import { Probes } from "../services/Probes.ts"
 import { RuntimeStats } from "../services/RuntimeStats.ts"
@@ -29,7 +30,7 @@ export const LpoLive = Layer.mergeAll(
   })),
   PartitionMaintenance
 ).pipe(
-  Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, FeedsLive, AdminTokenLive)),
+  Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, FeedsLive, AdminTokenLive, SqsQueueUrlCheck)),
   Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStats.layer, Probes.layer, ServerInfoLive)),
   Layer.provideMerge(KeysLive)
 )
