@@ -1,8 +1,9 @@
 import { execFileSync } from "node:child_process"
+import { connect, createServer, type Socket } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { worstCaseOvershoot } from "../src/domain/clusterLimits.ts"
 import { admin, createKey, priceWith, type RunningServer, startServer, udpRequest } from "./support/server.ts"
-import { dropDatabase, freshDatabase, freshRedis } from "./support/services.ts"
+import { dropDatabase, freshDatabase, freshRedis, REDIS_HOST, REDIS_PORT } from "./support/services.ts"
 
 const psqlCount = (url: string, sql: string): number => Number(execFileSync("psql", [url, "-qAtc", sql], { encoding: "utf8" }).trim())
 
@@ -12,7 +13,7 @@ let dbUrl: string
 
 beforeAll(async () => {
   dbUrl = freshDatabase("cluster")
-  const shared = { DATABASE_URL: dbUrl, VALKEY_URL: freshRedis(2), ADMIN_TOKEN: "cluster-admin" }
+  const shared = { DATABASE_URL: dbUrl, VALKEY_URL: freshRedis(2), ADMIN_TOKEN: "cluster-admin-token-0123456789" }
   a = await startServer({ ...shared, NODE_ID: "node-a" })
   b = await startServer({ ...shared, NODE_ID: "node-b" })
 }, 120_000)
@@ -95,9 +96,46 @@ describe("two LPO nodes sharing one Redis", () => {
   })
 })
 
+/**
+ * A relay to the machine's Valkey that can be cut: reachable at start (start-up refuses a Valkey
+ * it cannot reach), gone afterwards. Once cut it keeps its port and resets every connection, so
+ * no other test's server can take the port meanwhile.
+ */
+const valkeyRelay = async (db: number) => {
+  freshRedis(db)
+  let cut = false
+  const open = new Set<Socket>()
+  const relay = createServer((client) => {
+    if (cut) return client.resetAndDestroy()
+    const upstream = connect(REDIS_PORT, REDIS_HOST)
+    for (const [socket, other] of [[client, upstream], [upstream, client]] as const) {
+      open.add(socket)
+      socket.on("error", () => {})
+      socket.on("close", () => {
+        open.delete(socket)
+        other.destroy()
+      })
+    }
+    client.pipe(upstream).pipe(client)
+  })
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve))
+  const address = relay.address()
+  const port = typeof address === "object" && address !== null ? address.port : 0
+  return {
+    url: `redis://127.0.0.1:${port}/${db}`,
+    cut: () => {
+      cut = true
+      for (const socket of open) socket.destroy()
+    },
+    close: () => new Promise<void>((resolve) => relay.close(() => resolve()))
+  }
+}
+
 describe("per-node limits while Valkey is unreachable", () => {
   it("keeps serving and limits exactly on its own", async () => {
-    const lone = await startServer({ DATABASE_URL: dbUrl, VALKEY_URL: "redis://127.0.0.1:1", NODE_ID: "node-lone" })
+    const relay = await valkeyRelay(13)
+    const lone = await startServer({ DATABASE_URL: dbUrl, VALKEY_URL: relay.url, NODE_ID: "node-lone" })
+    relay.cut()
     try {
       const { key } = await createKey(lone, "demo")
       const statuses: Array<number> = []
@@ -108,6 +146,7 @@ describe("per-node limits while Valkey is unreachable", () => {
       expect(statuses).toContain(429)
     } finally {
       expect(await lone.stop()).toBe(0)
+      await relay.close()
     }
   }, 90_000)
 })
