@@ -152,7 +152,7 @@ describe("UsageSinkThreaded with SQS (the usage thread ships the serving thread'
         testAppConfig({ dataDir, sqsQueueUrl: Option.some(sqs.queueUrl) }),
         testParams({ usage_flush_ms: "50", usage_batch_size: "1000" }),
         RuntimeStats.layer,
-        Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined })),
+        Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres" })),
         Layer.succeed(ServerInfo, ServerInfo.of({ node: "node-a", region: "us-east-1", version: "test" }))
       ))), scope)
       const sink = Context.get(context, UsageSink)

@@ -60,7 +60,7 @@ const startSink = (node: string, params = testParams({ usage_flush_ms: "50" })) 
     testAppConfig({ dataDir, databaseUrl: Option.some(Redacted.make(dbUrl)) }),
     params,
     RuntimeStats.layer,
-    Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined })),
+    Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres" })),
     Layer.succeed(ServerInfo, ServerInfo.of({ node, region: "local", version: "test" }))
   )))
   const context = yield* Layer.buildWithScope(layer, scope)

@@ -103,7 +103,7 @@ export const DatabaseLive = Layer.unwrap(Effect.gen(function*() {
         Context.add(ReaderSql, writer),
         // No URL for other processes: the URL alone no longer reaches the database. They (the usage
         // thread included, which then gets no DATABASE_URL) find it through DATA_DIR, password and all.
-        Context.add(DatabaseInfo, DatabaseInfo.of({ kind: "embedded", embeddedUrl: undefined }))
+        Context.add(DatabaseInfo, DatabaseInfo.of({ kind: "embedded" }))
       )
     }
     const credentials = yield* secretCredentials
@@ -117,7 +117,7 @@ export const DatabaseLive = Layer.unwrap(Effect.gen(function*() {
     return Context.make(SqlClient.SqlClient, writer).pipe(
       Context.add(PgClient.PgClient, writer),
       Context.add(ReaderSql, reader),
-      Context.add(DatabaseInfo, DatabaseInfo.of({ kind: "postgres", embeddedUrl: undefined }))
+      Context.add(DatabaseInfo, DatabaseInfo.of({ kind: "postgres" }))
     )
   })
   return Layer.effectContext(build).pipe(Layer.provide(Reactivity.layer))

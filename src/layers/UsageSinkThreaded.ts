@@ -13,7 +13,7 @@ import { DatabaseInfo } from "../services/Database.ts"
 import { Params } from "../services/Params.ts"
 import { RuntimeStats } from "../services/RuntimeStats.ts"
 import { addUsageStats as addStats, UsageSink, type UsageSinkStats, ZERO_USAGE_STATS as ZERO } from "../services/UsageSink.ts"
-import { withModule } from "./Logging.ts"
+import { withModule, runDetachedLog } from "./Logging.ts"
 import { makeSpool, usageSpoolDir } from "./usageSpool.ts"
 import { FromUsageThread, type ToUsageThread } from "./usageThreadProtocol.ts"
 
@@ -64,9 +64,9 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   const spool = makeSpool(usageSpoolDir(config.dataDir))
   // The usage thread gets half of the shutdown budget for its final flush; then it is terminated.
   const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
-  // The thread reads its configuration from its environment: make where rows go this thread's
-  // choice (the embedded database's URL when that is ours), whatever the process env says.
-  const databaseUrl = database.kind === "embedded" ? database.embeddedUrl : Option.getOrUndefined(Option.map(config.databaseUrl, Redacted.value))
+  // The thread reads its configuration from its environment: make where rows go this process's
+  // choice. An embedded database is found through DATA_DIR (port and password files), not a URL.
+  const databaseUrl = database.kind === "embedded" ? undefined : Option.getOrUndefined(Option.map(config.databaseUrl, Redacted.value))
   const threadEnv: NodeJS.ProcessEnv = {
     ...process.env,
     DATA_DIR: config.dataDir,
@@ -110,7 +110,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
       try {
         spool.put(rowsOfChunk(c.chunk))
       } catch (e) {
-        Effect.runFork(Effect.logError("usage rows could not be spooled; kept in memory", { rows: c.chunk.rows, error: messageOf(e) }).pipe(withModule("usage")))
+        runDetachedLog(Effect.logError("usage rows could not be spooled; kept in memory", { rows: c.chunk.rows, error: messageOf(e) }).pipe(withModule("usage")))
         return
       }
       takeOff(c)
@@ -181,10 +181,10 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
       try {
         onMessage(worker, raw)
       } catch (e) {
-        Effect.runFork(Effect.logError("unexpected message from the usage thread", messageOf(e)).pipe(withModule("usage")))
+        runDetachedLog(Effect.logError("unexpected message from the usage thread", messageOf(e)).pipe(withModule("usage")))
       }
     })
-    worker.on("error", (e) => Effect.runFork(Effect.logError("usage thread failed", messageOf(e)).pipe(withModule("usage"))))
+    worker.on("error", (e) => runDetachedLog(Effect.logError("usage thread failed", messageOf(e)).pipe(withModule("usage"))))
     worker.once("exit", (code) => {
       if (thread === worker) thread = undefined
       // Whatever it did not acknowledge goes to the next thread (or the spool at shutdown).

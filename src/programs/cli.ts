@@ -8,6 +8,7 @@ import { appConfig, packageVersion, SERVER_TYPES, type ServerType } from "../con
 import { LoggingLive, runDetachedLog, withModule } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
+import { SqsQueueUrlCheck } from "../layers/UsageWriterSqs.ts"
 import { AdminTokenLive } from "../layers/AdminTokenLive.ts"
 import { ApiKeys, isKeyRequestError, type ListedKey } from "../services/ApiKeys.ts"
 import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"
@@ -54,7 +55,7 @@ const serve = Command.make("serve", {
     const config = yield* appConfig
     if (config.lpoWorkers > 1 && cluster.isPrimary && process.env["TB_WORKER"] === undefined) {
       // Workers are stopped (scope) before storage closes (layer): they flush through it.
-      return yield* Effect.scoped(runWorkers).pipe(Effect.provide(AdminTokenLive.pipe(Layer.provideMerge(StorageLive))))
+      return yield* Effect.scoped(runWorkers).pipe(Effect.provide(Layer.mergeAll(AdminTokenLive, SqsQueueUrlCheck).pipe(Layer.provideMerge(StorageLive))))
     }
     const layer = serveLayer(config.serverType)
     if (layer === undefined) {
@@ -164,10 +165,17 @@ if (argv[0] === "stress") {
         console.error(`error: ${e.message}`)
         process.exitCode = isKeyRequestError(e) ? 2 : 1
       })),
+    // A secret that is malformed (a short ADMIN_TOKEN) is bad configuration (2); Secrets Manager out of reach is 1.
     Effect.catchTag("SecretsError", (e) =>
       Effect.sync(() => {
         console.error(`secrets error: ${e.message}`)
-        process.exitCode = 2
+        process.exitCode = e.reason === "Malformed" ? 2 : 1
+      })),
+    // Storage that is misconfigured (2) or out of reach (1): one line naming the variable.
+    Effect.catchTag("StartupError", (e) =>
+      Effect.sync(() => {
+        console.error(e.message)
+        process.exitCode = e.reason === "Malformed" ? 2 : 1
       })),
     // Logging first, so the OTLP logger (when configured) joins the JSON one instead of replacing it.
     // Without LoggingLive (a bad LOG_LEVEL), Effect's default logger still writes to stderr.

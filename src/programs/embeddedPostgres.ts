@@ -32,7 +32,7 @@ const server = await servePglite(db, {
   password,
   // The same JSON line shape as the server's logger (Logger.consoleJson).
   onError: (error) =>
-    console.log(JSON.stringify({
+    console.error(JSON.stringify({
       message: ["a client's cycle failed inside PGlite; that client was disconnected", String(error)],
       level: "ERROR",
       timestamp: new Date().toISOString(),

@@ -1,7 +1,7 @@
 import { Effect } from "effect"
 import cluster, { type Worker } from "node:cluster"
 import { AppConfig } from "../config/AppConfig.ts"
-import { withModule } from "../layers/Logging.ts"
+import { withModule, runDetachedLog } from "../layers/Logging.ts"
 import { AdminToken } from "../services/AdminToken.ts"
 import { Option, Redacted } from "effect"
 
@@ -55,7 +55,7 @@ export const runWorkers = Effect.gen(function*() {
     if (stopping || index === -1 || signal === "SIGTERM") return
     const delayMs = Math.min(60_000, 1_000 * 2 ** Math.min(restarts[index] ?? 0, 6))
     restarts[index] = (restarts[index] ?? 0) + 1
-    Effect.runFork(Effect.logWarning("worker died; replacing it", { index, code, delay_ms: delayMs }).pipe(withModule("workers")))
+    runDetachedLog(Effect.logWarning("worker died; replacing it", { index, code, delay_ms: delayMs }).pipe(withModule("workers")))
     setTimeout(() => {
       if (!stopping) workers[index] = cluster.fork({ ADMIN_TOKEN: Redacted.value(admin.token), NODE_ID: `${config.nodeId}-w${index}`, TB_WORKER: "1" })
     }, delayMs).unref()

@@ -7,9 +7,10 @@ import type { SqlClient } from "effect/sql"
  */
 export class ReaderSql extends Context.Service<ReaderSql, SqlClient.SqlClient>()("tb/ReaderSql") {}
 
-/** How the process reaches its database; `embeddedUrl` is set when PGlite runs in this process. */
+/**
+ * How the process reaches its database. Other local processes (workers, the usage thread, the
+ * CLI) find an embedded one through DATA_DIR (its port and password files), never through a URL.
+ */
 export class DatabaseInfo extends Context.Service<DatabaseInfo, {
   readonly kind: "postgres" | "embedded"
-  /** Connection URL other local processes (workers, CLI) can use while this process runs. */
-  readonly embeddedUrl: string | undefined
 }>()("tb/DatabaseInfo") {}

@@ -1,3 +1,4 @@
+import { runDetachedLog } from "../../layers/Logging.ts"
 import { Effect } from "effect"
 import type { KeyHashMemo } from "../../domain/apiKey.ts"
 import type { ErrorCode } from "../../domain/errorCodes.ts"
@@ -152,5 +153,5 @@ export const authenticateSlowThen = (deps: PriceDeps, hash: string, now: number,
     })
     // A throw in the continuation (e.g. a socket closed at shutdown) must not become an
     // unhandled rejection, which would end the process.
-    .catch((cause: unknown) => Effect.runFork(Effect.logError("request continuation failed", String(cause))))
+    .catch((cause: unknown) => runDetachedLog(Effect.logError("request continuation failed", String(cause))))
 }
