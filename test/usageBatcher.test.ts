@@ -466,18 +466,18 @@ describe("UsageWriterDatabase (real PostgreSQL)", () => {
 
   it.live("the embedded database (PGlite behind its socket) reports duplicates the same way: each row once", () =>
     Effect.gen(function*() {
-      const { url } = yield* startEmbeddedPostgres(newDataDir())
+      const { url, password } = yield* startEmbeddedPostgres(newDataDir())
       yield* writesEachRowOnce.pipe(
-        Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))))
+        Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), password, maxConnections: 2 }))))
       )
     }).pipe(Effect.scoped), 60_000)
 
 
   it.live("the embedded database stores shared fields (sent once) and the rest the same way", () =>
     Effect.gen(function*() {
-      const { url } = yield* startEmbeddedPostgres(newDataDir())
+      const { url, password } = yield* startEmbeddedPostgres(newDataDir())
       yield* writesChunksAsTheirRows([...fc.sample(sameFactsArb({ noNul: true }), 3), ...fc.sample(fc.array(usageFactsArb({ noNul: true }), { minLength: 1, maxLength: 20 }), 2)]).pipe(
-        Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), maxConnections: 2 }))))
+        Effect.provide(UsageWriterDatabase.pipe(Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), password, maxConnections: 2 }))))
       )
     }).pipe(Effect.scoped), 60_000)
 
