@@ -53,13 +53,14 @@ export const measureUdpHandler = async (rounds: number, perRound: number): Promi
   const { PriceCache } = await import("../src/services/PriceCache.ts")
   const { RateLimiter } = await import("../src/services/RateLimiter.ts")
   const { RuntimeStats } = await import("../src/services/RuntimeStats.ts")
+  const { RuntimeStatsLive } = await import("../src/layers/RuntimeStatsLive.ts")
   const { UsageSink } = await import("../src/services/UsageSink.ts")
   const { COUNTER } = await import("../src/domain/runtimeCounters.ts")
   const { makeUdpPriceHandler } = await import("../src/programs/lpo/udpPriceHandler.ts")
   const { SqlClient } = await import("effect/sql")
 
   const live = UsageSinkThreaded.pipe(
-    Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStats.layer, ServerInfoLive)),
+    Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStatsLive, ServerInfoLive)),
     Layer.provideMerge(KeysLive)
   )
   const program = Effect.gen(function*() {

@@ -13,7 +13,7 @@ import { SecretsLive } from "../src/layers/SecretsLive.ts"
 import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
 import { usageWriterSqs } from "../src/layers/UsageWriterSqs.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
-import { RuntimeStats } from "../src/services/RuntimeStats.ts"
+import { RuntimeStatsLive } from "../src/layers/RuntimeStatsLive.ts"
 import { Secrets } from "../src/services/Secrets.ts"
 import { ServerInfo } from "../src/services/ServerInfo.ts"
 import { UsageSink, UsageWriter } from "../src/services/UsageSink.ts"
@@ -151,7 +151,7 @@ describe("UsageSinkThreaded with SQS (the usage thread ships the serving thread'
       const context = yield* Layer.buildWithScope(UsageSinkThreaded.pipe(Layer.provide(Layer.mergeAll(
         testAppConfig({ dataDir, sqsQueueUrl: Option.some(sqs.queueUrl) }),
         testParams({ usage_flush_ms: "50", usage_batch_size: "1000" }),
-        RuntimeStats.layer,
+        RuntimeStatsLive,
         Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres" })),
         Layer.succeed(ServerInfo, ServerInfo.of({ node: "node-a", region: "us-east-1", version: "test" }))
       ))), scope)

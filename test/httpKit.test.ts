@@ -1,7 +1,7 @@
 import fc from "fast-check"
 import type { IncomingMessage } from "node:http"
 import { describe, expect, it } from "vitest"
-import { parseQueryString, wantedHeaders } from "../src/http/httpKit.ts"
+import { parseQueryString, wantedHeaders } from "../src/layers/http/httpKit.ts"
 
 const withRaw = (rawHeaders: Array<string>) => ({ rawHeaders }) as unknown as IncomingMessage
 

@@ -14,6 +14,7 @@ import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
 import { Params } from "../src/services/Params.ts"
+import { RuntimeStatsLive } from "../src/layers/RuntimeStatsLive.ts"
 import { RuntimeStats } from "../src/services/RuntimeStats.ts"
 import { ServerInfo } from "../src/services/ServerInfo.ts"
 import { UsageSink } from "../src/services/UsageSink.ts"
@@ -59,7 +60,7 @@ const startSink = (node: string, params = testParams({ usage_flush_ms: "50" })) 
   const layer = UsageSinkThreaded.pipe(Layer.provideMerge(Layer.mergeAll(
     testAppConfig({ dataDir, databaseUrl: Option.some(Redacted.make(dbUrl)) }),
     params,
-    RuntimeStats.layer,
+    RuntimeStatsLive,
     Layer.succeed(DatabaseInfo, DatabaseInfo.of({ kind: "postgres" })),
     Layer.succeed(ServerInfo, ServerInfo.of({ node, region: "local", version: "test" }))
   )))

@@ -8,8 +8,8 @@ import { RateLimiterLive } from "../layers/RateLimiterLive.ts"
 import { UsageSinkThreaded } from "../layers/UsageSinkThreaded.ts"
 import { SqsQueueUrlCheck } from "../layers/UsageWriterSqs.ts"
 import { AdminTokenLive } from "../layers/AdminTokenLive.ts"
-import { Probes } from "../services/Probes.ts"
-import { RuntimeStats } from "../services/RuntimeStats.ts"
+import { ProbesLive } from "../layers/ProbesLive.ts"
+import { RuntimeStatsLive } from "../layers/RuntimeStatsLive.ts"
 import { KeysLive, ServerInfoLive } from "./layers.ts"
 import { LpoHttpServer } from "./lpo/LpoHttpServer.ts"
 import { LpoUdpServer } from "./lpo/LpoUdpServer.ts"
@@ -31,7 +31,7 @@ export const LpoLive = Layer.mergeAll(
   PartitionMaintenance
 ).pipe(
   Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, FeedsLive, AdminTokenLive, SqsQueueUrlCheck)),
-  Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStats.layer, Probes.layer, ServerInfoLive)),
+  Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStatsLive, ProbesLive, ServerInfoLive)),
   Layer.provideMerge(KeysLive)
 )
 

@@ -1,4 +1,4 @@
-import { Context, Data, Effect, Layer } from "effect"
+import { Context, Data, type Effect } from "effect"
 import type { Exchange } from "../domain/price.ts"
 
 /** Health of one market of one exchange (one source of one asset). */
@@ -60,11 +60,4 @@ export class FeedStatus extends Context.Service<FeedStatus, {
   readonly snapshot: (now: number, options?: { readonly markets?: boolean }) => ReadonlyArray<ExchangeHealth>
   /** Re-read exchange_feeds / exchange_asset_map and restart only what changed. */
   readonly reload: Effect.Effect<FeedReloadResult, FeedReloadError>
-}>()("tb/FeedStatus") {
-  /** For processes that run no feeds (report server, CLI). */
-  static readonly none = Layer.succeed(FeedStatus, FeedStatus.of({
-    mode: "none",
-    snapshot: () => [],
-    reload: Effect.fail(new FeedReloadError({ message: "this process runs no exchange feeds" }))
-  }))
-}
+}>()("tb/FeedStatus") {}

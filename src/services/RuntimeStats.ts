@@ -1,5 +1,5 @@
-import { Context, Layer } from "effect"
-import { COUNTER_NAMES, type CounterName, countersToRecord, GAUGES } from "../domain/runtimeCounters.ts"
+import { Context } from "effect"
+import type { CounterName } from "../domain/runtimeCounters.ts"
 
 /**
  * Process-wide counters, bumped synchronously on the hot path (a typed-array increment).
@@ -10,18 +10,4 @@ export class RuntimeStats extends Context.Service<RuntimeStats, {
   readonly startedAt: number
   readonly snapshot: () => Record<CounterName, number>
   readonly reset: () => void
-}>()("tb/RuntimeStats") {
-  static readonly layer = Layer.sync(RuntimeStats, () => {
-    const values = new Float64Array(COUNTER_NAMES.length)
-    return RuntimeStats.of({
-      values,
-      startedAt: Date.now(),
-      snapshot: () => countersToRecord(values),
-      reset: () => {
-        const kept = GAUGES.map((i) => values[i] ?? 0)
-        values.fill(0)
-        GAUGES.forEach((i, n) => void (values[i] = kept[n] ?? 0))
-      }
-    })
-  })
-}
+}>()("tb/RuntimeStats") {}

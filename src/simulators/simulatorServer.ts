@@ -8,7 +8,7 @@ import { WebSocket, WebSocketServer } from "ws"
 import type { MarketSymbol } from "../domain/exchanges/protocol.ts"
 import type { Exchange } from "../domain/price.ts"
 import type { MarketQuote, PriceBook } from "./randomWalk.ts"
-import { wsText } from "../layers/wsText.ts"
+import { wsText } from "../domain/wsText.ts"
 
 /** What an exchange module may do on one client connection. */
 export interface SessionIO {

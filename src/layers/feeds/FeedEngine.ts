@@ -11,7 +11,7 @@ import { WebSocket } from "ws"
 import type { ExchangeProtocol, MarketSymbol, ParsedFrame } from "../../domain/exchanges/protocol.ts"
 import type { Exchange, Tick } from "../../domain/price.ts"
 import { messageOf } from "../../domain/errorMessage.ts"
-import { wsText } from "../wsText.ts"
+import { wsText } from "../../domain/wsText.ts"
 
 /** A read-only picture of one exchange's feed. */
 export interface FeedHealth {

@@ -16,7 +16,7 @@ import { allowedMethods, type ApiRoute } from "../../api/routeTable.ts"
 import { corsHeaders, type CorsPolicy, preflightHeaders } from "../../domain/cors.ts"
 import type { ServiceName } from "../../domain/envelope.ts"
 import { type ErrorCode, statusOf } from "../../domain/errorCodes.ts"
-import { latencyUs, type RequestInfo } from "../../http/httpKit.ts"
+import { latencyUs, type RequestInfo } from "../../layers/http/httpKit.ts"
 import type { UsageSink } from "../../services/UsageSink.ts"
 import type { Edge, EdgeRequest } from "./edge.ts"
 

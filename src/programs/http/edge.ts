@@ -9,7 +9,8 @@ import type { ErrorEnvelope } from "../../api/envelopes.ts"
 import { rfc3339, type ServiceName } from "../../domain/envelope.ts"
 import type { ErrorCode, ResponseCode } from "../../domain/errorCodes.ts"
 import { messageFor } from "../../domain/messages.ts"
-import { latencyUs, type RequestInfo, type ServerMeta } from "../../http/httpKit.ts"
+import type { ServerMeta } from "../../domain/serverMeta.ts"
+import { latencyUs, type RequestInfo } from "../../layers/http/httpKit.ts"
 
 export interface EdgeRequest {
   readonly info: RequestInfo

@@ -12,7 +12,7 @@ import {
   scanPriceRequest,
   writePriceReply
 } from "../../domain/udpCodec.ts"
-import { nextRequestSeq } from "../../http/httpKit.ts"
+import { nextRequestSeq } from "../../layers/http/httpKit.ts"
 import type { AuthResult } from "../../services/ApiKeys.ts"
 import type { UsageSink } from "../../services/UsageSink.ts"
 import { authenticateSlowThen, type PriceDeps, runOneQuery } from "./priceQuery.ts"

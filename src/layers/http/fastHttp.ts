@@ -2,7 +2,7 @@ import { subscribe } from "node:diagnostics_channel"
 import { IncomingMessage, type Server as HttpServer, METHODS, STATUS_CODES } from "node:http"
 import { createServer, type Server as NetServer, type Socket } from "node:net"
 import { Duplex } from "node:stream"
-import { type KeyHashMemo, newKeyHashMemo } from "../domain/apiKey.ts"
+import { type KeyHashMemo, newKeyHashMemo } from "../../domain/apiKey.ts"
 
 /**
  * A minimal HTTP/1.1 server for the price hot path, on raw sockets.

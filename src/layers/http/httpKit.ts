@@ -1,18 +1,14 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
 import { originForm, type Reply } from "./fastHttp.ts"
 import { randomBytes } from "node:crypto"
-import type { KeyHashMemo } from "../domain/apiKey.ts"
-import { requestIdOf } from "../domain/requestId.ts"
-import { corsHeaders, type CorsPolicy, NO_CORS } from "../domain/cors.ts"
-import { makeEnvelopeWriter, rfc3339, type ServiceName } from "../domain/envelope.ts"
-import { type ResponseCode, statusOf } from "../domain/errorCodes.ts"
-import { type Lang, messageFor, negotiateLang } from "../domain/messages.ts"
+import type { KeyHashMemo } from "../../domain/apiKey.ts"
+import { requestIdOf } from "../../domain/requestId.ts"
+import type { ServerMeta } from "../../domain/serverMeta.ts"
+import { corsHeaders, type CorsPolicy, NO_CORS } from "../../domain/cors.ts"
+import { makeEnvelopeWriter, rfc3339, type ServiceName } from "../../domain/envelope.ts"
+import { type ResponseCode, statusOf } from "../../domain/errorCodes.ts"
+import { type Lang, messageFor, negotiateLang } from "../../domain/messages.ts"
 
-export interface ServerMeta {
-  readonly node: string
-  readonly region: string
-  readonly version: string
-}
 
 /** What every handler needs to know about a request, parsed once. */
 export interface RequestInfo {
