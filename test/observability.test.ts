@@ -43,6 +43,9 @@ afterAll(async () => {
 
 interface ExportedSpan {
   readonly name: string
+  readonly traceId?: string
+  readonly spanId?: string
+  readonly parentSpanId?: string
   readonly attributes?: ReadonlyArray<{ readonly key: string; readonly value: { readonly intValue?: string | number; readonly doubleValue?: number } }>
 }
 
@@ -78,5 +81,15 @@ describe("OpenTelemetry export", () => {
     const rows = spansNamed("UsageWriter.writeChunks").flatMap((s) => s.attributes ?? []).filter((a) => a.key === "rows")
     expect(rows.length).toBeGreaterThan(0)
     expect(rows.every((a) => Number(a.value.intValue ?? a.value.doubleValue ?? 0) > 0)).toBe(true)
+  }, 30_000)
+
+  it("gives every HTTP API endpoint a span of its own, around the service calls it makes", async () => {
+    await createKey(server, "demo")
+    const deadline = Date.now() + 15_000
+    while (!spanNames().includes("Admin.createKey") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    const endpoint = spansNamed("Admin.createKey")[0]
+    expect(endpoint).toBeDefined()
+    const create = spansNamed("ApiKeys.create").find((s) => s.traceId === endpoint?.traceId)
+    expect(create?.parentSpanId).toBe(endpoint?.spanId)
   }, 30_000)
 })
