@@ -107,7 +107,7 @@ export const makeUsageChunkBuilder = (options: UsageChunkOptions): UsageChunkBui
   options.fillRandom(random)
 
   // A field mostly repeats its last value (the same key, asset, client): compare with that
-  // before the Map lookup, which was ~2% of the serving thread over HTTP.
+  // before the Map lookup, which showed in the serving thread's profile.
   let lastString: Array<string | undefined> = Array.from<string | undefined>({ length: REFS })
   const lastRef = new Int32Array(REFS)
   const ref = (field: number, s: string | undefined | null): number => {

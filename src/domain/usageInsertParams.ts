@@ -3,12 +3,10 @@
  * as a PostgreSQL array literal, which the database expands with `unnest` (see pgArrayLiteral.ts),
  * unless every row of the batch holds the same value: then it is sent once, as that value.
  *
- * Why: reading the array literals is most of what the insert costs the embedded database (a
- * `SELECT` over the same `unnest` costs ~70% of the `INSERT`), and many columns are one value for
- * a whole batch (node, region and service always; endpoint, status and error code most of the
- * time; key, client, asset, quote and source when one client dominates). Measured in PGlite,
- * 1,000-row batches, 2026-12-03: 17.0 µs of CPU per row with 18 arrays, 11.0 µs with the 13
- * columns that were one value sent once.
+ * Why: reading the array literals is most of what the insert costs the embedded database, and many
+ * columns are one value for a whole batch (node, region and service always; endpoint, status and
+ * error code most of the time; key, client, asset, quote and source when one client dominates).
+ * Figures: bench/README.md, "Measurements behind design choices".
  */
 import { arrayElement, numeralElement, quotedElement, textParameter } from "./pgArrayLiteral.ts"
 import { USAGE_COLUMNS, type UsageRow } from "./usage.ts"
@@ -119,9 +117,8 @@ const columnsOf = (c: UsageChunk): Record<Column, ChunkColumn> => {
 
 /**
  * The parameters of the chunks' rows, written from the columns without making the rows: the same
- * as `usageRowsInsertParams(chunks.flatMap(rowsOfChunk))` for about 40% less CPU (no 18-field
- * object per row, each distinct string quoted once; 1.3–1.9 against 2.4–3.8 µs a row, measured
- * 2026-12-03). Throws UsageChunkError for a chunk that does not hold together.
+ * as `usageRowsInsertParams(chunks.flatMap(rowsOfChunk))` for less CPU (no 18-field object per
+ * row, each distinct string quoted once). Throws UsageChunkError for a chunk that does not hold together.
  */
 export const usageChunksInsertParams = (chunks: ReadonlyArray<UsageChunk>): UsageInsertParams => {
   for (const c of chunks) checkChunk(c)

@@ -6,7 +6,7 @@ import { packageVersion } from "../config/AppConfig.ts"
 /**
  * Traces, metrics and logs over OTLP/HTTP (JSON), configured by the standard OpenTelemetry
  * environment (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, OTEL_<SIGNAL>_EXPORTER,
- * OTEL_SDK_DISABLED, …): without an endpoint it exports nothing. Log lines still go to stdout as JSON as well.
+ * OTEL_SDK_DISABLED, …): without an endpoint it exports nothing. Log lines still go to stderr as JSON as well.
  */
 export const ObservabilityLive = Layer.unwrap(Effect.gen(function*() {
   const serviceVersion = yield* packageVersion

@@ -47,8 +47,8 @@ const CONFLICT_CLAUSE = " ON CONFLICT (api_key_id, created_at, id) DO NOTHING"
  * acknowledgement, an SQS redelivery) must not duplicate rows. A plain INSERT is tried first: it
  * fails whole on a row already stored (the unique index on (api_key_id, created_at, id), migration
  * 0005), and only then is the batch sent again with ON CONFLICT DO NOTHING. The conflict check on
- * every row would cost the embedded database ~3 µs of its ~13 µs per row, for the rare batch
- * that needs it.
+ * every row would cost the embedded database a good share of each row's insert, for the rare batch
+ * that needs it (bench/README.md).
  */
 const insertUsage = (params: UsageInsertParams) =>
   Effect.gen(function*() {

@@ -8,8 +8,8 @@ import { type KeyHashMemo, newKeyHashMemo } from "../../domain/apiKey.ts"
  * A minimal HTTP/1.1 server for the price hot path, on raw sockets.
  *
  * Why: node:http builds an IncomingMessage, a ServerResponse and their streams for every request;
- * on this machine that alone costs about as much as everything a price answer does (measured: a
- * raw `net` responder answers ~1.8× the requests of a bare node:http one at the same CPU).
+ * that alone costs about as much as everything a price answer does (bench/README.md, "Measurements
+ * behind design choices").
  *
  * Scope, deliberately small: GET and HEAD requests without a body whose route the caller claims.
  * Anything else (another method, a body, an upgrade, a route the caller does not claim, a head this

@@ -6,8 +6,8 @@ import { SqlClient } from "effect/sql"
  * (api_key_id, created_at DESC) become one unique index (api_key_id, created_at, id), NULLS NOT
  * DISTINCT so rows without a key are checked too. It serves both the duplicate check of a batch
  * written twice (`ON CONFLICT (api_key_id, created_at, id)`) and a key's time ranges (scanned
- * backwards for newest first). Measured in the embedded database on 2026-12-03: 17% less CPU per
- * inserted row (median of 4 alternating pairs). Needs PostgreSQL 15 or later (Aurora PostgreSQL
+ * backwards for newest first), for less CPU per inserted row than two indexes (bench/README.md).
+ * Needs PostgreSQL 15 or later (Aurora PostgreSQL
  * 15+; PGlite is 17). Every existing row is unique on these columns already, since id was.
  */
 export default Effect.gen(function*() {
