@@ -3,7 +3,8 @@ import { subscribe, unsubscribe } from "node:diagnostics_channel"
 import { createServer, IncomingMessage, type Server as HttpServer, type ServerResponse } from "node:http"
 import { connect, type Server as NetServer } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type FastHttpServer, makeFastHttpServer, originForm } from "../src/layers/http/fastHttp.ts"
+import { type FastHttpServer, makeFastHttpServer } from "../src/layers/http/fastHttp.ts"
+import { originForm } from "../src/layers/http/httpHead.ts"
 
 /**
  * Differential test of the fast path against node's own parser (llhttp): the same bytes go to a

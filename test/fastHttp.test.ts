@@ -2,7 +2,8 @@ import fc from "fast-check"
 import { createServer, type Server as HttpServer } from "node:http"
 import { connect } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { type FastHttpServer, formatResponse, makeFastHttpServer, originForm, type ParsedHead, parseRequestHead } from "../src/layers/http/fastHttp.ts"
+import { type FastHttpServer, formatResponse, makeFastHttpServer } from "../src/layers/http/fastHttp.ts"
+import { originForm, type ParsedHead, parseRequestHead } from "../src/layers/http/httpHead.ts"
 
 /** The head parsed for serving, or undefined when it is handed over or rejected. */
 const served = (head: string): ParsedHead | undefined => {

@@ -2,7 +2,7 @@ import { Effect, Layer, Redacted } from "effect"
 import { Redis } from "ioredis"
 import { Cache, CacheError } from "../services/Cache.ts"
 import { messageOf } from "../domain/errorMessage.ts"
-import { malformedSetting, type StartupError, unreachableDependency } from "../services/StartupError.ts"
+import { malformedSetting, settingUrl, type StartupError, unreachableDependency } from "../services/StartupError.ts"
 
 /** QUIT waits for a reply: only ask a connected client; otherwise just drop the socket. */
 const closeClient = (c: Redis) =>
@@ -25,19 +25,9 @@ const valkeyAddress = (url: Redacted.Redacted<string>) => {
 
 /** A Valkey URL the client can use: redis:// or rediss:// with a host (ioredis takes anything else for a host name or a socket path). */
 export const checkValkeyUrl = (variable: string, url: Redacted.Redacted<string>): Effect.Effect<void, StartupError> =>
-  Effect.suspend(() => {
-    let parsed: URL
-    try {
-      parsed = new URL(Redacted.value(url))
-    } catch {
-      return Effect.fail(malformedSetting(variable, "not a URL (expected redis://host:6379 or rediss://host:6379)"))
-    }
-    if (parsed.protocol !== "redis:" && parsed.protocol !== "rediss:") {
-      return Effect.fail(malformedSetting(variable, `expected a redis:// or rediss:// URL, not ${parsed.protocol}//`))
-    }
-    if (parsed.hostname === "") return Effect.fail(malformedSetting(variable, "the URL names no host"))
-    return Effect.void
-  })
+  settingUrl(variable, Redacted.value(url), ["redis:", "rediss:"], "redis://host:6379 or rediss://host:6379").pipe(
+    Effect.flatMap((parsed) => parsed.hostname === "" ? Effect.fail(malformedSetting(variable, "the URL names no host")) : Effect.void)
+  )
 
 const fail = (cause: unknown) =>
   new CacheError({ reason: "Command", message: messageOf(cause) })

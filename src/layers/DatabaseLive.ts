@@ -6,24 +6,17 @@ import { AppConfig } from "../config/AppConfig.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { DatabaseInfo, ReaderSql } from "../services/Database.ts"
 import { Secrets } from "../services/Secrets.ts"
-import { malformedSetting, type StartupError, unreachableDependency } from "../services/StartupError.ts"
+import { malformedSetting, settingUrl, type StartupError, unreachableDependency } from "../services/StartupError.ts"
 import { type EmbeddedDatabase, runningEmbedded, startEmbeddedPostgres } from "./EmbeddedPostgres.ts"
 
 /** Where a database URL points, for messages: host and port, never the credentials. */
 const checkDatabaseUrl = (variable: string, url: Redacted.Redacted<string>): Effect.Effect<string, StartupError> =>
-  Effect.suspend(() => {
-    let parsed: URL
-    try {
-      parsed = new URL(Redacted.value(url))
-    } catch {
-      return Effect.fail(malformedSetting(variable, "not a URL (expected postgres://user@host:5432/database)"))
-    }
-    if (parsed.protocol !== "postgres:" && parsed.protocol !== "postgresql:") {
-      return Effect.fail(malformedSetting(variable, `expected a postgres:// or postgresql:// URL, not ${parsed.protocol}//`))
-    }
-    const host = parsed.searchParams.get("host") ?? (parsed.hostname === "" ? "localhost" : parsed.hostname)
-    return Effect.succeed(`${host}:${parsed.searchParams.get("port") ?? (parsed.port === "" ? "5432" : parsed.port)}`)
-  })
+  settingUrl(variable, Redacted.value(url), ["postgres:", "postgresql:"], "postgres://user@host:5432/database").pipe(
+    Effect.map((parsed) => {
+      const host = parsed.searchParams.get("host") ?? (parsed.hostname === "" ? "localhost" : parsed.hostname)
+      return `${host}:${parsed.searchParams.get("port") ?? (parsed.port === "" ? "5432" : parsed.port)}`
+    })
+  )
 
 /**
  * Why a connection failed, in a few words: the socket error code (ECONNREFUSED, ENOTFOUND,

@@ -7,7 +7,7 @@ import { encodeUsageChunks, rowsOfChunk, type UsageChunk } from "../domain/usage
 import { encodeColumnarBatch } from "../domain/usageLine.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { messageOf } from "../domain/errorMessage.ts"
-import { malformedSetting, type StartupError } from "../services/StartupError.ts"
+import { malformedSetting, settingUrl, type StartupError } from "../services/StartupError.ts"
 
 /** SQS allows 256 KiB per SendMessageBatch request (all entries together); keep a margin. */
 const MAX_BATCH_BYTES = 240 * 1024
@@ -76,21 +76,14 @@ export const compressUsageChunks = (chunks: ReadonlyArray<UsageChunk>, maxBytes:
  * each send; start-up says so instead.
  */
 export const checkSqsQueueUrl = (queueUrl: string): Effect.Effect<void, StartupError> =>
-  Effect.suspend(() => {
-    let parsed: URL
-    try {
-      parsed = new URL(queueUrl)
-    } catch {
-      return Effect.fail(malformedSetting("SQS_QUEUE_URL", "not a URL (expected https://sqs.<region>.amazonaws.com/<account>/<queue>)"))
-    }
-    if (parsed.protocol !== "https:" && parsed.protocol !== "http:") {
-      return Effect.fail(malformedSetting("SQS_QUEUE_URL", `expected an https:// URL, not ${parsed.protocol}//`))
-    }
-    if (parsed.hostname === "" || parsed.pathname.replace(/\//g, "") === "") {
-      return Effect.fail(malformedSetting("SQS_QUEUE_URL", "the URL names no queue (expected https://sqs.<region>.amazonaws.com/<account>/<queue>)"))
-    }
-    return Effect.void
-  })
+  settingUrl("SQS_QUEUE_URL", queueUrl, ["https:", "http:"], SQS_URL_FORM).pipe(
+    Effect.flatMap((parsed) =>
+      parsed.hostname === "" || parsed.pathname.replace(/\//g, "") === ""
+        ? Effect.fail(malformedSetting("SQS_QUEUE_URL", `the URL names no queue (expected ${SQS_URL_FORM})`))
+        : Effect.void)
+  )
+
+const SQS_URL_FORM = "https://sqs.<region>.amazonaws.com/<account>/<queue>"
 
 /**
  * Start-up's check of SQS_QUEUE_URL, in the serving process: the writer itself runs on the usage

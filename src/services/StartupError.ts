@@ -1,4 +1,4 @@
-import { Data } from "effect"
+import { Data, Effect } from "effect"
 
 /**
  * Start-up cannot go on. `message` is the one line to print, naming the setting; `reason` picks
@@ -19,3 +19,21 @@ export const malformedSetting = (variable: string, problem: string) =>
 /** `DATABASE_URL: cannot connect to 127.0.0.1:1 (ECONNREFUSED)` */
 export const unreachableDependency = (variable: string, problem: string) =>
   new StartupError({ reason: "Unreachable", variable, message: `${variable}: ${problem}` })
+
+/**
+ * A URL setting parsed, with one of `protocols` ("redis:", …), or the one line saying what is
+ * wrong. `example` shows the expected form; the value itself is never printed (it may hold a password).
+ */
+export const settingUrl = (variable: string, value: string, protocols: ReadonlyArray<string>, example: string): Effect.Effect<URL, StartupError> =>
+  Effect.suspend(() => {
+    let parsed: URL
+    try {
+      parsed = new URL(value)
+    } catch {
+      return Effect.fail(malformedSetting(variable, `not a URL (expected ${example})`))
+    }
+    if (!protocols.includes(parsed.protocol)) {
+      return Effect.fail(malformedSetting(variable, `expected a ${protocols.map((p) => `${p}//`).join(" or ")} URL, not ${parsed.protocol}//`))
+    }
+    return Effect.succeed(parsed)
+  })

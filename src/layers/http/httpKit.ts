@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from "node:http"
-import { originForm, type Reply } from "./fastHttp.ts"
+import type { Reply } from "./fastHttp.ts"
+import { originForm } from "./httpHead.ts"
 import { randomBytes } from "node:crypto"
 import type { KeyHashMemo } from "../../domain/apiKey.ts"
 import { requestIdOf } from "../../domain/requestId.ts"

@@ -33,20 +33,8 @@ export interface Edge {
   readonly fail: (source: object, service: ServiceName, code: ErrorCode, detail?: string) => ErrorEnvelope
 }
 
-export interface OkEnvelopeOf<D> {
-  readonly success: true
-  readonly code: "OK"
-  readonly data: D
-  readonly service: ServiceName
-  readonly message: string
-  readonly request_id: string
-  readonly timestamp: string
-  readonly latency_us: number
-  readonly node: string
-  readonly region: string
-  readonly version: string
-  readonly lang: RequestInfo["lang"]
-}
+/** A success envelope: the error envelope's fields, with `data` and the OK code. */
+export type OkEnvelopeOf<D> = Omit<ErrorEnvelope, "success" | "code" | "data"> & { readonly success: true; readonly code: "OK"; readonly data: D }
 
 export const makeEdge = (meta: ServerMeta, fallbackInfo: () => RequestInfo): Edge => {
   const states = new WeakMap<object, EdgeRequest>()
