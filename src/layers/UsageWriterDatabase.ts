@@ -37,6 +37,9 @@ const insertSql = (params: UsageInsertParams): string => {
 
 const CONFLICT_CLAUSE = " ON CONFLICT (api_key_id, created_at, id) DO NOTHING"
 
+/** The same INSERT with the duplicate check on every row, for a statement that must know which rows were new (`RETURNING`, the queued writer). */
+export const usageInsertIgnoringDuplicatesSql = (params: UsageInsertParams): string => insertSql(params) + CONFLICT_CLAUSE
+
 /**
  * One INSERT per batch: 18 parameters whatever the batch size (no parameter-count limit). A
  * column travels as one array that PostgreSQL expands with unnest (the cheapest form measured for

@@ -6,6 +6,7 @@ import usageIndexes from "./0003_usage_indexes.ts"
 import loadtestTier from "./0004_loadtest_tier.ts"
 import usageSingleIndex from "./0005_usage_single_index.ts"
 import seedAdditions from "./0006_seed_additions.ts"
+import apiKeyUsageMonthly from "./0007_api_key_usage_monthly.ts"
 import { maintainUsagePartitions } from "./partitions.ts"
 
 const runMigrator = Migrator.make({})
@@ -19,7 +20,8 @@ export const migrate = Effect.gen(function*() {
       "0003_usage_indexes": usageIndexes,
       "0004_loadtest_tier": loadtestTier,
       "0005_usage_single_index": usageSingleIndex,
-      "0006_seed_additions": seedAdditions
+      "0006_seed_additions": seedAdditions,
+      "0007_api_key_usage_monthly": apiKeyUsageMonthly
     }),
     table: "tb_migrations"
   })

@@ -1,0 +1,54 @@
+import { Effect } from "effect"
+import { SqlClient, type SqlError } from "effect/sql"
+import type { UsageRow } from "../../domain/usage.ts"
+import { usageRowsInsertParams } from "../../domain/usageInsertParams.ts"
+import { monthlyCountsSelect } from "../../layers/migrations/0007_api_key_usage_monthly.ts"
+import { usageInsertIgnoringDuplicatesSql } from "../../layers/UsageWriterDatabase.ts"
+
+/**
+ * One statement per batch: the usage insert (the producer's own, with the duplicate check on
+ * every row), and from the rows it actually stored (`RETURNING`: a row already there is not
+ * returned), the per-key monthly counters. A row delivered twice is neither stored nor counted
+ * twice, and rows and counts commit together. Returns how many rows were new.
+ */
+export const insertUsageCounted = (rows: ReadonlyArray<UsageRow>): Effect.Effect<number, SqlError.SqlError, SqlClient.SqlClient> =>
+  Effect.gen(function*() {
+    if (rows.length === 0) return 0
+    const sql = yield* SqlClient.SqlClient
+    const params = usageRowsInsertParams(rows)
+    const statement = `WITH inserted AS (
+  ${usageInsertIgnoringDuplicatesSql(params)}
+  RETURNING api_key_id, service, endpoint, asset, status_code, created_at
+), counted AS (
+  INSERT INTO api_key_usage_monthly AS counter (api_key_id, month, requests, queries, reports)
+  ${monthlyCountsSelect("inserted")}
+  ON CONFLICT (api_key_id, month) DO UPDATE SET
+    requests = counter.requests + EXCLUDED.requests,
+    queries = counter.queries + EXCLUDED.queries,
+    reports = counter.reports + EXCLUDED.reports
+)
+SELECT count(*)::int AS inserted FROM inserted`
+    const result = yield* sql.unsafe<{ readonly inserted: number }>(statement, params.values)
+    return result[0]?.inserted ?? 0
+  })
+
+/**
+ * The database refused the rows themselves, not the moment: a constraint (SQLSTATE class 23, a
+ * protocol outside the CHECK) or a value it cannot take (class 22, e.g. an id that is no UUID).
+ * Sending the same rows again fails the same way, so the message holding them is poison.
+ */
+export const refusesTheRows = (error: SqlError.SqlError): boolean => {
+  const reason = error.reason
+  if (reason._tag === "ConstraintError") return true
+  return reason._tag === "UnknownError" && sqlStateOf(reason.cause)?.startsWith("22") === true
+}
+
+/** The server's SQLSTATE of a driver error's cause (the driver copies the server's fields onto it). */
+const sqlStateOf = (cause: unknown): string | undefined =>
+  typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string" ? cause.code : undefined
+
+/** What the server said ("invalid input syntax for type uuid: …"); the SqlError's own message is only the driver's "Query failed". */
+export const serverMessageOf = (error: SqlError.SqlError): string => {
+  const cause: unknown = error.reason.cause
+  return cause instanceof Error && cause.message !== "" ? cause.message : error.message
+}

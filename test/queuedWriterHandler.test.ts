@@ -1,0 +1,106 @@
+import { assert, describe, layer } from "@effect/vitest"
+import { Effect, Layer, Logger } from "effect"
+import { SqlClient } from "effect/sql"
+import { randomUUID } from "node:crypto"
+import { migrate } from "../src/layers/migrations/index.ts"
+import { storeUsageMessages } from "../src/programs/queuedWriter/handler.ts"
+import { freshPgLayer } from "./support/services.ts"
+import { monthlyCounters, MONTH_START, standInBody, standInDecode, storedIds, usageRow } from "./queuedWriterSupport.ts"
+
+const logs: Array<string> = []
+const CapturedLogs = Logger.layer([Logger.make(({ message }) => {
+  logs.push((Array.isArray(message) ? message : [message]).map((m) => (typeof m === "string" ? m : JSON.stringify(m))).join(" "))
+})])
+
+const Database = Layer.effectDiscard(migrate).pipe(Layer.provideMerge(freshPgLayer("queued_writer_handler", 4)))
+
+const emptyTables = Effect.gen(function*() {
+  const sql = yield* SqlClient.SqlClient
+  yield* sql`TRUNCATE usage_logs, api_key_usage_monthly`
+  logs.length = 0
+})
+
+const MONTH = new Date(MONTH_START).toISOString().slice(0, 10)
+
+describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () => {
+  layer(Layer.merge(Database, CapturedLogs))((it) => {
+    it.effect("stores good messages once, names poison ones, and a message delivered twice adds no row and no count twice", () =>
+      Effect.gen(function*() {
+        yield* emptyTables
+        const key = randomUUID()
+        const first = [usageRow({ api_key_id: key }), usageRow({ api_key_id: key })]
+        const second = [usageRow({ api_key_id: key, service: "LRS", endpoint: "/report" })]
+        const messages = [
+          { id: "m-good-1", body: standInBody(first) },
+          { id: "m-poison", body: "{\"type\":\"usage_log\",\"v\":1,\"rows\":\"not rows\"}" },
+          { id: "m-good-2", body: standInBody(second) },
+          // The same message again in the same receive (a producer retry sent it twice).
+          { id: "m-good-1-again", body: standInBody(first) }
+        ]
+        const outcome = yield* storeUsageMessages(messages, standInDecode)
+        assert.deepStrictEqual([...outcome.stored].sort(), ["m-good-1", "m-good-1-again", "m-good-2"])
+        assert.deepStrictEqual(outcome.poison, [{ id: "m-poison", reason: "not a usage_log message" }])
+        assert.strictEqual(outcome.rows, 5)
+        assert.strictEqual(outcome.inserted, 3)
+        assert.isTrue(logs.some((l) => l.includes("m-poison") && l.includes("not a usage_log message")), logs.join("\n"))
+
+        // Delivered again later (visibility expired mid-write), beside a new message of the same key:
+        // only the new row is stored, and the key's counters grow by it alone.
+        const third = [usageRow({ api_key_id: key })]
+        const again = yield* storeUsageMessages([messages[0]!, messages[2]!, { id: "m-good-3", body: standInBody(third) }], standInDecode)
+        assert.strictEqual(again.inserted, 1)
+        assert.deepStrictEqual(again.stored, ["m-good-1", "m-good-2", "m-good-3"])
+
+        assert.deepStrictEqual(yield* storedIds, [...first, ...second, ...third].map((r) => r.id).sort())
+        assert.deepStrictEqual(yield* monthlyCounters, [{ api_key_id: key, month: MONTH, requests: 4, queries: 3, reports: 1 }])
+      }))
+
+    it.effect("counts per key and month what the quota charges: answered LPO queries (each asset of /prices), answered LRS reports", () =>
+      Effect.gen(function*() {
+        yield* emptyTables
+        const [a, b] = [randomUUID(), randomUUID()].sort() as [string, string]
+        const nextMonth = Date.UTC(2027, 0, 2)
+        const rows = [
+          usageRow({ api_key_id: a, endpoint: "/prices", asset: "BTC,ETH,SOL" }),
+          usageRow({ api_key_id: a, status_code: 429, error_code: "RATE_LIMITED" }),
+          usageRow({ api_key_id: a, service: "LRS", endpoint: "/report", status_code: 500, error_code: "INTERNAL" }),
+          usageRow({ api_key_id: a, created_at: nextMonth }),
+          usageRow({ api_key_id: b, protocol: "udp" }),
+          usageRow({ api_key_id: null, status_code: 401, error_code: "INVALID_KEY" })
+        ]
+        const outcome = yield* storeUsageMessages([{ id: "m", body: standInBody(rows) }], standInDecode)
+        assert.strictEqual(outcome.inserted, 6)
+        assert.deepStrictEqual(yield* monthlyCounters, [
+          { api_key_id: a, month: MONTH, requests: 3, queries: 3, reports: 0 },
+          { api_key_id: a, month: "2027-01-01", requests: 1, queries: 1, reports: 0 },
+          { api_key_id: b, month: MONTH, requests: 1, queries: 1, reports: 0 }
+        ])
+      }))
+
+    it.effect("a message whose rows the database refuses is poison; the rest of the batch is stored", () =>
+      Effect.gen(function*() {
+        yield* emptyTables
+        const good = [usageRow(), usageRow()]
+        const outcome = yield* storeUsageMessages([
+          { id: "m-good", body: standInBody(good) },
+          { id: "m-bad-id", body: standInBody([usageRow({ id: "not-a-uuid" })]) }
+        ], standInDecode)
+        assert.deepStrictEqual(outcome.stored, ["m-good"])
+        assert.deepStrictEqual(outcome.poison.map((p) => p.id), ["m-bad-id"])
+        assert.match(outcome.poison[0]!.reason, /refused by the database: .*uuid/)
+        assert.deepStrictEqual(yield* storedIds, good.map((r) => r.id).sort())
+      }))
+
+    it.effect("a database failure fails the whole batch: nothing stored, nothing counted, no message done", () =>
+      Effect.gen(function*() {
+        yield* emptyTables
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`ALTER TABLE api_key_usage_monthly RENAME TO api_key_usage_monthly_away`
+        const result = yield* Effect.flip(storeUsageMessages([{ id: "m", body: standInBody([usageRow()]) }], standInDecode)).pipe(
+          Effect.ensuring(sql`ALTER TABLE api_key_usage_monthly_away RENAME TO api_key_usage_monthly`.pipe(Effect.orDie))
+        )
+        assert.strictEqual(result._tag, "UsageStoreError")
+        assert.deepStrictEqual(yield* storedIds, [])
+      }))
+  })
+})
