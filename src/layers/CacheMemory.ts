@@ -1,6 +1,7 @@
 import { Effect, Layer } from "effect"
 import { EventEmitter } from "node:events"
 import { Cache } from "../services/Cache.ts"
+import { type WorkerBus, workerBus } from "./workerBus.ts"
 
 interface Entry<V> { value: V; expiresAt: number }
 
@@ -16,9 +17,10 @@ export type MemoryCache = Cache["Service"] & {
  * In-process cache with the same semantics as the Valkey Layer (TTL, counters, hashes, sorted
  * sets, pub/sub) for a single node. Expired entries are dropped on read, and by a sweep every so
  * many writes, since keys written once and never read again (the governor's per-second counters)
- * would otherwise pile up forever.
+ * would otherwise pile up forever. In a worker of LPO_WORKERS > 1, pub/sub spans the node's
+ * workers (workerBus); the data stays per worker.
  */
-export const makeMemoryCache = (): MemoryCache => {
+export const makeMemoryCache = (crossWorkers: WorkerBus | undefined = undefined): MemoryCache => {
   const strings = new Map<string, Entry<string>>()
   const hashes = new Map<string, Entry<Map<string, string>>>()
   const zsets = new Map<string, Entry<Map<string, number>>>()
@@ -39,6 +41,7 @@ export const makeMemoryCache = (): MemoryCache => {
   }
   const bus = new EventEmitter()
   bus.setMaxListeners(0)
+  crossWorkers?.onMessage((channel, message) => void bus.emit(channel, message))
   const expiry = (ttlMs: number | undefined) => ttlMs === undefined ? Infinity : Date.now() + ttlMs
   const live = <V>(map: Map<string, Entry<V>>, key: string): Entry<V> | undefined => {
     const e = map.get(key)
@@ -116,7 +119,8 @@ export const makeMemoryCache = (): MemoryCache => {
         if (z === undefined) return
         for (const [m, s] of z) if (s >= min && s <= max) z.delete(m)
       }),
-    publish: (channel, message) => Effect.sync(() => void queueMicrotask(() => bus.emit(channel, message))),
+    publish: (channel, message) =>
+      Effect.sync(() => crossWorkers === undefined ? void queueMicrotask(() => bus.emit(channel, message)) : crossWorkers.publish(channel, message)),
     subscribe: (channel, onMessage) =>
       Effect.acquireRelease(
         Effect.sync(() => void bus.on(channel, onMessage)),
@@ -126,4 +130,4 @@ export const makeMemoryCache = (): MemoryCache => {
   return { ...cache, entryCount }
 }
 
-export const CacheMemory = Layer.sync(Cache, makeMemoryCache)
+export const CacheMemory = Layer.sync(Cache, () => makeMemoryCache(workerBus()))

@@ -1,6 +1,7 @@
 import { Effect } from "effect"
 import cluster, { type Worker } from "node:cluster"
 import { AppConfig } from "../config/AppConfig.ts"
+import { relayWorkerBus } from "../layers/workerBus.ts"
 import { withModule, runDetachedLog } from "../layers/Logging.ts"
 import { AdminToken } from "../services/AdminToken.ts"
 import { Option, Redacted } from "effect"
@@ -41,11 +42,12 @@ export const runWorkers = Effect.gen(function*() {
         return waitForExit(w, config.shutdownTimeoutMs)
       }, { concurrency: "unbounded", discard: true })
   )
+  relayWorkerBus()
   yield* Effect.logInfo("workers started", { workers: config.lpoWorkers })
   if (Option.isNone(config.valkeyUrl)) {
-    // Without a shared cache each worker is its own node: limits, quotas and key invalidations
-    // are per worker (as for nodes while Valkey is down).
-    yield* Effect.logWarning("LPO_WORKERS > 1 without VALKEY_URL: rate limits, quotas and key invalidations are per worker; set VALKEY_URL to share them")
+    // Without a shared cache each worker is its own node for limits and quotas (as for nodes while
+    // Valkey is down); key invalidations and parameter changes still reach every worker (workerBus).
+    yield* Effect.logWarning("LPO_WORKERS > 1 without VALKEY_URL: rate limits and quotas are per worker; set VALKEY_URL to share them")
   }
   // A worker that dies unexpectedly is replaced, so one crash does not shrink the pool for good;
   // a worker that keeps dying is replaced more and more slowly (1 s doubling to a minute).
