@@ -1,3 +1,4 @@
+import { SQSClient } from "@aws-sdk/client-sqs"
 import { randomUUID } from "node:crypto"
 import { createServer, type ServerResponse } from "node:http"
 import {
@@ -12,11 +13,19 @@ import {
  */
 export type { RecordedRequest, StandIn } from "../../src/simulators/awsJsonProtocol.ts"
 export {
-  SQS_MAX_BATCH_BYTES, SQS_MAX_BATCH_ENTRIES, type SqsStandIn, startSqsStandIn
+  SQS_MAX_BATCH_BYTES, SQS_MAX_BATCH_ENTRIES, type SqsStandIn, type SqsStandInOptions, startSqsStandIn
 } from "../../src/simulators/sqsStandIn.ts"
 
 /** Dummy credentials and region: the SDK signs requests, the stand-ins do not check signatures. */
 export const AWS_TEST_ENV = STAND_IN_AWS_ENV
+
+/** The installed SDK's SQS client pointed at a stand-in with the dummy credentials, without touching process.env. */
+export const sqsClientFor = (standIn: StandIn): SQSClient =>
+  new SQSClient({
+    endpoint: standIn.url,
+    region: STAND_IN_AWS_ENV.AWS_REGION,
+    credentials: { accessKeyId: STAND_IN_AWS_ENV.AWS_ACCESS_KEY_ID, secretAccessKey: STAND_IN_AWS_ENV.AWS_SECRET_ACCESS_KEY }
+  })
 
 const SECRETS_JSON = "application/x-amz-json-1.1"
 
