@@ -36,6 +36,29 @@ describe("SqsLive over the real SDK client and the SQS stand-in", () => {
       assert.strictEqual(standIn.inQueue(), 0)
     }))
 
+  it.live("carries message attributes both ways; a visibility change of 0 redelivers at once with the next receive count", () =>
+    Effect.gen(function*() {
+      const standIn = yield* sqsStandIn
+      const out = yield* Effect.gen(function*() {
+        const sqs = yield* Sqs
+        yield* sqs.sendBatch([{ body: "{}", attributes: { type: "usage_log" } }])
+        const [first] = yield* sqs.receive({ maxMessages: 10, waitSeconds: 1, visibilityTimeoutSeconds: 300 })
+        const hidden = yield* sqs.receive({ maxMessages: 10, waitSeconds: 0, visibilityTimeoutSeconds: 300 })
+        const refused = yield* sqs.changeVisibilityBatch([{ receiptHandle: first!.receiptHandle, visibilityTimeoutSeconds: 0 }])
+        const [again] = yield* sqs.receive({ maxMessages: 10, waitSeconds: 1, visibilityTimeoutSeconds: 300 })
+        yield* sqs.changeVisibility({ receiptHandle: again!.receiptHandle, visibilityTimeoutSeconds: 600 })
+        return { first: first!, hidden, refused, again: again! }
+      }).pipe(Effect.provide(SqsLive(standIn.queueUrl)))
+      assert.deepStrictEqual(out.first.attributes, { type: "usage_log" })
+      assert.strictEqual(out.hidden.length, 0)
+      assert.deepStrictEqual(out.refused, [])
+      assert.strictEqual(out.again.id, out.first.id)
+      assert.notStrictEqual(out.again.receiptHandle, out.first.receiptHandle)
+      assert.strictEqual(out.again.receiveCount, 2)
+      assert.strictEqual(standIn.inFlight(), 1)
+      assert.deepStrictEqual(standIn.violations, [])
+    }))
+
   it.live("a queue that does not exist is an SqsError naming the operation", () =>
     Effect.gen(function*() {
       const standIn = yield* sqsStandIn
