@@ -141,6 +141,23 @@ describe("SQS stand-in, consumer side (real SDK client, AWS JSON 1.0)", () => {
     }
   })
 
+  it("a long poll the client aborts takes no message: the next one arrives for the next receive", async () => {
+    const { sqs, client, receive, send } = await queue()
+    const abort = new AbortController()
+    const aborted = client.send(new ReceiveMessageCommand({ QueueUrl: sqs.queueUrl, WaitTimeSeconds: 20 }), { abortSignal: abort.signal }).then(
+      () => "answered",
+      () => "aborted"
+    )
+    await sleep(200)
+    abort.abort()
+    expect(await aborted).toBe("aborted")
+    await sleep(100)
+    const sent = await send("for the next receive")
+    const [message] = await receive({ MessageSystemAttributeNames: ["ApproximateReceiveCount"] })
+    expect(message?.MessageId).toBe(sent.MessageId)
+    expect(message?.Attributes?.ApproximateReceiveCount).toBe("1")
+  })
+
   it("a message not deleted is received again after its visibility timeout, ApproximateReceiveCount 2", async () => {
     const { sqs, receive, send, client } = await queue()
     const sent = await send("redeliver me")
