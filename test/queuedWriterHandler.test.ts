@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { storeUsageMessages } from "../src/programs/queuedWriter/handler.ts"
 import { freshPgLayer } from "./support/services.ts"
-import { monthlyCounters, MONTH_START, standInBody, standInDecode, storedIds, usageRow } from "./queuedWriterSupport.ts"
+import { monthlyCounters, MONTH_START, usageLogBody, storedIds, usageRow } from "./queuedWriterSupport.ts"
 
 const logs: Array<string> = []
 const CapturedLogs = Logger.layer([Logger.make(({ message }) => {
@@ -31,23 +31,24 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
         const first = [usageRow({ api_key_id: key }), usageRow({ api_key_id: key })]
         const second = [usageRow({ api_key_id: key, service: "LRS", endpoint: "/report" })]
         const messages = [
-          { id: "m-good-1", body: standInBody(first) },
-          { id: "m-poison", body: "{\"type\":\"usage_log\",\"v\":1,\"rows\":\"not rows\"}" },
-          { id: "m-good-2", body: standInBody(second) },
+          { id: "m-good-1", body: usageLogBody(first) },
+          { id: "m-poison", body: "{\"type\":\"usage_log\",\"v\":2}" },
+          { id: "m-good-2", body: usageLogBody(second) },
           // The same message again in the same receive (a producer retry sent it twice).
-          { id: "m-good-1-again", body: standInBody(first) }
+          { id: "m-good-1-again", body: usageLogBody(first) }
         ]
-        const outcome = yield* storeUsageMessages(messages, standInDecode)
+        const outcome = yield* storeUsageMessages(messages)
         assert.deepStrictEqual([...outcome.stored].sort(), ["m-good-1", "m-good-1-again", "m-good-2"])
-        assert.deepStrictEqual(outcome.poison, [{ id: "m-poison", reason: "not a usage_log message" }])
+        assert.deepStrictEqual(outcome.poison.map((p) => p.id), ["m-poison"])
+        assert.match(outcome.poison[0]!.reason, /version 2/)
         assert.strictEqual(outcome.rows, 5)
         assert.strictEqual(outcome.inserted, 3)
-        assert.isTrue(logs.some((l) => l.includes("m-poison") && l.includes("not a usage_log message")), logs.join("\n"))
+        assert.isTrue(logs.some((l) => l.includes("poison message m-poison: ") && l.includes("version 2")), logs.join("\n"))
 
         // Delivered again later (visibility expired mid-write), beside a new message of the same key:
         // only the new row is stored, and the key's counters grow by it alone.
         const third = [usageRow({ api_key_id: key })]
-        const again = yield* storeUsageMessages([messages[0]!, messages[2]!, { id: "m-good-3", body: standInBody(third) }], standInDecode)
+        const again = yield* storeUsageMessages([messages[0]!, messages[2]!, { id: "m-good-3", body: usageLogBody(third) }])
         assert.strictEqual(again.inserted, 1)
         assert.deepStrictEqual(again.stored, ["m-good-1", "m-good-2", "m-good-3"])
 
@@ -68,7 +69,7 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
           usageRow({ api_key_id: b, protocol: "udp" }),
           usageRow({ api_key_id: null, status_code: 401, error_code: "INVALID_KEY" })
         ]
-        const outcome = yield* storeUsageMessages([{ id: "m", body: standInBody(rows) }], standInDecode)
+        const outcome = yield* storeUsageMessages([{ id: "m", body: usageLogBody(rows) }])
         assert.strictEqual(outcome.inserted, 6)
         assert.deepStrictEqual(yield* monthlyCounters, [
           { api_key_id: a, month: MONTH, requests: 3, queries: 3, reports: 0 },
@@ -82,9 +83,9 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
         yield* emptyTables
         const good = [usageRow(), usageRow()]
         const outcome = yield* storeUsageMessages([
-          { id: "m-good", body: standInBody(good) },
-          { id: "m-bad-id", body: standInBody([usageRow({ id: "not-a-uuid" })]) }
-        ], standInDecode)
+          { id: "m-good", body: usageLogBody(good) },
+          { id: "m-bad-id", body: usageLogBody([usageRow({ id: "not-a-uuid" })]) }
+        ])
         assert.deepStrictEqual(outcome.stored, ["m-good"])
         assert.deepStrictEqual(outcome.poison.map((p) => p.id), ["m-bad-id"])
         assert.match(outcome.poison[0]!.reason, /refused by the database: .*uuid/)
@@ -96,7 +97,7 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
         yield* emptyTables
         const sql = yield* SqlClient.SqlClient
         yield* sql`ALTER TABLE api_key_usage_monthly RENAME TO api_key_usage_monthly_away`
-        const result = yield* Effect.flip(storeUsageMessages([{ id: "m", body: standInBody([usageRow()]) }], standInDecode)).pipe(
+        const result = yield* Effect.flip(storeUsageMessages([{ id: "m", body: usageLogBody([usageRow()]) }])).pipe(
           Effect.ensuring(sql`ALTER TABLE api_key_usage_monthly_away RENAME TO api_key_usage_monthly`.pipe(Effect.orDie))
         )
         assert.strictEqual(result._tag, "UsageStoreError")

@@ -1,8 +1,13 @@
-import { Effect, Schema } from "effect"
+import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
-import { UsageRow } from "../src/domain/usage.ts"
-import type { QueueMessage } from "../src/programs/queuedWriter/handler.ts"
+import { mkdtempSync } from "node:fs"
+import { connect, createServer, type Socket } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import type { UsageRow } from "../src/domain/usage.ts"
+import { encodeUsageLogMessages } from "../src/domain/usageQueueMessage.ts"
 
 /** Helpers of the queued writer's tests (test/queuedWriter*.test.ts). */
 
@@ -31,20 +36,11 @@ export const usageRow = (overrides: Partial<UsageRow> = {}): UsageRow => ({
   ...overrides
 })
 
-const StandInMessage = Schema.fromJsonString(Schema.Struct({
-  type: Schema.Literal("usage_log"),
-  v: Schema.Literal(1),
-  rows: Schema.Array(UsageRow)
-}))
-
-/** The usage message format as a plain JSON stand-in, until src/domain/usageQueueMessage.ts lands. */
-export const standInBody = (rows: ReadonlyArray<UsageRow>): string => JSON.stringify({ type: "usage_log", v: 1, rows })
-
-export const standInDecode = (body: string): QueueMessage => {
-  const decoded = Schema.decodeUnknownExit(StandInMessage)(body)
-  if (decoded._tag === "Failure") return { _tag: "Poison", reason: "not a usage_log message" }
-  if (decoded.value.rows.length === 0) return { _tag: "Poison", reason: "no rows" }
-  return { _tag: "UsageLog", rows: decoded.value.rows }
+/** One usage_log message body of `rows` (the real format, however large). */
+export const usageLogBody = (rows: ReadonlyArray<UsageRow>): string => {
+  const bodies = encodeUsageLogMessages(rows, Number.MAX_SAFE_INTEGER)
+  if (bodies.length !== 1) throw new Error(`expected one body, got ${bodies.length}`)
+  return bodies[0]!
 }
 
 /** Stored usage rows' ids (sorted, duplicates kept) and the counters, read back. */
@@ -69,3 +65,83 @@ export const monthlyCounters = Effect.gen(function*() {
            requests::int AS requests, queries::int AS queries, reports::int AS reports
     FROM api_key_usage_monthly ORDER BY api_key_id, month`
 })
+
+const CLI = join(import.meta.dirname, "..", "dist", "src", "programs", "cli.js")
+
+export interface RunningQueuedWriter {
+  readonly process: ChildProcess
+  readonly output: () => string
+  readonly exited: Promise<number | null>
+  /** Send a signal; resolves the exit code. */
+  readonly stop: (signal?: NodeJS.Signals) => Promise<number | null>
+}
+
+/** `tb queued-writer` as a child process (the built CLI: run `npm run build` first). */
+export const startQueuedWriter = (env: Readonly<Record<string, string>>): RunningQueuedWriter => {
+  const child = spawn(process.execPath, [CLI, "queued-writer"], {
+    env: { ...process.env, LOG_LEVEL: "Info", DATA_DIR: mkdtempSync(join(tmpdir(), "tb-queued-writer-")), ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  let output = ""
+  child.stdout.on("data", (d: Buffer) => void (output += d.toString()))
+  child.stderr.on("data", (d: Buffer) => void (output += d.toString()))
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)))
+  return {
+    process: child,
+    output: () => output,
+    exited,
+    stop: (signal = "SIGTERM") => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      return exited
+    }
+  }
+}
+
+/** Polls `check` every 50 ms until it holds or `timeoutMs` passes; answers whether it held. */
+export const eventually = async (check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<boolean> => {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return true
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return check()
+}
+
+/** One SQL statement through psql; its rows as JSON values. */
+export const psqlRows = <A>(url: string, sql: string): ReadonlyArray<A> =>
+  JSON.parse(execFileSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", `SELECT coalesce(json_agg(t), '[]'::json) FROM (${sql}) t`], { encoding: "utf8" })) as ReadonlyArray<A>
+
+/**
+ * A relay to the machine's PostgreSQL that can be cut and restored: while cut, every connection
+ * (open or new) is reset, as when the database goes away; the port stays ours.
+ */
+export const postgresRelay = async () => {
+  let cut = false
+  const open = new Set<Socket>()
+  const relay = createServer((client) => {
+    if (cut) return client.resetAndDestroy()
+    const upstream = connect(5432, "127.0.0.1")
+    for (const [socket, other] of [[client, upstream], [upstream, client]] as const) {
+      open.add(socket)
+      socket.on("error", () => {})
+      socket.on("close", () => {
+        open.delete(socket)
+        other.destroy()
+      })
+    }
+    client.pipe(upstream).pipe(client)
+  })
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve))
+  const address = relay.address()
+  const port = typeof address === "object" && address !== null ? address.port : 0
+  return {
+    /** The database URL `url` through the relay. */
+    via: (url: string) => url.replace("127.0.0.1:5432", `127.0.0.1:${port}`),
+    cut: () => {
+      cut = true
+      for (const socket of open) socket.destroy()
+    },
+    restore: () => void (cut = false),
+    close: () => new Promise<void>((resolve) => relay.close(() => resolve()))
+  }
+}

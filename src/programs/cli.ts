@@ -14,6 +14,7 @@ import { ApiKeys, isKeyRequestError, type ListedKey } from "../services/ApiKeys.
 import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"
 import { invalidateOnLocalServer } from "./localServerInvalidate.ts"
 import { notBuiltLine, serveLayer } from "./serve.ts"
+import { queuedWriterProgram } from "./queuedWriter/program.ts"
 import { stressCli } from "./stress.ts"
 import { runWorkers } from "./workers.ts"
 
@@ -131,12 +132,18 @@ const usageCount = Command.make("usage-count", { json }, ({ json }) =>
     yield* Console.log(json ? JSON.stringify({ rows: n }) : String(n))
   }).pipe(Effect.provide(StorageLive))).pipe(Command.withDescription("count usage_logs rows (operations, benchmarks)"))
 
+const queuedWriter = Command.make("queued-writer", {
+  receivers: Flag.Int("receivers").pipe(Flag.optional, Flag.withDescription("receives in flight (default QUEUED_WRITER_RECEIVERS or 4)"))
+}, ({ receivers }) => queuedWriterProgram(receivers)).pipe(
+  Command.withDescription("long-running SQS consumer: usage messages from SQS_QUEUE_URL into usage_logs (until SIGTERM)")
+)
+
 const stress = Command.make("stress", {
   args: Argument.String("args").pipe(Argument.variadic())
 }).pipe(Command.withDescription("load client: tb stress [--http URL] [--udp HOST:PORT] [--key KEY] [--asset BTC] [--connections 64] [--duration 10s] [--json]"))
 
 const tb = Command.make("tb").pipe(
-  Command.withSubcommands([serve, migrate, keys, usageCount, stress]),
+  Command.withSubcommands([serve, migrate, keys, usageCount, queuedWriter, stress]),
   Command.withDescription("Trinity Beast price oracle")
 )
 

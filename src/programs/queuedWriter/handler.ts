@@ -2,14 +2,11 @@ import { Data, Effect } from "effect"
 import type { SqlClient } from "effect/sql"
 import { messageOf } from "../../domain/errorMessage.ts"
 import type { UsageRow } from "../../domain/usage.ts"
+import { decodeQueueMessage, type QueueMessage } from "../../domain/usageQueueMessage.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { insertUsageCounted, refusesTheRows, serverMessageOf } from "./usageStore.ts"
 
-/** What the message decoder makes of a body: usage rows, or why the message can never be stored. */
-export type QueueMessage =
-  | { readonly _tag: "UsageLog"; readonly rows: ReadonlyArray<UsageRow> }
-  | { readonly _tag: "Poison"; readonly reason: string }
-
+/** The message decoder: `decodeQueueMessage` (a test may pass another). */
 export type DecodeQueueMessage = (body: string) => QueueMessage
 
 /** A message as both entries receive it: SQS's MessageId and the body. */
@@ -73,7 +70,7 @@ const storeOneByOne = (decoded: ReadonlyArray<Decoded>) =>
  */
 export const storeUsageMessages = (
   messages: ReadonlyArray<QueuedMessage>,
-  decode: DecodeQueueMessage
+  decode: DecodeQueueMessage = decodeQueueMessage
 ): Effect.Effect<StoredBatch, UsageStoreError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const decoded: Array<Decoded> = []
