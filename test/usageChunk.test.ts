@@ -2,8 +2,6 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import {
   checkChunk,
-  decodeUsageChunks,
-  encodeUsageChunks,
   makeUsageChunkBuilder,
   rowsOfChunk,
   type UsageChunk,
@@ -14,7 +12,7 @@ import { CHUNK_META, chunkOf, countingRandom, expectedRow, usageFactsArb } from 
 
 const factsList = fc.array(usageFactsArb(), { minLength: 1, maxLength: 40 })
 
-describe("usage chunks (serving thread → usage thread, queue messages)", () => {
+describe("usage chunks (serving thread → usage thread)", () => {
   it("a chunk's rows are the rows its facts make, in order, each with its own UUIDv7 id", () => {
     fc.assert(fc.property(factsList, (facts) => {
       const rows = rowsOfChunk(chunkOf(facts)!)
@@ -31,35 +29,6 @@ describe("usage chunks (serving thread → usage thread, queue messages)", () =>
       const chunk = chunkOf(facts)!
       expect(rowsOfChunk(structuredClone(chunk))).toEqual(rowsOfChunk(chunk))
     }))
-  })
-
-  it("chunks as bytes decode to the same chunks' rows, several in one body", () => {
-    fc.assert(fc.property(fc.array(factsList, { minLength: 1, maxLength: 4 }), (groups) => {
-      const chunks = groups.map((facts, g) => chunkOf(facts, g * 1_000)!)
-      const bytes = encodeUsageChunks(chunks)
-      // Also as a Buffer in the middle of a larger one, as zlib and sockets hand them over.
-      const inside = Buffer.concat([Buffer.from("prefix-"), bytes, Buffer.from("-suffix")]).subarray(7, 7 + bytes.length)
-      for (const b of [bytes, inside]) expect(decodeUsageChunks(b).flatMap(rowsOfChunk)).toEqual(chunks.flatMap(rowsOfChunk))
-    }))
-  })
-
-  it("bytes that are not chunks are refused with UsageChunkError, never another error", () => {
-    const bytes = encodeUsageChunks([chunkOf([{ ...fc.sample(usageFactsArb(), 1)[0]!, service: "LPO", protocol: "udp" }])!])
-    fc.assert(fc.property(fc.nat({ max: bytes.length - 1 }), fc.integer({ min: 0, max: 255 }), fc.nat({ max: bytes.length }), (at, value, cut) => {
-      const mutated = Uint8Array.from(bytes)
-      mutated[at] = value
-      for (const candidate of [mutated, bytes.subarray(0, cut)]) {
-        try {
-          for (const c of decodeUsageChunks(candidate)) rowsOfChunk(c)
-        } catch (e) {
-          expect(e).toBeInstanceOf(UsageChunkError)
-        }
-      }
-    }))
-    expect(() => decodeUsageChunks(Uint8Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]))).toThrow(/no chunk/)
-    const newer = Uint8Array.from(bytes)
-    newer[4] = 2
-    expect(() => decodeUsageChunks(newer)).toThrow(/format 2/)
   })
 
   it("a chunk whose refs do not hold together is refused, saying which", () => {

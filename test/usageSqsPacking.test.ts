@@ -1,89 +1,62 @@
 import fc from "fast-check"
 import { describe, expect, it } from "vitest"
-import { gzipSync, zstdCompressSync, zstdDecompressSync } from "node:zlib"
-import type { UsageRow } from "../src/domain/usage.ts"
-import { decodeUsageMessage, ZSTD_BASE64_MAGIC } from "../src/domain/usageMessage.ts"
-import { isUsageChunkBytes, rowsOfChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
-import { compressUsageChunks, compressUsageMessages } from "../src/layers/UsageWriterSqs.ts"
-import { chunkOf, usageFactsArb } from "./support/usageFacts.ts"
+import { rowsOfChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
+import { decodeQueueMessage, encodeUsageLogMessagesOfChunks } from "../src/domain/usageQueueMessage.ts"
+import {
+  MESSAGE_MAX_BYTES, REQUEST_MAX_BYTES, requestsOf, TYPE_ATTRIBUTE, TYPE_ATTRIBUTE_BYTES, USAGE_LOG_MAX_BODY_BYTES
+} from "../src/layers/UsageWriterSqs.ts"
+import { chunkOf } from "./support/usageFacts.ts"
 
-const text = fc.string({ maxLength: 40 })
-const row: fc.Arbitrary<UsageRow> = fc.record({
-  id: fc.uuid(), request_id: text, api_key_id: fc.option(fc.uuid(), { nil: null }),
-  service: fc.constantFrom("LPO", "LRS", "WEBHOOK", "RECEIPT", "ADMIN"), protocol: fc.constantFrom("http", "udp", "ws"),
-  endpoint: text, asset: fc.option(text, { nil: null }), quote: fc.option(text, { nil: null }), source: fc.option(text, { nil: null }),
-  // Prices are positive and finite (JSON has no -0, NaN or Infinity; no price is ever one).
-  price: fc.option(fc.double({ min: Number.MIN_VALUE, max: 1e15, noNaN: true }), { nil: null }), status_code: fc.integer({ min: 100, max: 599 }),
-  error_code: fc.option(text, { nil: null }), latency_us: fc.nat(), client_ip: text, node: text, region: text,
-  bytes_out: fc.nat(), created_at: fc.integer({ min: 0, max: 4_102_444_800_000 })
-})
+/** What SQS counts of a SendMessageBatch entry: its body and its attributes' names, data types and values. */
+const entryBytes = (body: string) => {
+  const [name, value] = Object.entries(TYPE_ATTRIBUTE)[0]!
+  return Buffer.byteLength(body) + name.length + value.DataType.length + value.StringValue.length
+}
 
-describe("usage queue messages", () => {
-  it("compresses batches losslessly within the limit", () => {
-    fc.assert(fc.property(fc.array(row, { maxLength: 300 }), fc.integer({ min: 600, max: 20_000 }), (rows, maxBytes) => {
-      const bodies = compressUsageMessages(rows, maxBytes)
-      expect(bodies.flatMap(decodeUsageMessage)).toEqual(rows)
-      for (const b of bodies) {
-        expect(b.startsWith(ZSTD_BASE64_MAGIC)).toBe(true)
-        if (b.length > maxBytes) expect(decodeUsageMessage(b)).toHaveLength(1)
+describe("usage messages in SendMessageBatch requests", () => {
+  it("counts the type attribute as SQS does", () => {
+    expect(TYPE_ATTRIBUTE).toEqual({ type: { DataType: "String", StringValue: "usage_log" } })
+    expect(entryBytes("")).toBe(TYPE_ATTRIBUTE_BYTES)
+    expect(USAGE_LOG_MAX_BODY_BYTES + TYPE_ATTRIBUTE_BYTES).toBe(MESSAGE_MAX_BYTES)
+  })
+
+  it("groups bodies in order into requests of at most 10 entries and REQUEST_MAX_BYTES, attributes included", () => {
+    const body = fc.integer({ min: 1, max: USAGE_LOG_MAX_BODY_BYTES }).map((n) => "é".repeat(Math.floor(n / 2)) + "x".repeat(n % 2))
+    fc.assert(fc.property(fc.array(body, { maxLength: 40 }), (bodies) => {
+      const requests = requestsOf(bodies)
+      expect(requests.flat()).toEqual(bodies)
+      for (const request of requests) {
+        expect(request.length).toBeGreaterThan(0)
+        expect(request.length).toBeLessThanOrEqual(10)
+        expect(request.reduce((n, b) => n + entryBytes(b), 0)).toBeLessThanOrEqual(REQUEST_MAX_BYTES)
       }
-    }), { numRuns: 40 })
+    }), { numRuns: 50 })
   })
 
-  it("compresses the serving thread's chunks losslessly within the limit, splitting what is too large", () => {
-    const facts = usageFactsArb().map((f) => ({ ...f, price: f.price === undefined ? undefined : Math.abs(f.price) || 1 }))
-    fc.assert(fc.property(fc.array(fc.array(facts, { minLength: 1, maxLength: 120 }), { maxLength: 8 }), fc.integer({ min: 600, max: 20_000 }), (groups, maxBytes) => {
-      const chunks = groups.map((g, i) => chunkOf(g, i * 4_096)!)
-      const bodies = compressUsageChunks(chunks, maxBytes)
-      expect(bodies.flatMap(decodeUsageMessage)).toEqual(chunks.flatMap(rowsOfChunk))
-      for (const b of bodies) if (b.length > maxBytes) expect(decodeUsageMessage(b)).toHaveLength(1)
-    }), { numRuns: 40 })
+  it("fills requests: small bodies go ten to a request", () => {
+    expect(requestsOf(Array.from({ length: 25 }, (_, i) => `body ${i}`)).map((r) => r.length)).toEqual([10, 10, 5])
   })
 
-  it("sends realistic serving-thread chunks as chunk bytes, two 256-row chunks to a message, well within an entry", () => {
-    // Varied prices, latencies and addresses compress worst among real rows; a fixed LCG keeps it reproducible.
+  it("sends a body over the request limit alone (a single row too large for a message)", () => {
+    const huge = "x".repeat(REQUEST_MAX_BYTES)
+    expect(requestsOf(["a", huge, "b"])).toEqual([["a"], [huge], ["b"]])
+  })
+
+  it("sends a batch of realistic serving-thread chunks (1,024 rows) as one message within the limit", () => {
+    // Varied prices, latencies and addresses make the longest real rows; a fixed LCG keeps it reproducible.
     let seed = 42
     const next = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31
     const realistic = (i: number): UsageFacts => ({
-      requestSeq: i, apiKeyId: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", service: "LPO", protocol: i % 2 === 0 ? "http" : "udp",
+      requestSeq: 1_000_000 + i, apiKeyId: "0193a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b", service: "LPO", protocol: i % 2 === 0 ? "http" : "udp",
       endpoint: i % 2 === 0 ? "/price" : "price", asset: "BTC", quote: "USD", source: "coinbase", price: 97_000 + next() * 1_000, code: "OK",
       latencyUs: Math.floor(next() * 900), clientIp: `10.${Math.floor(next() * 255)}.${Math.floor(next() * 255)}.${Math.floor(next() * 255)}`,
       bytesOut: 600 + Math.floor(next() * 60), createdAt: 1_795_000_000_000 + i
     })
     const chunks = [0, 256, 512, 768].map((at) => chunkOf(Array.from({ length: 256 }, (_, i) => realistic(at + i)), at * 10)!)
-    const bodies = compressUsageChunks(chunks, 24 * 1024)
-    expect(bodies.map(decodeUsageMessage).map((b) => b.length)).toEqual([512, 512])
-    for (const b of bodies) {
-      expect(isUsageChunkBytes(zstdDecompressSync(Buffer.from(b, "base64")))).toBe(true)
-      expect(b.length).toBeLessThan(16 * 1024)
-    }
-  })
-
-  it("sends columnar batches: the column names once per message, not once per row", () => {
-    fc.assert(fc.property(fc.array(row, { minLength: 2, maxLength: 50 }), (rows) => {
-      for (const b of compressUsageMessages(rows, 200_000)) {
-        const json = zstdDecompressSync(Buffer.from(b, "base64")).toString("utf8")
-        expect(json.startsWith('{"columns":[')).toBe(true)
-        expect(json.split('"api_key_id"')).toHaveLength(2)
-      }
-    }), { numRuns: 20 })
-  })
-
-  it("still decodes the zstd object batches of the previous version", () => {
-    fc.assert(fc.property(fc.array(row, { maxLength: 20 }), (rows) => {
-      expect(decodeUsageMessage(zstdCompressSync(JSON.stringify({ rows })).toString("base64"))).toEqual(rows)
-    }))
-  })
-
-  it("decodes plain JSON bodies too", () => {
-    fc.assert(fc.property(fc.array(row, { maxLength: 20 }), (rows) => {
-      expect(decodeUsageMessage(JSON.stringify({ rows }))).toEqual(rows)
-    }))
-  })
-
-  it("still decodes the gzip bodies earlier versions sent (messages may outlive a deploy)", () => {
-    fc.assert(fc.property(fc.array(row, { maxLength: 20 }), (rows) => {
-      expect(decodeUsageMessage(gzipSync(JSON.stringify({ rows })).toString("base64"))).toEqual(rows)
-    }))
+    const bodies = encodeUsageLogMessagesOfChunks(chunks, USAGE_LOG_MAX_BODY_BYTES)
+    expect(bodies).toHaveLength(1)
+    expect(requestsOf(bodies)).toHaveLength(1)
+    expect(entryBytes(bodies[0]!)).toBeLessThan(MESSAGE_MAX_BYTES / 1.5)
+    expect(decodeQueueMessage(bodies[0]!)).toEqual({ _tag: "UsageLog", rows: chunks.flatMap(rowsOfChunk) })
   })
 })

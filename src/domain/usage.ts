@@ -35,6 +35,6 @@ export const USAGE_COLUMNS = [
   "status_code", "error_code", "latency_us", "client_ip", "node", "region", "bytes_out", "created_at"
 ] as const satisfies ReadonlyArray<keyof UsageRow>
 
-/** A batch as the on-disk spool keeps it (and as queue messages carried it before the columnar format). */
+/** A batch as the on-disk spool keeps it. */
 export const UsageBatch = Schema.Struct({ rows: Schema.Array(UsageRow) })
 export const UsageBatchJson = Schema.fromJsonString(UsageBatch)

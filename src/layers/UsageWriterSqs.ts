@@ -1,73 +1,55 @@
 import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { Effect, Layer, Option } from "effect"
 import { AppConfig } from "../config/AppConfig.ts"
-import { constants, zstdCompressSync } from "node:zlib"
-import type { UsageRow } from "../domain/usage.ts"
-import { encodeUsageChunks, rowsOfChunk, type UsageChunk } from "../domain/usageChunk.ts"
-import { encodeColumnarBatch } from "../domain/usageLine.ts"
+import { encodeUsageLogMessages, encodeUsageLogMessagesOfChunks, USAGE_LOG_TYPE } from "../domain/usageQueueMessage.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { malformedSetting, settingUrl, type StartupError } from "../services/StartupError.ts"
 
-/** SQS allows 256 KiB per SendMessageBatch request (all entries together); keep a margin. */
-const MAX_BATCH_BYTES = 240 * 1024
+/**
+ * Message and request sizes. SQS takes 1 MiB per message and per SendMessageBatch request now;
+ * until 2025 it took 256 KiB, and that is what older queues' tooling and SQS-compatible servers
+ * still take. Usage messages keep to 256 KiB (bodies and attributes, as SQS counts them), per
+ * message and per request:
+ * - any SQS setup accepts them;
+ * - the usage thread's batch at the default `usage_batch_size` (1,000 rows, ~125 KB as a
+ *   `usage_log` message) is one message and one request; a larger one is split;
+ * - ten messages (one ReceiveMessage, one Lambda batch at the default batch size) are 2.5 MiB,
+ *   under Lambda's 6 MB invocation payload, which ten 1 MiB messages would exceed;
+ * - larger messages would save no money (SQS bills each 64 KiB of a request's payload as one
+ *   request), only calls.
+ */
+export const MESSAGE_MAX_BYTES = 256 * 1024
+export const REQUEST_MAX_BYTES = 256 * 1024
 const MAX_ENTRIES = 10
 
-const ZSTD_FAST = { params: { [constants.ZSTD_c_compressionLevel]: 1 } }
-
-/** Rows per compressed message: ~250 B each as positional JSON, ~125 KB, ~25 KB compressed and base64-encoded. */
-const ROWS_PER_MESSAGE = 500
-
-/**
- * Message bodies for rows (see decodeUsageMessage): the columnar batch JSON (one native stringify
- * of an array per row) zstd-compressed at level 1 and base64-encoded, each at most `maxBytes`. Synchronous: the writer
- * runs on the usage thread, where a blocking call holds up no answer, and it spares the thread
- * pool hops of the async API. A chunk that compresses too large is split in half and tried
- * again, down to a single row, which goes as it is for SQS to refuse loudly.
- */
-export const compressUsageMessages = (rows: ReadonlyArray<UsageRow>, maxBytes: number): ReadonlyArray<string> => {
-  const compress = (chunk: ReadonlyArray<UsageRow>): ReadonlyArray<string> => {
-    const body = zstdCompressSync(encodeColumnarBatch(chunk), ZSTD_FAST).toString("base64")
-    if (body.length <= maxBytes || chunk.length <= 1) return [body]
-    const half = Math.ceil(chunk.length / 2)
-    return [...compress(chunk.slice(0, half)), ...compress(chunk.slice(half))]
-  }
-  const bodies: Array<string> = []
-  for (let i = 0; i < rows.length; i += ROWS_PER_MESSAGE) bodies.push(...compress(rows.slice(i, i + ROWS_PER_MESSAGE)))
-  return bodies
-}
-
-/** Rows per message of chunk bytes: two serving-thread chunks, ~45 KB of columns, ~15 KB once compressed and base64-encoded. */
-const CHUNK_ROWS_PER_MESSAGE = 512
+/** Every message carries its `type` as a message attribute too, so a queue's consumers can route without reading the body. */
+export const TYPE_ATTRIBUTE = { type: { DataType: "String", StringValue: USAGE_LOG_TYPE } } as const
+/** What SQS counts of that attribute toward the message's size: its name, data type and value. */
+export const TYPE_ATTRIBUTE_BYTES = "type".length + "String".length + USAGE_LOG_TYPE.length
+/** The body's share of a message. */
+export const USAGE_LOG_MAX_BODY_BYTES = MESSAGE_MAX_BYTES - TYPE_ATTRIBUTE_BYTES
 
 /**
- * Message bodies for the serving thread's chunks (see decodeUsageMessage): consecutive chunks up
- * to `CHUNK_ROWS_PER_MESSAGE` rows as bytes, zstd level 1, base64. A body too large is split
- * between its chunks, and a single chunk too large goes as rows through `compressUsageMessages`.
+ * Bodies into SendMessageBatch requests: in order, at most MAX_ENTRIES and REQUEST_MAX_BYTES each
+ * (a body over that, a single row too large for a message, goes alone for SQS to refuse loudly).
  */
-export const compressUsageChunks = (chunks: ReadonlyArray<UsageChunk>, maxBytes: number): ReadonlyArray<string> => {
-  const compress = (group: ReadonlyArray<UsageChunk>): ReadonlyArray<string> => {
-    const body = zstdCompressSync(encodeUsageChunks(group), ZSTD_FAST).toString("base64")
-    if (body.length <= maxBytes) return [body]
-    if (group.length === 1) return compressUsageMessages(rowsOfChunk(group[0]!), maxBytes)
-    const half = Math.ceil(group.length / 2)
-    return [...compress(group.slice(0, half)), ...compress(group.slice(half))]
-  }
-  const bodies: Array<string> = []
-  let group: Array<UsageChunk> = []
-  let rows = 0
-  for (const c of chunks) {
-    if (c.rows === 0) continue
-    if (group.length > 0 && rows + c.rows > CHUNK_ROWS_PER_MESSAGE) {
-      bodies.push(...compress(group))
-      group = []
-      rows = 0
+export const requestsOf = (bodies: ReadonlyArray<string>): ReadonlyArray<ReadonlyArray<string>> => {
+  const requests: Array<Array<string>> = []
+  let current: Array<string> = []
+  let bytes = 0
+  for (const body of bodies) {
+    const size = Buffer.byteLength(body, "utf8") + TYPE_ATTRIBUTE_BYTES
+    if (current.length > 0 && (current.length === MAX_ENTRIES || bytes + size > REQUEST_MAX_BYTES)) {
+      requests.push(current)
+      current = []
+      bytes = 0
     }
-    group.push(c)
-    rows += c.rows
+    current.push(body)
+    bytes += size
   }
-  if (group.length > 0) bodies.push(...compress(group))
-  return bodies
+  if (current.length > 0) requests.push(current)
+  return requests
 }
 
 /**
@@ -94,16 +76,19 @@ export const SqsQueueUrlCheck = Layer.effectDiscard(Effect.gen(function*() {
   if (Option.isSome(config.sqsQueueUrl)) yield* checkSqsQueueUrl(config.sqsQueueUrl.value)
 }))
 
-/** Usage batches to the usage-log queue; `tb queued-writer` (or the Lambda entry) inserts them. */
+/**
+ * Usage rows to the usage-log queue as `usage_log` messages (src/domain/usageQueueMessage.ts);
+ * `tb queued-writer` (or the Lambda entry) inserts them.
+ */
 export const usageWriterSqs = (queueUrl: string) =>
   Layer.effect(UsageWriter, Effect.gen(function*() {
     yield* checkSqsQueueUrl(queueUrl)
     const client = yield* Effect.acquireRelease(Effect.sync(() => new SQSClient({})), (c) => Effect.sync(() => c.destroy()))
-    /** One SendMessageBatch request (at most MAX_ENTRIES bodies), its failed entries retried. */
-    const sendBatch = (bodies: ReadonlyArray<string>) =>
+    /** One SendMessageBatch request, its failed entries retried. */
+    const sendRequest = (bodies: ReadonlyArray<string>) =>
       Effect.tryPromise({
         try: async () => {
-          let pending = bodies.map((body, i) => ({ Id: String(i), MessageBody: body }))
+          let pending = bodies.map((body, i) => ({ Id: String(i), MessageBody: body, MessageAttributes: TYPE_ATTRIBUTE }))
           for (let attempt = 0; attempt < 3 && pending.length > 0; attempt++) {
             const out = await client.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: pending }))
             const failed = new Set((out.Failed ?? []).map((f) => f.Id))
@@ -115,15 +100,14 @@ export const usageWriterSqs = (queueUrl: string) =>
       })
     const sendBodies = (bodies: ReadonlyArray<string>) =>
       Effect.gen(function*() {
-        for (let i = 0; i < bodies.length; i += MAX_ENTRIES) yield* sendBatch(bodies.slice(i, i + MAX_ENTRIES))
+        for (const request of requestsOf(bodies)) yield* sendRequest(request)
       })
+    const encoded = (what: string, encode: () => ReadonlyArray<string>) =>
+      Effect.try({ try: encode, catch: (cause) => new UsageWriteError({ reason: "Queue", message: `${what}: ${messageOf(cause)}` }) })
     return UsageWriter.of({
       kind: "sqs",
-      write: (rows) => Effect.suspend(() => sendBodies(compressUsageMessages(rows, MAX_BATCH_BYTES / MAX_ENTRIES))),
-      writeChunks: (chunks) =>
-        Effect.try({
-          try: () => compressUsageChunks(chunks, MAX_BATCH_BYTES / MAX_ENTRIES),
-          catch: (cause) => new UsageWriteError({ reason: "Queue", message: `usage chunks: ${messageOf(cause)}` })
-        }).pipe(Effect.flatMap(sendBodies))
+      write: (rows) => encoded("usage rows", () => encodeUsageLogMessages(rows, USAGE_LOG_MAX_BODY_BYTES)).pipe(Effect.flatMap(sendBodies)),
+      // The chunks' columns are written as message text directly, without making row objects (bench/README.md).
+      writeChunks: (chunks) => encoded("usage chunks", () => encodeUsageLogMessagesOfChunks(chunks, USAGE_LOG_MAX_BODY_BYTES)).pipe(Effect.flatMap(sendBodies))
     })
   }))

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID } from "node:crypto"
 import { createServer, type ServerResponse } from "node:http"
 import { Schema } from "effect"
-import { decodeUsageMessage } from "../domain/usageMessage.ts"
+import { decodeQueueMessage } from "../domain/usageQueueMessage.ts"
 import { closeServer, jsonProtocolHandler, listenLoopback, type RecordedRequest, replyJson, type StandIn } from "./awsJsonProtocol.ts"
 
 /**
@@ -49,7 +49,11 @@ export const SQS_DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 30
 export const SQS_STATS_PATH = "/_stats"
 
 /** Usage rows in one accepted body (throws when it is not a usage message). The one place the stand-in reads bodies. */
-const usageRowsIn = (body: string): number => decodeUsageMessage(body).length
+const usageRowsIn = (body: string): number => {
+  const message = decodeQueueMessage(body)
+  if (message._tag === "Poison") throw new Error(message.reason)
+  return message.rows.length
+}
 
 export interface SqsStandInStats {
   /** Bodies accepted by SendMessage / SendMessageBatch. */
