@@ -1,10 +1,11 @@
-import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { Effect, Layer, Option } from "effect"
 import { AppConfig } from "../config/AppConfig.ts"
 import { encodeUsageLogMessages, encodeUsageLogMessagesOfChunks, USAGE_LOG_TYPE } from "../domain/usageQueueMessage.ts"
+import { Sqs, type SqsMessageAttributes } from "../services/Sqs.ts"
 import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { malformedSetting, settingUrl, type StartupError } from "../services/StartupError.ts"
+import { SqsLive } from "./SqsLive.ts"
 
 /**
  * Message and request sizes. SQS takes 1 MiB per message and per SendMessageBatch request now;
@@ -24,6 +25,8 @@ export const REQUEST_MAX_BYTES = 256 * 1024
 const MAX_ENTRIES = 10
 
 /** Every message carries its `type` as a message attribute too, so a queue's consumers can route without reading the body. */
+const TYPE_ATTRIBUTES: SqsMessageAttributes = { type: USAGE_LOG_TYPE }
+/** The same attribute as SendMessageBatch carries it. */
 export const TYPE_ATTRIBUTE = { type: { DataType: "String", StringValue: USAGE_LOG_TYPE } } as const
 /** What SQS counts of that attribute toward the message's size: its name, data type and value. */
 export const TYPE_ATTRIBUTE_BYTES = "type".length + "String".length + USAGE_LOG_TYPE.length
@@ -77,31 +80,19 @@ export const SqsQueueUrlCheck = Layer.effectDiscard(Effect.gen(function*() {
 }))
 
 /**
- * Usage rows to the usage-log queue as `usage_log` messages (src/domain/usageQueueMessage.ts);
- * `tb queued-writer` (or the Lambda entry) inserts them.
+ * Usage rows to the usage-log queue as `usage_log` messages (src/domain/usageQueueMessage.ts),
+ * through the `Sqs` service the queued writer uses too; `tb queued-writer` (or the Lambda entry)
+ * inserts them.
  */
 export const usageWriterSqs = (queueUrl: string) =>
   Layer.effect(UsageWriter, Effect.gen(function*() {
     yield* checkSqsQueueUrl(queueUrl)
-    const client = yield* Effect.acquireRelease(Effect.sync(() => new SQSClient({})), (c) => Effect.sync(() => c.destroy()))
-    /** One SendMessageBatch request, its failed entries retried. */
-    const sendRequest = (bodies: ReadonlyArray<string>) =>
-      Effect.tryPromise({
-        try: async () => {
-          let pending = bodies.map((body, i) => ({ Id: String(i), MessageBody: body, MessageAttributes: TYPE_ATTRIBUTE }))
-          for (let attempt = 0; attempt < 3 && pending.length > 0; attempt++) {
-            const out = await client.send(new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: pending }))
-            const failed = new Set((out.Failed ?? []).map((f) => f.Id))
-            pending = pending.filter((e) => failed.has(e.Id))
-          }
-          if (pending.length > 0) throw new Error(`${pending.length} SQS entries failed`)
-        },
-        catch: (cause) => new UsageWriteError({ reason: "Queue", message: messageOf(cause) })
-      })
+    const sqs = yield* Sqs
+    /** One SendMessageBatch request per group of `requestsOf`; Sqs resends the entries SQS reports Failed. */
     const sendBodies = (bodies: ReadonlyArray<string>) =>
-      Effect.gen(function*() {
-        for (const request of requestsOf(bodies)) yield* sendRequest(request)
-      })
+      Effect.forEach(requestsOf(bodies), (request) => sqs.sendBatch(request.map((body) => ({ body, attributes: TYPE_ATTRIBUTES }))), { discard: true }).pipe(
+        Effect.mapError((e) => new UsageWriteError({ reason: "Queue", message: `${e.operation}: ${e.message}` }))
+      )
     const encoded = (what: string, encode: () => ReadonlyArray<string>) =>
       Effect.try({ try: encode, catch: (cause) => new UsageWriteError({ reason: "Queue", message: `${what}: ${messageOf(cause)}` }) })
     return UsageWriter.of({
@@ -110,4 +101,4 @@ export const usageWriterSqs = (queueUrl: string) =>
       // The chunks' columns are written as message text directly, without making row objects (bench/README.md).
       writeChunks: (chunks) => encoded("usage chunks", () => encodeUsageLogMessagesOfChunks(chunks, USAGE_LOG_MAX_BODY_BYTES)).pipe(Effect.flatMap(sendBodies))
     })
-  }))
+  })).pipe(Layer.provide(SqsLive(queueUrl)))
