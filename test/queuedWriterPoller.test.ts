@@ -1,10 +1,12 @@
 import { PgClient } from "@effect/sql-pg"
+import { spawn } from "node:child_process"
 import { Effect, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { encodeUsageLogMessages } from "../src/domain/usageQueueMessage.ts"
 import { decodeQueueMessage } from "../src/domain/usageQueueMessage.ts"
 import { storeUsageMessages } from "../src/programs/queuedWriter/handler.ts"
 import { AWS_TEST_ENV, type SqsStandIn, startSqsStandIn } from "./support/awsStandIns.ts"
+import { runCli } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 import { eventually, postgresRelay, psqlRows, type RunningQueuedWriter, startQueuedWriter, usageRow } from "./queuedWriterSupport.ts"
 import type { UsageRow } from "../src/domain/usage.ts"
@@ -129,6 +131,30 @@ describe("tb queued-writer", () => {
     } finally {
       await relay.close()
     }
+  }, 60_000)
+
+  it("SIGTERM during a write lets the write finish, deletes its messages, and exits 0", async () => {
+    const queue = await standIn()
+    const db = database("sigterm_write")
+    expect((await runCli(["migrate"], { DATABASE_URL: db })).code).toBe(0)
+    const rows = Array.from({ length: 60 }, () => usageRow())
+    const ids = enqueueRows(queue, rows, 4 * 1024)
+    expect(ids.length).toBeLessThanOrEqual(10) // one receive's worth: one batch
+    // Another session holds the counters table for 4 s: the batch's statement waits for it.
+    const locker = spawn("psql", [db, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", "BEGIN; LOCK TABLE api_key_usage_monthly IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;"], { stdio: "ignore" })
+    const unlocked = new Promise((resolve) => locker.once("exit", resolve))
+    const locked = () => psqlRows(db, `SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+      WHERE c.relname = 'api_key_usage_monthly' AND l.mode = 'AccessExclusiveLock' AND l.granted`).length === 1
+    expect(await eventually(locked)).toBe(true)
+    const w = writer(writerEnv(queue, db, { QUEUED_WRITER_RECEIVERS: "1" }))
+    expect(await eventually(() => queue.inFlight() === ids.length), w.output()).toBe(true)
+    await new Promise((r) => setTimeout(r, 200))
+    expect(queue.deleted()).toBe(0)
+    w.process.kill("SIGTERM")
+    expect(await w.exited, w.output()).toBe(0)
+    await unlocked
+    expect(queue.deleted()).toBe(ids.length)
+    expect(storedIds(db)).toEqual(sortedIds(rows))
   }, 60_000)
 
   it("killed (SIGKILL) mid-batch and restarted: the batches come back and are written, rows a dead writer stored already are not doubled", async () => {
