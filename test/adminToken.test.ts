@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Option, Redacted } from "effect"
-import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { chmodSync, lstatSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll } from "vitest"
@@ -107,5 +107,24 @@ describe("the admin token", () => {
       const replaced = Redacted.value((yield* Effect.scoped(adminToken(onlyAdminToken(undefined), dataDir))).token)
       assert.isAtLeast(replaced.length, 16)
       assert.strictEqual(readFileSync(file, "utf8").trim(), replaced)
+    }))
+
+  it.live("unset: a symbolic link planted at DATA_DIR/admin-token is not followed: its target keeps its mode and content, and is not the token", () =>
+    Effect.gen(function*() {
+      const dataDir = freshDataDir()
+      const file = join(dataDir, "admin-token")
+      // A file the planter knows, readable by everyone: were it followed, its content would be the token.
+      const target = join(freshDataDir(), "known-file")
+      writeFileSync(target, "content-the-planter-knows\n")
+      chmodSync(target, 0o644)
+      symlinkSync(target, file)
+      const token = Redacted.value((yield* Effect.scoped(adminToken(onlyAdminToken(undefined), dataDir))).token)
+      assert.notStrictEqual(token, "content-the-planter-knows")
+      assert.isAtLeast(token.length, 16)
+      assert.strictEqual(readFileSync(target, "utf8"), "content-the-planter-knows\n")
+      assert.strictEqual((statSync(target).mode & 0o777).toString(8), "644")
+      assert.isFalse(lstatSync(file).isSymbolicLink())
+      assert.strictEqual(readFileSync(file, "utf8").trim(), token)
+      assert.strictEqual((statSync(file).mode & 0o777).toString(8), "600")
     }))
 })

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
-import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs"
+import { chmodSync, lstatSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
 import { connect } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -265,6 +265,26 @@ describe("embedded PostgreSQL's password", () => {
       assert.strictEqual(Redacted.value(password), first)
       assert.deepStrictEqual(yield* queryWith(url, first), [1])
     }).pipe(Effect.scoped), 120_000)
+
+  it.live("does not follow a symbolic link planted at its password file: the target keeps its mode and content, and is not the password", () =>
+    Effect.gen(function*() {
+      const dataDir = mkdtempSync(join(tmpdir(), "tb-embedded-pg-"))
+      const passwordFile = join(dataDir, "embedded-postgres-password")
+      // A password the planter knows, in the shape of ours, readable by everyone.
+      const known = "k".repeat(43)
+      const target = join(mkdtempSync(join(tmpdir(), "tb-planted-")), "known-file")
+      writeFileSync(target, `${known}\n`)
+      chmodSync(target, 0o644)
+      symlinkSync(target, passwordFile)
+      const { url, password } = yield* startEmbeddedPostgres(dataDir)
+      assert.notStrictEqual(Redacted.value(password), known)
+      assert.strictEqual(readFileSync(target, "utf8"), `${known}\n`)
+      assert.strictEqual(modeOf(target).toString(8), "644")
+      assert.isFalse(lstatSync(passwordFile).isSymbolicLink())
+      assert.strictEqual(modeOf(passwordFile).toString(8), "600")
+      assert.match(String(yield* queryWith(url, known)), /password authentication failed/)
+      assert.deepStrictEqual(yield* queryWith(url, Redacted.value(password)), [1])
+    }).pipe(Effect.scoped), 60_000)
 })
 
 describe("clients of a running server's embedded database", () => {
