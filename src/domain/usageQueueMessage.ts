@@ -166,14 +166,36 @@ const SQS_UNSAFE = /[\uFFFE\uFFFF]/g
 const sqsSafe = (json: string): string =>
   json.includes("\uFFFE") || json.includes("\uFFFF") ? json.replace(SQS_UNSAFE, (c) => `\\u${c.charCodeAt(0).toString(16)}`) : json
 
-/** The rows of a batch column by column, each array as long as the batch. */
-type ColumnArrays = { readonly [K in Column]: ReadonlyArray<UsageRow[K]> }
+/** A column's values for a batch: row objects' values, or a chunk's numbers as they are. */
+type ColumnValues = ReadonlyArray<unknown> | Float64Array<ArrayBuffer> | Int32Array<ArrayBuffer>
+/** The rows of a batch column by column, each as long as the batch. */
+type ColumnArrays = { readonly [K in Column]: ColumnValues }
 
-const columnText = (values: ReadonlyArray<unknown>, from: number, to: number): string => {
+/**
+ * The JSON of a column of finite numbers and nulls, by `join` (3–4× faster than `JSON.stringify`
+ * of the same array: it uses V8's number-to-string cache, and created_at repeats); the same text.
+ * Undefined when a value is anything else.
+ */
+const numbersText = (values: ColumnValues): string | undefined => {
+  let nulls = false
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]
+    if (v === null) nulls = true
+    else if (typeof v !== "number" || !Number.isFinite(v)) return undefined
+  }
+  if (!nulls) return `[${values.join(",")}]`
+  let text = "["
+  for (let i = 0; i < values.length; i++) text += `${i === 0 ? "" : ","}${values[i] === null ? "null" : String(values[i])}`
+  return `${text}]`
+}
+
+const columnText = (values: ColumnValues, from: number, to: number): string => {
   const first = values[from]
   let uniform = true
   for (let i = from + 1; i < to && uniform; i++) uniform = values[i] === first
-  return sqsSafe(JSON.stringify(uniform ? first : from === 0 && to === values.length ? values : values.slice(from, to)))
+  if (uniform) return sqsSafe(JSON.stringify(first))
+  const part = from === 0 && to === values.length ? values : values.slice(from, to)
+  return numbersText(part) ?? sqsSafe(JSON.stringify(Array.isArray(part) ? part : Array.from(part)))
 }
 
 const bodyText = (columns: ColumnArrays, from: number, to: number): string => {
@@ -261,42 +283,57 @@ const R_REQUEST = STRING_FIELDS.indexOf("request_id")
  * `rowsOfChunk`).
  */
 export const encodeUsageLogMessagesOfChunks = (chunks: ReadonlyArray<UsageChunk>, maxBytes: number): ReadonlyArray<string> => {
+  for (const c of chunks) checkChunk(c)
+  const rows = chunks.reduce((n, c) => n + c.rows, 0)
   const id: Array<string> = []
-  const strings: Record<(typeof STRING_FIELDS)[number], Array<string | null>> = {
-    request_id: [], api_key_id: [], service: [], protocol: [], endpoint: [], asset: [], quote: [], source: [], error_code: [], client_ip: []
-  }
-  const stringColumns = STRING_FIELDS.map((name) => strings[name])
-  const price: Array<number | null> = []
-  const statusCode: Array<number> = []
-  const latencyUs: Array<number> = []
-  const bytesOut: Array<number> = []
-  const createdAt: Array<number> = []
-  const node: Array<string> = []
-  const region: Array<string> = []
-  let rows = 0
+  const stringColumns = STRING_FIELDS.map(() => new Array<string | null>(rows))
+  const price = new Array<number | null>(rows)
+  const node = new Array<string>(rows)
+  const region = new Array<string>(rows)
+  const statusCode = new Int32Array(rows)
+  const latencyUs = new Int32Array(rows)
+  const bytesOut = new Int32Array(rows)
+  const createdAt = new Float64Array(rows)
+  let at = 0
   for (const c of chunks) {
-    checkChunk(c)
     idsOfChunk(c, id)
     const { refs } = c
     for (let field = 0; field < REFS; field++) {
       const out = stringColumns[field]!
+      // A field often holds one string in the whole chunk (the key, the asset, no error): filled at once.
+      const first = refs[field]!
+      let uniform = first !== NULL_REF || field !== R_REQUEST
+      for (let r = 1; r < c.rows && uniform; r++) uniform = refs[r * REFS + field] === first
+      if (uniform) {
+        out.fill(first === NULL_REF ? null : c.strings[first]!, at, at + c.rows)
+        continue
+      }
       for (let r = 0; r < c.rows; r++) {
         const ref = refs[r * REFS + field]!
-        out.push(ref !== NULL_REF ? c.strings[ref]! : field === R_REQUEST ? requestIdOf(c.requestTag, c.requestSeq[r]!) : null)
+        out[at + r] = ref !== NULL_REF ? c.strings[ref]! : field === R_REQUEST ? requestIdOf(c.requestTag, c.requestSeq[r]!) : null
       }
     }
     for (let r = 0; r < c.rows; r++) {
       const p = c.price[r]!
-      price.push(Number.isNaN(p) ? null : p)
-      statusCode.push(c.statusCode[r]!)
-      latencyUs.push(c.latencyUs[r]!)
-      bytesOut.push(c.bytesOut[r]!)
-      createdAt.push(c.createdAt[r]!)
-      node.push(c.node)
-      region.push(c.region)
+      price[at + r] = Number.isNaN(p) ? null : p
     }
-    rows += c.rows
+    node.fill(c.node, at, at + c.rows)
+    region.fill(c.region, at, at + c.rows)
+    statusCode.set(c.statusCode.subarray(0, c.rows), at)
+    latencyUs.set(c.latencyUs.subarray(0, c.rows), at)
+    bytesOut.set(c.bytesOut.subarray(0, c.rows), at)
+    createdAt.set(c.createdAt.subarray(0, c.rows), at)
+    at += c.rows
   }
-  const s = strings as { readonly [K in (typeof STRING_FIELDS)[number]]: ReadonlyArray<UsageRow[K]> }
-  return encodeColumns({ ...s, id, price, status_code: statusCode, latency_us: latencyUs, bytes_out: bytesOut, created_at: createdAt, node, region }, rows, maxBytes)
+  // In STRING_FIELDS order; the values are what checkChunk let through (service and protocol known).
+  const [requestId, apiKeyId, service, protocol, endpoint, asset, quote, source, errorCode, clientIp] = stringColumns as unknown as [
+    ReadonlyArray<string>, ReadonlyArray<string | null>, ReadonlyArray<UsageRow["service"]>, ReadonlyArray<UsageRow["protocol"]>,
+    ReadonlyArray<string>, ReadonlyArray<string | null>, ReadonlyArray<string | null>, ReadonlyArray<string | null>, ReadonlyArray<string | null>,
+    ReadonlyArray<string>
+  ]
+  const columns: ColumnArrays = {
+    id, request_id: requestId, api_key_id: apiKeyId, service, protocol, endpoint, asset, quote, source, price, status_code: statusCode,
+    error_code: errorCode, latency_us: latencyUs, client_ip: clientIp, node, region, bytes_out: bytesOut, created_at: createdAt
+  }
+  return encodeColumns(columns, rows, maxBytes)
 }
