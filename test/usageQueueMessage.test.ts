@@ -126,6 +126,7 @@ describe("usage_log queue messages", () => {
         if (message._tag !== "Poison") return
         expect(message.reason).toMatch(reason)
         expect(message.reason).not.toMatch(/\n/)
+        expect(message.reason).not.toMatch(/Cause\(|SchemaError\(/)
       })
     }
 

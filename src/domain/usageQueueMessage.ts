@@ -21,7 +21,7 @@
  * #x10000–#x10FFFF). `JSON.stringify` escapes control characters and lone surrogates; U+FFFE and
  * U+FFFF, which a client could put into a logged string, are escaped here too.
  */
-import { Exit, Schema, SchemaTransformation } from "effect"
+import { Result, Schema, SchemaTransformation } from "effect"
 import { messageOf } from "./errorMessage.ts"
 import { requestIdOf } from "./requestId.ts"
 import { USAGE_COLUMNS, UsageRow } from "./usage.ts"
@@ -125,7 +125,7 @@ export type QueueMessage =
 
 const poison = (reason: string): QueueMessage => ({ _tag: "Poison", reason: reason.replace(/\s+/g, " ").trim().slice(0, 300) })
 
-const decodeUsageLog = Schema.decodeUnknownExit(UsageLogMessage)
+const decodeUsageLog = Schema.decodeUnknownResult(UsageLogMessage)
 
 const shortJson = (v: unknown): string => {
   try {
@@ -153,9 +153,9 @@ export const decodeQueueMessage = (body: string): QueueMessage => {
   if (v !== USAGE_LOG_VERSION) return poison(`unknown ${USAGE_LOG_TYPE} version ${shortJson(v)} (this reader knows ${USAGE_LOG_VERSION})`)
   if (count === 0) return poison(`${USAGE_LOG_TYPE} message holds no rows (count 0)`)
   const decoded = decodeUsageLog(parsed)
-  return Exit.isSuccess(decoded)
-    ? { _tag: "UsageLog", rows: decoded.value.rows }
-    : poison(`${USAGE_LOG_TYPE} message does not decode: ${messageOf(decoded.cause)}`)
+  return Result.isSuccess(decoded)
+    ? { _tag: "UsageLog", rows: decoded.success.rows }
+    : poison(`${USAGE_LOG_TYPE} message does not decode: ${decoded.failure.message}`)
 }
 
 // ---------------------------------------------------------------------------------------------
