@@ -49,6 +49,9 @@ describe("usage rows of requests without a valid key (black box)", () => {
       return call(server, i % 4 === 3 ? "/nowhere" : "/price?asset=BTC", { headers }).then((r) => r.status)
     }))
     const udpReplies = await udpFlood(server.udpPort, Array.from({ length: 100 }, (_, i) => `v1 price ${randomKey()} BTC u${i}`), 1_000)
+    // Admin paths without the token are as anonymous as any other request.
+    const adminStatuses = await Promise.all(Array.from({ length: 100 }, () => call(server, "/admin/nope").then((r) => r.status)))
+    expect(adminStatuses.every((s) => s === 401 || s === 404)).toBe(true)
     expect(statuses.every((s) => s === 401 || s === 404 || s === 503)).toBe(true)
     expect(udpReplies).toBeGreaterThan(0)
     const stats = await admin(server, "GET", "/admin/stress-stats")
@@ -56,7 +59,7 @@ describe("usage rows of requests without a valid key (black box)", () => {
     // The rows left in the buffer are written at shutdown.
     expect(await server.stop()).toBe(0)
 
-    const perSecond = psqlRows(`SELECT client_ip, count(*) FROM usage_logs WHERE api_key_id IS NULL AND service = 'LPO'
+    const perSecond = psqlRows(`SELECT client_ip, count(*) FROM usage_logs WHERE api_key_id IS NULL AND status_code >= 400
       GROUP BY client_ip, date_trunc('second', created_at) ORDER BY 2 DESC`)
     const written = perSecond.reduce((sum, line) => sum + Number(line.split(" ")[1]), 0)
     expect(perSecond.length).toBeGreaterThan(0)
@@ -67,10 +70,10 @@ describe("usage rows of requests without a valid key (black box)", () => {
     }
     // Every answered request without a key is a row or a count: 300 over HTTP, and each datagram
     // the UDP handler took, unless it was refused silently (no reply, no row).
-    const answered = 300 + counters["udp_requests"]! - counters["udp_silent_drops"]!
+    const answered = 300 + 100 + counters["udp_requests"]! - counters["udp_silent_drops"]!
     expect({ total: written + counters["anonymous_rows_dropped"]!, dropped: counters["anonymous_rows_dropped"]! > 0 }).toEqual({ total: answered, dropped: true })
-    // Admin rows (no key either) are never held back.
-    const adminRows = psqlRows(`SELECT count(*) FROM usage_logs WHERE service = 'ADMIN'`)
+    // Served admin rows (no key either, but the token checked) are never held back.
+    const adminRows = psqlRows(`SELECT count(*) FROM usage_logs WHERE service = 'ADMIN' AND status_code < 400`)
     expect(Number(adminRows[0])).toBeGreaterThanOrEqual(1)
   }, 60_000)
 })

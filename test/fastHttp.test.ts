@@ -474,6 +474,21 @@ describe("fast HTTP server deadlines and limits", () => {
     expect(bodies(talk.text)).toEqual(["/fast/late-first-byte"])
   })
 
+  it("closes a connection that sends nothing within firstByteTimeoutMs, so silent sockets cannot hold the connection cap", async () => {
+    const fallback = createServer()
+    const silentOnes = makeFastHttpServer({ fallback, idleTimeoutMs: 10_000, firstByteTimeoutMs: 200, route: () => undefined })
+    const silentPort = await listen(silentOnes)
+    try {
+      const started = Date.now()
+      const talk = await converse(silentPort, [], 3000)
+      expect(talk.closedByServer).toBe(true)
+      expect(Date.now() - started).toBeLessThan(2000)
+    } finally {
+      silentOnes.closeAll()
+      silentOnes.server.close()
+    }
+  })
+
   it("does not count a slow answer against the head deadline", async () => {
     const talk = await converse(port, [[0, "GET /fast/slower HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"]])
     expect(bodies(talk.text)).toEqual(["/fast/slower"])

@@ -246,3 +246,32 @@ describe("slow and many connections", () => {
     }
   })
 })
+
+describe("a client that hangs up", () => {
+  /** Send one admin request and reset the connection `afterMs` later, without reading the answer. */
+  const cutAdminRequest = (path: string, body: unknown, afterMs: number): Promise<void> =>
+    new Promise((resolve) => {
+      const socket = connect(Number(new URL(server.baseUrl).port), "127.0.0.1")
+      const payload = JSON.stringify(body)
+      socket.on("error", () => undefined)
+      socket.on("close", () => resolve())
+      socket.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nX-Admin-Token: ${server.adminToken}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
+      setTimeout(() => socket.resetAndDestroy(), afterMs)
+    })
+
+  it("does not stop a revocation half way: every key revoked in the database is refused at once", async () => {
+    const counters = async () => ((await admin(server, "GET", "/admin/stress-stats")).body.data as { counters: Record<string, number> }).counters
+    const recordedBefore = (await counters())["usage_rows_recorded"]!
+    const keys = await Promise.all(Array.from({ length: 16 }, () => createKey(server, "associate")))
+    await Promise.all(keys.map((k, i) => cutAdminRequest("/admin/revoke-key", { key_id: k.key_id }, i % 4)))
+    await new Promise((r) => setTimeout(r, 500))
+    const listed = (await admin(server, "GET", "/admin/keys")).body.data as { keys: Array<{ key_id: string; status: string }> }
+    const revoked = new Set(listed.keys.filter((k) => k.status === "revoked").map((k) => k.key_id))
+    for (const k of keys.filter((k) => revoked.has(k.key_id))) {
+      const r = await call(server, "/price?asset=BTC", { headers: { "x-api-key": k.key } })
+      expect(r.status, `revoked key ${k.key_id}`).toBe(403)
+    }
+    // Every cut request is still one usage row (16 key creations, 16 cut revocations, the reads above).
+    expect((await counters())["usage_rows_recorded"]! - recordedBefore).toBeGreaterThanOrEqual(32)
+  }, 30_000)
+})

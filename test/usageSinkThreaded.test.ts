@@ -169,7 +169,7 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
     rmSync(threadDataDir, { recursive: true, force: true })
   }, 60_000)
 
-  it("writes rows without a valid key up to anonymous_rows_per_ip_per_s per client address per second, read live; counts the rest; keyed and admin rows always", async () => {
+  it("writes rows without a valid key up to anonymous_rows_per_ip_per_s per client address per second, read live; counts the rest; keyed and served admin rows always", async () => {
     const node = "thread-e"
     const second = Math.floor(Date.now() / 1000) * 1000
     const anonymous = (clientIp: string, createdAt: number): UsageFacts => ({ ...facts(1), apiKeyId: undefined, price: undefined, code: "INVALID_API_KEY", clientIp, createdAt })
@@ -178,7 +178,7 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
       for (let i = 0; i < 20; i++) {
         sink.record(anonymous("10.0.0.1", second + i))
         sink.record(anonymous("10.0.0.2", second + i))
-        sink.record({ ...anonymous("10.0.0.1", second + i), service: "ADMIN", endpoint: "/admin/keys" })
+        sink.record({ ...anonymous("10.0.0.1", second + i), service: "ADMIN", endpoint: "/admin/keys", code: "OK" })
         sink.record({ ...facts(i), clientIp: "10.0.0.1", createdAt: second + i })
       }
       for (let i = 0; i < 20; i++) sink.record(anonymous("10.0.0.1", second + 1000 + i))

@@ -39,7 +39,8 @@ export const AdminTokenLive = Layer.effect(AdminToken, Effect.gen(function*() {
     })
     token = kept.value
     yield* (kept.created
-      ? Effect.logInfo("ADMIN_TOKEN not set: generated one, kept for the next starts", { admin_token: token, file })
+      // The file, not the token: a kept token stays valid, and logs travel further than DATA_DIR.
+      ? Effect.logInfo("ADMIN_TOKEN not set: generated one, kept for the next starts (read it from the file)", { file })
       : Effect.logInfo("ADMIN_TOKEN not set: using the one kept in DATA_DIR", { file })).pipe(withModule("admin"))
   }
   return AdminToken.of({

@@ -132,7 +132,8 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   const anonymousRows = makeAnonymousRowGate({ maxAddresses: MAX_ANONYMOUS_ADDRESSES_PER_SECOND })
   const record = (facts: UsageFacts) => {
     if (
-      facts.apiKeyId === undefined && facts.service !== "ADMIN" &&
+      // Only a served admin call (its token checked) is exempt: a refused one is as anonymous as any.
+      facts.apiKeyId === undefined && !(facts.service === "ADMIN" && facts.code === "OK") &&
       !anonymousRows.admit(facts.clientIp, facts.createdAt, params.int("anonymous_rows_per_ip_per_s"))
     ) {
       counters.values[COUNTER.anonymous_rows_dropped]!++

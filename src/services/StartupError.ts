@@ -37,3 +37,7 @@ export const settingUrl = (variable: string, value: string, protocols: ReadonlyA
     }
     return Effect.succeed(parsed)
   })
+
+/** `LPO_HTTP_PORT: cannot listen on 0.0.0.0:8080 (EADDRINUSE)`: a port taken is a dependency out of reach (exit 1). */
+export const cannotListen = (variable: string, host: string, port: number, cause: Error): StartupError =>
+  unreachableDependency(variable, `cannot listen on ${host}:${port} (${(cause as NodeJS.ErrnoException).code ?? cause.message})`)

@@ -58,6 +58,11 @@ export interface FastHttpOptions {
   /** A connection with no traffic at all for this long is closed. Default 65 s. */
   readonly idleTimeoutMs?: number
   /**
+   * A connection that has sent no byte for this long since it was accepted is closed, so silent
+   * sockets cannot hold the `maxConnections` places. Default: idleTimeoutMs.
+   */
+  readonly firstByteTimeoutMs?: number
+  /**
    * A request head must be complete within this long of the connection's first byte, or of the
    * previous response on a kept-alive connection, else the connection is closed (408 first when
    * part of a head was received). Also the keep-alive timeout advertised in responses, since an
@@ -241,6 +246,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
   // Pipelined bytes held while a response is pending; past this, stop reading the socket.
   const maxPendingBytes = 4 * maxHeaderBytes
   const idleTimeoutMs = options.idleTimeoutMs ?? 65_000
+  const firstByteTimeoutMs = options.firstByteTimeoutMs ?? idleTimeoutMs
   const headDeadlineMs = options.headDeadlineMs ?? DEFAULT_HEAD_DEADLINE_MS
   const bodyDeadlineMs = options.bodyDeadlineMs ?? 30_000
   const keepAliveSeconds = Math.floor(headDeadlineMs / 1000)
@@ -322,7 +328,8 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     // Kept for the connection's whole life, handed over or not: node:http's own timers never run
     // for connections it did not accept itself. Any traffic resets it; the head and body
     // deadlines (the sweep) are what bound a client that trickles.
-    socket.setTimeout(idleTimeoutMs, () => socket.destroy())
+    socket.setTimeout(firstByteTimeoutMs, () => socket.destroy())
+    if (firstByteTimeoutMs !== idleTimeoutMs) socket.once("data", () => void socket.setTimeout(idleTimeoutMs))
     socket.on("error", () => socket.destroy())
     const conn: Connection = {
       socket, busy: false, done: false, waitingDrain: false, buffered: undefined, scanned: 0, headSince: NO_DEADLINE, keyMemo: newKeyHashMemo()
@@ -427,6 +434,7 @@ export const makeFastHttpServer = (options: FastHttpOptions): FastHttpServer => 
     }
 
     const onData = (chunk: Buffer) => {
+      if (conn.done) return // closing (a drain, a refusal): what the client still sends is not kept
       const text = chunk.toString("latin1")
       conn.buffered = conn.buffered === undefined ? text : conn.buffered + text
       if (conn.headSince === NO_DEADLINE) conn.headSince = UNSTAMPED // the connection's first byte

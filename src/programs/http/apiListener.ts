@@ -8,7 +8,7 @@
  * - one usage row per answer, written once it is sent.
  */
 import { NodeHttpPlatform, NodeHttpServer } from "@effect/platform-node"
-import { type Cause, Effect, Layer } from "effect"
+import { type Cause, Effect, Fiber, Layer } from "effect"
 import { Etag, HttpRouter, HttpServerError, HttpServerRequest, HttpServerResponse } from "effect/http"
 import { HttpApiError } from "effect/http-api"
 import type { IncomingMessage, ServerResponse } from "node:http"
@@ -65,6 +65,8 @@ export const makeApiListener = <E, R>(appLayer: Layer.Layer<never, E, R>, option
             return envelopeResponse(request, state, "BAD_REQUEST", undefined, "the request body could not be read")
           }
         }
+        // A client that hung up: nothing to answer and nothing wrong with the server.
+        if (cause.reasons.every((r) => r._tag === "Interrupt")) return envelopeResponse(request, state, "BAD_REQUEST", undefined, "the client went away")
         yield* Effect.logError("HTTP request failed", { path: state.info.path, request_id: state.info.requestId, cause: String(cause).slice(0, 2000) })
         return envelopeResponse(request, state, "INTERNAL", undefined)
       })
@@ -73,11 +75,14 @@ export const makeApiListener = <E, R>(appLayer: Layer.Layer<never, E, R>, option
       const request = yield* HttpServerRequest.HttpServerRequest
       const state = edge.of(request.source)
       if (state === undefined) return yield* Effect.die(new Error("request reached the API without the listener's state"))
-      let response = yield* httpEffect.pipe(Effect.catchCause((cause) => answerCause(request, state, cause)))
+      // A handler runs to its end in a fiber of its own, even if the client hangs up (which interrupts
+      // this one): a revocation must not stop between the database update and the invalidation.
+      const handled = yield* Effect.forkDetach(httpEffect.pipe(Effect.catchCause((cause) => answerCause(request, state, cause))))
+      let response = yield* Fiber.join(handled)
       const contentType = response.headers["content-type"]
       if (response.status >= 400 && (contentType === undefined || !contentType.startsWith("application/json"))) {
-        // The framework's own plain-text refusals (415 unsupported content-type, 413 too large).
-        response = envelopeResponse(request, state, "BAD_REQUEST", response.status, `request refused with status ${response.status}`)
+        // The framework's own plain-text refusals (415 unsupported content-type, 413 too large): BAD_REQUEST, as its status says.
+        response = envelopeResponse(request, state, "BAD_REQUEST", undefined, `request refused (${response.status})`)
       }
       const headers: Record<string, string> = { "x-request-id": state.info.requestId }
       for (const [name, value] of state.headers) headers[name] = value
@@ -90,21 +95,26 @@ export const makeApiListener = <E, R>(appLayer: Layer.Layer<never, E, R>, option
 
     const listener: ApiListener = (req, res, info) => {
       const state = edge.begin(req, info, options.serviceOf(info.path))
-      res.once("finish", () => {
+      // One row per request, when its answer is sent, or when the client left before it was.
+      const recordUsage = () => {
         if (state.usageRecorded) return
-        const bytes = Number(res.getHeader("content-length") ?? 0)
+        state.usageRecorded = true
+        const bytes = res.writableFinished ? Number(res.getHeader("content-length") ?? 0) : 0
         options.usage.record({
           requestId: info.requestId, apiKeyId: undefined, service: state.service, protocol: "http", endpoint: info.path.slice(0, 200),
           code: state.code ?? (res.statusCode < 400 ? "OK" : "INTERNAL"), status: res.statusCode, latencyUs: latencyUs(info),
           clientIp: info.clientIp, bytesOut: Number.isFinite(bytes) ? bytes : 0, createdAt: info.receivedAt
         })
-      })
+      }
+      res.once("finish", recordUsage)
+      res.once("close", recordUsage)
       if (info.method === "OPTIONS" && req.headers["access-control-request-method"] !== undefined) {
-        // A CORS preflight: answered here, for every path the API knows.
+        // A CORS preflight, answered here for every path the API knows: 204, with CORS headers only
+        // for a listed origin (the browser then refuses the others), 404 for an unknown path.
         const methods = allowed(info.path)
         const headers = methods.length === 0 ? undefined : preflightHeaders(options.cors, info.headers.origin, [...methods, "OPTIONS"])
-        state.code = headers === undefined ? "NOT_FOUND" : "OK"
-        res.writeHead(headers === undefined ? 403 : 204, [...(headers ?? []), "content-length", "0", "x-request-id", info.requestId])
+        state.code = methods.length === 0 ? "NOT_FOUND" : "OK"
+        res.writeHead(methods.length === 0 ? 404 : 204, [...(headers ?? []), "content-length", "0", "x-request-id", info.requestId])
         res.end()
         return
       }

@@ -8,9 +8,11 @@ import { TrinityApi } from "../../api/TrinityApi.ts"
 import { corsPolicyOf } from "../../domain/cors.ts"
 import type { ServiceName } from "../../domain/envelope.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
-import { type FastHttpServer, type FastRoute, formatResponse, makeFastHttpServer, type Reply } from "../../layers/http/fastHttp.ts"
+import { type FastHttpServer, type FastRoute, makeFastHttpServer, type Reply } from "../../layers/http/fastHttp.ts"
+import type { RequestLine } from "../../layers/http/httpHead.ts"
 import { makeSendEnvelope, nodeReply, parseRequest, type RequestInfo, requestInfo, wantedHeadersFrom } from "../../layers/http/httpKit.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
+import { cannotListen } from "../../services/StartupError.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { ApiKeys } from "../../services/ApiKeys.ts"
 import { FeedStatus } from "../../services/FeedStatus.ts"
@@ -166,7 +168,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   }
 
   /** A request the parser refused: 400 (or 431) with the envelope when the request line was readable. */
-  const rejection = (status: 400 | 431, line: { readonly method: string; readonly target: string }) => {
+  const rejection = (status: 400 | 431, line: RequestLine) => {
     deps.stats.values[COUNTER.client_errors]!++
     let answer: { headers: ReadonlyArray<string | number>; body: string } | undefined
     const info = requestInfo(line.method, line.target.startsWith("/") ? line.target : "/", wantedHeadersFrom([]), "", performance.now())
@@ -178,18 +180,21 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   // request timers never run: the fast server enforces the head and body deadlines for both.
   // Its keep-alive hint matches the head deadline, after which an idle connection is closed.
   const fallback = createServer({ keepAliveTimeout: HEAD_DEADLINE_MS }, onRequest)
-  // node:http's own refusals (a handed-over connection whose bytes llhttp rejects): the envelope, then close.
+  // node:http's own refusals (a handed-over connection whose bytes llhttp rejects): its request line
+  // is not known here, so the answer is a bare 400 (431 for an oversized head) and close.
   fallback.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
     if (!socket.writable) return socket.destroy()
-    const status = error.code === "HPE_HEADER_OVERFLOW" ? 431 : 400
-    const answer = rejection(status, { method: "GET", target: "/" })
-    socket.end(answer === undefined ? `HTTP/1.1 ${status} Bad Request\r\nconnection: close\r\n\r\n` : formatResponse(status, answer.headers, answer.body, true))
+    deps.stats.values[COUNTER.client_errors]!++
+    socket.end(error.code === "HPE_HEADER_OVERFLOW"
+      ? "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+      : "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
   })
   const fast = makeFastHttpServer({
-    route: fastRoute, fallback, rejection, headDeadlineMs: HEAD_DEADLINE_MS, bodyDeadlineMs: BODY_DEADLINE_MS,
+    route: fastRoute, fallback, rejection, headDeadlineMs: HEAD_DEADLINE_MS, bodyDeadlineMs: BODY_DEADLINE_MS, firstByteTimeoutMs: HEAD_DEADLINE_MS,
     maxConnections: () => deps.params.int("max_connections")
   })
   const port = yield* listenHttp(fast, fallback, config.lpoHttpPort, config.bindHost, config.shutdownTimeoutMs / 2, () => inFlight).pipe(
+    Effect.mapError((e) => cannotListen("LPO_HTTP_PORT", config.bindHost, config.lpoHttpPort, e)),
     Effect.tap(() => Effect.addFinalizer(() => Effect.sync(() => void (draining = true))))
   )
   yield* Effect.logInfo("LPO HTTP listening", { port, host: config.bindHost, docs: `http://127.0.0.1:${port}/docs` }).pipe(withModule("lpo-http"))

@@ -3,6 +3,7 @@ import { createSocket, type RemoteInfo, type Socket } from "node:dgram"
 import { lookup as dnsLookup, type LookupOneOptions } from "node:dns"
 import { isIP } from "node:net"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
+import { cannotListen } from "../../services/StartupError.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { ApiKeys } from "../../services/ApiKeys.ts"
@@ -54,7 +55,9 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
     apiKeys: yield* ApiKeys, limiter: yield* RateLimiter, prices: yield* PriceCache, params: yield* Params, stats,
     usage: yield* UsageSink
   })
-  const socket = yield* bindUdp(config.lpoUdpPort, config.bindHost, handler.onMessage)
+  const socket = yield* bindUdp(config.lpoUdpPort, config.bindHost, handler.onMessage).pipe(
+    Effect.mapError((e) => cannotListen("LPO_UDP_PORT", config.bindHost, config.lpoUdpPort, e))
+  )
   socket.on("error", () => void stats.values[COUNTER.udp_send_errors]!++)
   // Runs before the socket closes (finalizers run in reverse): answer what is waiting, briefly.
   yield* Effect.addFinalizer(() =>
