@@ -9,19 +9,24 @@ import { usageInsertIgnoringDuplicatesSql } from "../../layers/UsageWriterDataba
  * One statement per batch: the usage insert (the producer's own, with the duplicate check on
  * every row), and from the rows it actually stored (`RETURNING`: a row already there is not
  * returned), the per-key monthly counters. A row delivered twice is neither stored nor counted
- * twice, and rows and counts commit together. Returns how many rows were new.
+ * twice, and rows and counts commit together. Rows and counter rows are locked in one order
+ * (id; key and month), so batches written at once (several receivers, several Lambdas) wait for
+ * each other instead of deadlocking.
+ * Returns how many rows were new.
  */
 export const insertUsageCounted = (rows: ReadonlyArray<UsageRow>): Effect.Effect<number, SqlError.SqlError, SqlClient.SqlClient> =>
   Effect.gen(function*() {
     if (rows.length === 0) return 0
     const sql = yield* SqlClient.SqlClient
-    const params = usageRowsInsertParams(rows)
+    // Rows in id order: batches written at once that share rows (a message delivered to two
+    // receivers) then take the unique index's locks in the same order and wait instead of deadlocking.
+    const params = usageRowsInsertParams([...rows].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)))
     const statement = `WITH inserted AS (
   ${usageInsertIgnoringDuplicatesSql(params)}
   RETURNING api_key_id, service, endpoint, asset, status_code, created_at
 ), counted AS (
   INSERT INTO api_key_usage_monthly AS counter (api_key_id, month, requests, queries, reports)
-  ${monthlyCountsSelect("inserted")}
+  SELECT * FROM (${monthlyCountsSelect("inserted")}) AS counts ORDER BY api_key_id, month
   ON CONFLICT (api_key_id, month) DO UPDATE SET
     requests = counter.requests + EXCLUDED.requests,
     queries = counter.queries + EXCLUDED.queries,
