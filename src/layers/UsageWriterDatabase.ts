@@ -37,8 +37,12 @@ const insertSql = (params: UsageInsertParams): string => {
 
 const CONFLICT_CLAUSE = " ON CONFLICT (api_key_id, created_at, id) DO NOTHING"
 
-/** The same INSERT with the duplicate check on every row, for a statement that must know which rows were new (`RETURNING`, the queued writer). */
-export const usageInsertIgnoringDuplicatesSql = (params: UsageInsertParams): string => insertSql(params) + CONFLICT_CLAUSE
+/**
+ * The batch INSERT as text, for a statement built around it (the queued writer's, which counts
+ * the rows it `RETURNING`s): plain, or with the duplicate check on every row.
+ */
+export const usageInsertSql = (params: UsageInsertParams, duplicates: "fail" | "ignore"): string =>
+  duplicates === "fail" ? insertSql(params) : insertSql(params) + CONFLICT_CLAUSE
 
 /**
  * One INSERT per batch: 18 parameters whatever the batch size (no parameter-count limit). A
