@@ -20,7 +20,9 @@ const emptyTables = Effect.gen(function*() {
   logs.length = 0
 })
 
-const MONTH = new Date(MONTH_START).toISOString().slice(0, 10)
+/** The first day of the UTC month of `ms`, as the counters' `month` reads. */
+const monthOf = (ms: number) => `${new Date(ms).toISOString().slice(0, 7)}-01`
+const MONTH = monthOf(MONTH_START)
 
 describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () => {
   layer(Layer.merge(Database, CapturedLogs))((it) => {
@@ -28,8 +30,10 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
       Effect.gen(function*() {
         yield* emptyTables
         const key = randomUUID()
-        const first = [usageRow({ api_key_id: key }), usageRow({ api_key_id: key })]
-        const second = [usageRow({ api_key_id: key, service: "LRS", endpoint: "/report" })]
+        // Now: rows in today's day partition of usage_logs (the others of this file land in the default partition).
+        const now = Date.now()
+        const first = [usageRow({ api_key_id: key, created_at: now }), usageRow({ api_key_id: key, created_at: now + 1 })]
+        const second = [usageRow({ api_key_id: key, service: "LRS", endpoint: "/report", created_at: now + 2 })]
         const messages = [
           { id: "m-good-1", body: usageLogBody(first) },
           { id: "m-poison", body: "{\"type\":\"usage_log\",\"v\":2}" },
@@ -47,13 +51,16 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
 
         // Delivered again later (visibility expired mid-write), beside a new message of the same key:
         // only the new row is stored, and the key's counters grow by it alone.
-        const third = [usageRow({ api_key_id: key })]
+        const third = [usageRow({ api_key_id: key, created_at: now + 3 })]
         const again = yield* storeUsageMessages([messages[0]!, messages[2]!, { id: "m-good-3", body: usageLogBody(third) }])
         assert.strictEqual(again.inserted, 1)
         assert.deepStrictEqual(again.stored, ["m-good-1", "m-good-2", "m-good-3"])
 
         assert.deepStrictEqual(yield* storedIds, [...first, ...second, ...third].map((r) => r.id).sort())
-        assert.deepStrictEqual(yield* monthlyCounters, [{ api_key_id: key, month: MONTH, requests: 4, queries: 3, reports: 1 }])
+        assert.deepStrictEqual(yield* monthlyCounters, [{ api_key_id: key, month: monthOf(now), requests: 4, queries: 3, reports: 1 }])
+        const sql = yield* SqlClient.SqlClient
+        const partitions = yield* sql<{ readonly p: string }>`SELECT DISTINCT tableoid::regclass::text AS p FROM usage_logs`
+        assert.deepStrictEqual(partitions.map((r) => r.p), [`usage_logs_${new Date(now).toISOString().slice(0, 10).replaceAll("-", "")}`])
       }))
 
     it.effect("counts per key and month what the quota charges: answered LPO queries (each asset of /prices), answered LRS reports", () =>
