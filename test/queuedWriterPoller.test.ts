@@ -6,7 +6,7 @@ import { encodeUsageLogMessages } from "../src/domain/usageQueueMessage.ts"
 import { decodeQueueMessage } from "../src/domain/usageQueueMessage.ts"
 import { storeUsageMessages } from "../src/programs/queuedWriter/handler.ts"
 import { AWS_TEST_ENV, type SqsStandIn, startSqsStandIn } from "./support/awsStandIns.ts"
-import { runCli } from "./support/server.ts"
+import { deadPort, runCli } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 import { eventually, postgresRelay, psqlRows, type RunningQueuedWriter, startQueuedWriter, usageRow } from "./queuedWriterSupport.ts"
 import type { UsageRow } from "../src/domain/usage.ts"
@@ -181,6 +181,22 @@ describe("tb queued-writer", () => {
       expect(await restarted.stop("SIGTERM")).toBe(0)
     } finally {
       await relay.close()
+    }
+  }, 60_000)
+
+  it("a queue that cannot be reached at start: one line naming SQS_QUEUE_URL and the cause, exit 1", async () => {
+    const queue = await standIn()
+    const db = database("unreachable_queue")
+    const missing = writer(writerEnv(queue, db, { SQS_QUEUE_URL: `${queue.url}/000000000000/no-such-queue` }))
+    expect(await missing.exited, missing.output()).toBe(1)
+    expect(missing.output()).toMatch(/^SQS_QUEUE_URL: cannot receive from http:\/\/127\.0\.0\.1:\d+\/000000000000\/no-such-queue \(.*queue does not exist.*\)$/m)
+    const refused = await deadPort()
+    try {
+      const down = writer(writerEnv(queue, db, { AWS_ENDPOINT_URL_SQS: `http://127.0.0.1:${refused.port}`, SQS_QUEUE_URL: `http://127.0.0.1:${refused.port}/000000000000/usage-logs` }))
+      expect(await down.exited, down.output()).toBe(1)
+      expect(down.output()).toMatch(/^SQS_QUEUE_URL: cannot receive from /m)
+    } finally {
+      await refused.close()
     }
   }, 60_000)
 

@@ -2,6 +2,7 @@ import { Effect, Schedule } from "effect"
 import type { SqlClient } from "effect/sql"
 import { withModule } from "../../layers/Logging.ts"
 import { Sqs, type SqsReceivedMessage } from "../../services/Sqs.ts"
+import { type StartupError, unreachableDependency } from "../../services/StartupError.ts"
 import { type DecodeQueueMessage, storeUsageMessages } from "./handler.ts"
 
 export interface PollerOptions {
@@ -87,8 +88,12 @@ const handleBatch = (messages: ReadonlyArray<SqsReceivedMessage>, options: Polle
     yield* Effect.logDebug(`stored ${outcome.rows} rows (${outcome.inserted} new) from ${outcome.stored.length} messages; ${outcome.poison.length} poison`)
   }).pipe(Effect.scoped)
 
-/** One receiver: long polls, and handles each batch before the next receive. */
-const receiver = (options: PollerOptions): Effect.Effect<never, never, Sqs | SqlClient.SqlClient> =>
+/** Handles a batch, if there is one. */
+const handleAny = (messages: ReadonlyArray<SqsReceivedMessage>, options: PollerOptions) =>
+  messages.length === 0 ? Effect.void : handleBatch(messages, options)
+
+/** One receiver: handles `first`, then long polls, and handles each batch before the next receive. */
+const receiver = (options: PollerOptions, first: ReadonlyArray<SqsReceivedMessage>): Effect.Effect<never, never, Sqs | SqlClient.SqlClient> =>
   Effect.gen(function*() {
     const sqs = yield* Sqs
     const receive = sqs.receive({ maxMessages: MAX_MESSAGES, waitSeconds: WAIT_SECONDS, visibilityTimeoutSeconds: options.visibilityTimeoutSeconds }).pipe(
@@ -96,21 +101,25 @@ const receiver = (options: PollerOptions): Effect.Effect<never, never, Sqs | Sql
       Effect.retry(backoff),
       Effect.orDie // the schedule never ends
     )
-    return yield* receive.pipe(
-      Effect.flatMap((messages) => (messages.length === 0 ? Effect.void : handleBatch(messages, options))),
-      Effect.forever
-    )
+    yield* handleAny(first, options)
+    return yield* receive.pipe(Effect.flatMap((messages) => handleAny(messages, options)), Effect.forever)
   })
 
 /**
  * `tb queued-writer`'s loop: `receivers` long polls in flight, each batch written by the shared
  * handler. Runs until interrupted (SIGTERM): receives in flight are aborted, a write in progress
  * finishes (and its messages are deleted), a batch waiting for the database is given back.
+ * The queue must answer at start (one short receive, whose batch the first receiver handles):
+ * else a StartupError naming SQS_QUEUE_URL. Later SQS failures are retried.
  */
-export const runPoller = (options: PollerOptions): Effect.Effect<never, never, Sqs | SqlClient.SqlClient> =>
+export const runPoller = (options: PollerOptions): Effect.Effect<never, StartupError, Sqs | SqlClient.SqlClient> =>
   Effect.gen(function*() {
-    yield* Effect.logInfo(`receiving with ${options.receivers} long polls in flight, visibility timeout ${options.visibilityTimeoutSeconds} s`)
-    return yield* Effect.forEach(Array.from({ length: options.receivers }, () => receiver(options)), (r) => r, { concurrency: "unbounded" }).pipe(
-      Effect.andThen(Effect.never)
+    const sqs = yield* Sqs
+    const first = yield* sqs.receive({ maxMessages: MAX_MESSAGES, waitSeconds: 0, visibilityTimeoutSeconds: options.visibilityTimeoutSeconds }).pipe(
+      Effect.mapError((e) => unreachableDependency("SQS_QUEUE_URL", `cannot receive from ${sqs.queueUrl} (${e.message.split("\n")[0]})`))
     )
+    yield* Effect.logInfo(`receiving with ${options.receivers} long polls in flight, visibility timeout ${options.visibilityTimeoutSeconds} s`)
+    return yield* Effect.forEach(Array.from({ length: options.receivers }, (_, i) => receiver(options, i === 0 ? first : [])), (r) => r, {
+      concurrency: "unbounded"
+    }).pipe(Effect.andThen(Effect.never))
   }).pipe(withModule("queued-writer"))
