@@ -3,12 +3,13 @@ import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { chmodSync, lstatSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs"
-import { connect } from "node:net"
+import { connect, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Reactivity } from "effect/reactivity"
 import { connectFailure } from "../src/layers/DatabaseLive.ts"
 import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
+import { type PgliteServerOptions, type PgliteSession, servePglite } from "../src/layers/embedded/pgliteServer.ts"
 import { createKey, priceWith, startServer, usageCount } from "./support/server.ts"
 import { bindExecuteSync, connectWire, describeThenFlush, extendedCycle, simpleQuery, startupMessage, wireMessage } from "./support/pgWire.ts"
 
@@ -285,6 +286,107 @@ describe("embedded PostgreSQL's password", () => {
       assert.match(String(yield* queryWith(url, known)), /password authentication failed/)
       assert.deepStrictEqual(yield* queryWith(url, Redacted.value(password)), [1])
     }).pipe(Effect.scoped), 60_000)
+})
+
+/** A connection that never proves the password: silent, or stopped after its startup message. */
+interface Stranger {
+  readonly socket: Socket
+  readonly closed: Promise<void>
+  readonly isClosed: () => boolean
+}
+const openStranger = (port: number, sendsStartup: boolean) =>
+  new Promise<Stranger>((resolve, reject) => {
+    const socket = connect(port, "127.0.0.1")
+    let isClosed = false
+    const closed = new Promise<void>((done) =>
+      socket.once("close", () => {
+        isClosed = true
+        done()
+      }))
+    socket.once("error", reject)
+    socket.once("connect", () => {
+      socket.off("error", reject)
+      socket.on("error", () => {}) // reset when the server hangs up
+      socket.resume() // what the server sends is dropped, so its hang-up is seen
+      if (sendsStartup) socket.write(startupMessage())
+      resolve({ socket, closed, isClosed: () => isClosed })
+    })
+  })
+const openStrangers = async (port: number, count: number) => {
+  const strangers: Array<Stranger> = []
+  // One after another, so the server accepts them in this order.
+  for (let i = 0; i < count; i++) strangers.push(await openStranger(port, i % 2 === 1))
+  return strangers
+}
+
+const backend = (type: string, body: Buffer) => Buffer.concat([Buffer.from(type, "latin1"), Buffer.from([0, 0, 0, body.length + 4]), body])
+/** AuthenticationOk and ReadyForQuery for the startup message, EmptyQueryResponse and ReadyForQuery for anything else. */
+const stubSession: PgliteSession = {
+  runExclusive: (fn) => fn(),
+  execProtocolRawStream: async (message, { onRawData }) => {
+    const startup = message[0] === 0
+    onRawData(Buffer.concat([startup ? backend("R", Buffer.alloc(4)) : backend("I", Buffer.alloc(0)), backend("Z", Buffer.from("I"))]))
+  },
+  isInTransaction: () => false,
+  exec: async () => undefined
+}
+const PASSWORD = "the-password-of-the-stub-server"
+/** The socket server alone, in front of a stub session: what happens before any client reaches PGlite. */
+const withStubServer = async <A>(options: Partial<PgliteServerOptions>, use: (port: number) => Promise<A>) => {
+  const server = await servePglite(stubSession, { host: "127.0.0.1", port: 0, maxConnections: 64, password: PASSWORD, ...options })
+  try {
+    return await use(server.port)
+  } finally {
+    await server.close()
+  }
+}
+
+describe("embedded PostgreSQL against connections that never prove the password", () => {
+  it.live("70 of them (silent, or stopped after their startup message) do not lock out a client that knows the password", () =>
+    Effect.gen(function*() {
+      const { url, password } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-embedded-pg-")))
+      const strangers = yield* Effect.promise(() => openStrangers(Number(new URL(url).port), 70))
+      const rows = yield* queryWith(url, Redacted.value(password))
+      for (const s of strangers) s.socket.destroy()
+      assert.deepStrictEqual(rows, [1])
+    }).pipe(Effect.scoped), 60_000)
+
+  it("one is closed after the authentication timeout; an authenticated client is not", async () => {
+    await withStubServer({ authenticationTimeoutMs: 200 }, async (port) => {
+      const known = await connectWire(port, PASSWORD)
+      const strangers = await openStrangers(port, 2)
+      // Both strangers connected after the client, so its time limit would have passed before theirs.
+      await Promise.all(strangers.map((s) => s.closed))
+      known.write(simpleQuery(""))
+      assert.strictEqual((await known.nextReply()).types, "IZ")
+      known.destroy()
+    })
+  }, 30_000)
+
+  it("past maxPendingAuthentications a new one closes the longest-waiting one, and a client with the password still gets in", async () => {
+    await withStubServer({ authenticationTimeoutMs: 600_000, maxPendingAuthentications: 4 }, async (port) => {
+      const strangers = await openStrangers(port, 10)
+      await Promise.all(strangers.slice(0, 6).map((s) => s.closed))
+      assert.deepStrictEqual(strangers.map((s) => s.isClosed()), [true, true, true, true, true, true, false, false, false, false])
+      const known = await connectWire(port, PASSWORD)
+      known.write(simpleQuery(""))
+      assert.strictEqual((await known.nextReply()).types, "IZ")
+      await strangers[6]!.closed
+      known.destroy()
+      for (const s of strangers) s.socket.destroy()
+    })
+  }, 30_000)
+
+  it("only authenticated clients count toward maxConnections: one more gets 'too many clients' (53300)", async () => {
+    await withStubServer({ authenticationTimeoutMs: 600_000, maxConnections: 2 }, async (port) => {
+      const strangers = await openStrangers(port, 5)
+      const clients = [await connectWire(port, PASSWORD), await connectWire(port, PASSWORD)]
+      const third = await Effect.runPromise(queryWith(`postgres://postgres@127.0.0.1:${port}/postgres`, PASSWORD))
+      assert.match(String(third), /too many clients/)
+      for (const c of clients) c.destroy()
+      for (const s of strangers) s.socket.destroy()
+    })
+  }, 30_000)
 })
 
 describe("clients of a running server's embedded database", () => {

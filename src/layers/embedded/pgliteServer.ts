@@ -14,7 +14,10 @@ import { type ScramStep, scramExchange, scramVerifier } from "./scramServer.ts"
  *
  * Every client must prove it knows the server's password with SCRAM-SHA-256 (what PostgreSQL
  * itself uses) before its startup message reaches PGlite: the port is on loopback, but any local
- * process can reach it, and PGlite itself accepts any user with no password.
+ * process can reach it, and PGlite itself accepts any user with no password. For the same reason a
+ * client that has not proved it yet takes no connection slot: it has a time limit (PostgreSQL's
+ * `authentication_timeout`), and past a bounded number of such clients the oldest is closed, so
+ * silent sockets can neither lock out the clients that know the password nor grow without limit.
  *
  * Why not @electric-sql/pglite-socket (0.2.17): it queues single messages, not cycles, and keeps a
  * client's affinity only inside a transaction block. When a client's cycle reaches the server in
@@ -39,6 +42,9 @@ const TYPE_QUERY = 0x51 // 'Q'
 const TYPE_FLUSH = 0x48 // 'H'
 const TYPE_TERMINATE = 0x58 // 'X'
 const TYPE_PASSWORD = 0x70 // 'p': SASLInitialResponse and SASLResponse
+/** PostgreSQL's default `authentication_timeout` is 60 s; a client on loopback needs far less. */
+const DEFAULT_AUTHENTICATION_TIMEOUT_MS = 10_000
+const DEFAULT_MAX_PENDING_AUTHENTICATIONS = 64
 const SCRAM_SHA_256 = "SCRAM-SHA-256"
 /** A Sync message: ends the cycle a departed client left open after a Flush. */
 const SYNC_MESSAGE = new Uint8Array([TYPE_SYNC, 0, 0, 0, 4])
@@ -66,6 +72,8 @@ interface Client {
   /** The password exchange, from the startup message until it succeeds. */
   scram: ReturnType<typeof scramExchange> | undefined
   authenticated: boolean
+  /** Closes the connection if the client has not proved the password in time. */
+  authenticationTimer: ReturnType<typeof setTimeout> | undefined
   closed: boolean
 }
 
@@ -80,9 +88,14 @@ export interface PgliteServerOptions {
   readonly host: string
   /** 0 picks a free port. */
   readonly port: number
+  /** Clients that have proved the password; one more is refused ("too many clients", 53300). */
   readonly maxConnections: number
   /** Every client must prove it knows this (SCRAM-SHA-256) before it reaches the database. */
   readonly password: string
+  /** A client that has not proved the password this long after it connected is closed. Default 10 s. */
+  readonly authenticationTimeoutMs?: number
+  /** Connections not yet authenticated kept at once; a new one past this closes the oldest. Default 64. */
+  readonly maxPendingAuthentications?: number
   /** Told when a cycle fails inside PGlite (its client is disconnected; the others go on). */
   readonly onError?: (error: unknown) => void
 }
@@ -125,6 +138,8 @@ const authenticationSaslFinal = (data: string) => backendMessage("R", int32(12),
 /** A FATAL ErrorResponse with SQLSTATE 28P01 (invalid_password), as PostgreSQL sends. */
 const passwordFailed = (user: string) =>
   backendMessage("E", Buffer.from(`SFATAL\0VFATAL\0C28P01\0Mpassword authentication failed for user "${user}"\0\0`))
+/** A FATAL ErrorResponse with SQLSTATE 53300 (too_many_connections), as PostgreSQL sends. */
+const TOO_MANY_CLIENTS = backendMessage("E", Buffer.from("SFATAL\0VFATAL\0C53300\0Msorry, too many clients already\0\0"))
 
 /** The startup message's parameters (after length and protocol code): NUL-terminated names and values. */
 const startupUser = (message: Buffer): string => {
@@ -145,7 +160,13 @@ const saslInitialResponse = (message: Buffer): { readonly mechanism: string; rea
 export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Promise<PgliteServer> => {
   if (options.password.length === 0) return Promise.reject(new Error("servePglite: a password is required"))
   const verifier = scramVerifier(options.password)
+  const authenticationTimeoutMs = options.authenticationTimeoutMs ?? DEFAULT_AUTHENTICATION_TIMEOUT_MS
+  const maxPending = Math.max(1, options.maxPendingAuthentications ?? DEFAULT_MAX_PENDING_AUTHENTICATIONS)
+  /** Clients whose connection is open, authenticated or not (released ones leave at once). */
   const clients = new Set<Client>()
+  /** Open connections that have not proved the password (refused ones too, until their socket closes), oldest first. */
+  const pending = new Set<Client>()
+  let authenticatedCount = 0
   const queue: Array<Cycle> = []
   /** The client whose transaction block is open: only its cycles run until it closes the block. */
   let owner: Client | undefined
@@ -223,6 +244,7 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
     if (client.closed) return
     client.closed = true
     clients.delete(client)
+    if (client.authenticated) authenticatedCount--
     for (let i = queue.length - 1; i >= 0; i--) if (queue[i]!.client === client) queue.splice(i, 1)
     if (owner === client) {
       owner = undefined
@@ -256,12 +278,27 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
       refuse(client)
       return false
     }
+    if (final && !admit(client)) return false
     client.socket.write(final ? authenticationSaslFinal(step.reply) : authenticationSaslContinue(step.reply))
     if (final) {
       client.scram = undefined
       client.authenticated = true
     }
     return final
+  }
+
+  /** Proved: the client now takes one of the `maxConnections` slots, if one is free. */
+  const admit = (client: Client): boolean => {
+    if (authenticatedCount >= options.maxConnections) {
+      client.socket.end(TOO_MANY_CLIENTS)
+      release(client)
+      return false
+    }
+    pending.delete(client)
+    clearTimeout(client.authenticationTimer)
+    client.authenticationTimer = undefined
+    authenticatedCount++
+    return true
   }
 
   const onData = (client: Client, data: Buffer) => {
@@ -324,19 +361,34 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
     if (queued) kick()
   }
 
+  /** Hang up on a client that has not proved the password, at once. */
+  const dropPending = (client: Client) => {
+    pending.delete(client)
+    clearTimeout(client.authenticationTimer)
+    client.socket.destroy()
+    release(client)
+  }
+
   const server: Server = createServer((socket) => {
-    if (stopping || clients.size >= options.maxConnections) {
+    if (stopping) {
       socket.destroy()
       return
     }
+    // The newcomer may be the one that knows the password: the longest-waiting stranger makes room.
+    if (pending.size >= maxPending) dropPending(pending.values().next().value!)
     socket.setNoDelay(true)
     const client: Client = {
-      socket, buffer: Buffer.alloc(0), cycle: [], started: false, startup: undefined, user: "", scram: undefined, authenticated: false, closed: false
+      socket, buffer: Buffer.alloc(0), cycle: [], started: false, startup: undefined, user: "", scram: undefined, authenticated: false,
+      authenticationTimer: undefined, closed: false
     }
+    client.authenticationTimer = setTimeout(() => dropPending(client), authenticationTimeoutMs)
     clients.add(client)
+    pending.add(client)
     socket.on("data", (data: Buffer) => onData(client, data))
     socket.on("error", () => socket.destroy())
     socket.on("close", () => {
+      pending.delete(client)
+      clearTimeout(client.authenticationTimer)
       release(client)
       kick()
     })
@@ -352,7 +404,7 @@ export const servePglite = (db: PgliteSession, options: PgliteServerOptions): Pr
         close: () =>
           new Promise<void>((done) => {
             stopping = true
-            for (const client of clients) client.socket.destroy()
+            for (const client of [...clients, ...pending]) client.socket.destroy()
             server.close(() => done())
           })
       })
