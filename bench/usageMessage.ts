@@ -10,13 +10,15 @@
  *   HTTP) to the SQS stand-in, which runs as its own process so its work is not counted: the
  *   usage thread's whole cost per row;
  * - bytes: bytes per row on the queue (bodies and the `type` attribute, as SQS counts them);
+ * - receive + delete: the consumer's SDK calls per row (ReceiveMessage 10 at a time, MD5-checked,
+ *   and DeleteMessageBatch), the bytes' cost on the other side;
  * - decode: the consumer's CPU per row, body to checked `UsageRow`s.
  * CPU is this thread's (`process.threadCpuUsage`), the median of the rounds.
  *
  * "binary chunks + zstd" is the format the producer sent before issue 14 (columns as bytes, zstd
  * level 1, base64), kept here only as the baseline; nothing reads it any more.
  */
-import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
+import { DeleteMessageBatchCommand, ReceiveMessageCommand, SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
 import { Schema } from "effect"
 import { spawn } from "node:child_process"
 import { randomFillSync } from "node:crypto"
@@ -242,10 +244,29 @@ const sendAll = async (client: SQSClient, queueUrl: string, bodies: ReadonlyArra
   await flush()
 }
 
+/**
+ * ReceiveMessage (10 at a time, attributes included, MD5-checked by the SDK) and DeleteMessageBatch
+ * until the queue is empty, as a consumer does; answers the messages taken.
+ */
+const receiveAll = async (client: SQSClient, queueUrl: string): Promise<number> => {
+  let taken = 0
+  for (;;) {
+    const out = await client.send(new ReceiveMessageCommand({
+      QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 60, MessageAttributeNames: ["All"]
+    }))
+    const messages = out.Messages ?? []
+    if (messages.length === 0) return taken
+    await client.send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle ?? "" })) }))
+    taken += messages.length
+  }
+}
+
 interface Figures {
   readonly name: string
   readonly encodeNs: number
   readonly sendNs: number
+  /** The consumer's SDK calls: ReceiveMessage and DeleteMessageBatch. */
+  readonly receiveNs: number
   readonly bytesPerRow: number
   readonly rowsPerMessage: number
   readonly decodeNs: number | undefined
@@ -272,6 +293,8 @@ const measure = async (candidate: Candidate, batches: ReadonlyArray<ReadonlyArra
   }
   const encodeTimes: Array<number> = []
   const sendTimes: Array<number> = []
+  const receiveTimes: Array<number> = []
+  await receiveAll(client, queueUrl) // what earlier candidates left
   for (let r = 0; r < rounds; r++) {
     let start = process.threadCpuUsage()
     for (const batch of batches) candidate.encode(batch)
@@ -279,10 +302,14 @@ const measure = async (candidate: Candidate, batches: ReadonlyArray<ReadonlyArra
     start = process.threadCpuUsage()
     for (const batch of batches) await sendAll(client, queueUrl, candidate.encode(batch))
     sendTimes.push(cpuNs(start) / rows)
+    start = process.threadCpuUsage()
+    const taken = await receiveAll(client, queueUrl)
+    receiveTimes.push(cpuNs(start) / rows)
+    if (taken !== all.length) throw new Error(`${candidate.name}: received ${taken} messages of ${all.length}`)
   }
   return {
-    name: candidate.name, encodeNs: median(encodeTimes), sendNs: median(sendTimes), bytesPerRow: queueBytes / rows,
-    rowsPerMessage: rows / all.length, decodeNs
+    name: candidate.name, encodeNs: median(encodeTimes), sendNs: median(sendTimes), receiveNs: median(receiveTimes),
+    bytesPerRow: queueBytes / rows, rowsPerMessage: rows / all.length, decodeNs
   }
 }
 
@@ -317,10 +344,10 @@ if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.a
   const figures = await measureUsageMessages(rounds, batches)
   const us = (ns: number | undefined) => (ns === undefined ? "–" : (ns / 1000).toFixed(2))
   console.log(`${batches} batches of ${ROWS_PER_BATCH} rows, median of ${rounds} rounds; CPU µs per row of this thread`)
-  console.log("| encoding | encode | encode + send | bytes/row on the queue | rows/message | decode |")
-  console.log("| --- | --- | --- | --- | --- | --- |")
+  console.log("| encoding | encode | encode + send | bytes/row on the queue | rows/message | receive + delete | decode |")
+  console.log("| --- | --- | --- | --- | --- | --- | --- |")
   for (const f of figures) {
-    console.log(`| ${f.name} | ${us(f.encodeNs)} | ${us(f.sendNs)} | ${f.bytesPerRow.toFixed(0)} | ${f.rowsPerMessage.toFixed(0)} | ${us(f.decodeNs)} |`)
+    console.log(`| ${f.name} | ${us(f.encodeNs)} | ${us(f.sendNs)} | ${f.bytesPerRow.toFixed(0)} | ${f.rowsPerMessage.toFixed(0)} | ${us(f.receiveNs)} | ${us(f.decodeNs)} |`)
   }
   process.exit(0)
 }

@@ -12,7 +12,7 @@
  *   strings, numbers or `null` as `UsageRow` says; `created_at` is epoch ms.
  *
  * Plain JSON, column by column: a column that holds one value in the whole message (the node, the
- * key, the asset…) is written once, and a column of numbers is one `JSON.stringify` of an array.
+ * key, the asset…) is written once, and a column of numbers is one `join` of its values.
  * Measured against JSON objects, row arrays, and gzip or zstd of them in bench/usageMessage.ts
  * (figures in bench/README.md). `UsageLogMessage` is the Schema; the encoders below write what it
  * encodes by hand, for speed on the usage thread, and the tests hold them to it.
