@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process"
-import { mkdtempSync } from "node:fs"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { type AddressInfo, createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, describe, expect, it } from "vitest"
@@ -77,6 +78,29 @@ describe("a dependency that cannot be reached at start: one line naming its vari
     const outcome = await runUntilExit(["serve"], { DATABASE_URL: dbUrl, VALKEY_URL: "redis://127.0.0.1:1" })
     expect(oneLine(outcome)).toBe("VALKEY_URL: cannot connect to 127.0.0.1:1 (ECONNREFUSED)")
     expect(outcome.code).toBe(1)
+  }, 60_000)
+
+  it("DATA_DIR that cannot hold the embedded database", async () => {
+    const file = join(mkdtempSync(join(tmpdir(), "tb-startup-")), "a-file")
+    writeFileSync(file, "")
+    const outcome = await runUntilExit(["serve"], { DATA_DIR: join(file, "data") })
+    expect(oneLine(outcome)).toMatch(/^DATA_DIR: .*ENOTDIR/)
+    expect(outcome.code).toBe(1)
+  }, 60_000)
+
+  it("LPO_HTTP_PORT already taken", async () => {
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, "127.0.0.1", () => resolve()))
+    const port = (taken.address() as AddressInfo).port
+    try {
+      const outcome = await runUntilExit(["serve", "--mode", "APP_SERVER"], {
+        DATABASE_URL: dbUrl, LPO_HTTP_PORT: String(port), BIND_HOST: "127.0.0.1", FEEDS: "simulated", LOG_LEVEL: "Error"
+      })
+      expect(oneLine(outcome)).toBe(`LPO_HTTP_PORT: cannot listen on 127.0.0.1:${port} (EADDRINUSE)`)
+      expect(outcome.code).toBe(1)
+    } finally {
+      taken.close()
+    }
   }, 60_000)
 
   it("tb usage-count too (any command that opens the database)", async () => {

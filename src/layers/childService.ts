@@ -4,7 +4,8 @@ import { fileURLToPath } from "node:url"
 
 /**
  * Run a helper program (the embedded database, the exchange simulators) as a child process tied
- * to this scope: fork it, send `init` over IPC, wait for its first message, and on release send
+ * to this scope: fork it, send `init` over IPC, wait for its first message (ready, or
+ * `{ startError }`: one line saying why it could not start), and on release send
  * SIGTERM and wait for it to exit (SIGKILL after 10 s). The child exits by itself if this
  * process goes away (IPC disconnect).
  *
@@ -26,6 +27,10 @@ export const forkChildService = <Ready>(
       child.once("exit", onExit)
       child.once("message", (m: unknown) => {
         child.off("exit", onExit)
+        // A child that cannot start says why in one line (`{ startError }`), then exits.
+        if (typeof m === "object" && m !== null && "startError" in m && typeof m.startError === "string") {
+          return resume(Effect.fail(new Error(m.startError)))
+        }
         const ready = decodeReady(m)
         if (ready === undefined) {
           child.kill("SIGKILL")
