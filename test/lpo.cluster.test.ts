@@ -1,5 +1,5 @@
+import { tcpRelay } from "./support/tcpRelay.ts"
 import { execFileSync } from "node:child_process"
-import { connect, createServer, type Socket } from "node:net"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { worstCaseOvershoot } from "../src/domain/clusterLimits.ts"
 import { admin, createKey, priceWith, type RunningServer, startServer, udpRequest } from "./support/server.ts"
@@ -103,32 +103,8 @@ describe("two LPO nodes sharing one Redis", () => {
  */
 const valkeyRelay = async (db: number) => {
   freshRedis(db)
-  let cut = false
-  const open = new Set<Socket>()
-  const relay = createServer((client) => {
-    if (cut) return client.resetAndDestroy()
-    const upstream = connect(REDIS_PORT, REDIS_HOST)
-    for (const [socket, other] of [[client, upstream], [upstream, client]] as const) {
-      open.add(socket)
-      socket.on("error", () => {})
-      socket.on("close", () => {
-        open.delete(socket)
-        other.destroy()
-      })
-    }
-    client.pipe(upstream).pipe(client)
-  })
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve))
-  const address = relay.address()
-  const port = typeof address === "object" && address !== null ? address.port : 0
-  return {
-    url: `redis://127.0.0.1:${port}/${db}`,
-    cut: () => {
-      cut = true
-      for (const socket of open) socket.destroy()
-    },
-    close: () => new Promise<void>((resolve) => relay.close(() => resolve()))
-  }
+  const relay = await tcpRelay(REDIS_HOST, REDIS_PORT)
+  return { ...relay, url: `redis://127.0.0.1:${relay.port}/${db}` }
 }
 
 describe("per-node limits while Valkey is unreachable", () => {

@@ -1,9 +1,9 @@
+import { tcpRelay } from "./support/tcpRelay.ts"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import { mkdtempSync } from "node:fs"
-import { connect, createServer, type Socket } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import type { UsageRow } from "../src/domain/usage.ts"
@@ -116,32 +116,10 @@ export const psqlRows = <A>(url: string, sql: string): ReadonlyArray<A> =>
  * (open or new) is reset, as when the database goes away; the port stays ours.
  */
 export const postgresRelay = async () => {
-  let cut = false
-  const open = new Set<Socket>()
-  const relay = createServer((client) => {
-    if (cut) return client.resetAndDestroy()
-    const upstream = connect(5432, "127.0.0.1")
-    for (const [socket, other] of [[client, upstream], [upstream, client]] as const) {
-      open.add(socket)
-      socket.on("error", () => {})
-      socket.on("close", () => {
-        open.delete(socket)
-        other.destroy()
-      })
-    }
-    client.pipe(upstream).pipe(client)
-  })
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve))
-  const address = relay.address()
-  const port = typeof address === "object" && address !== null ? address.port : 0
+  const relay = await tcpRelay("127.0.0.1", 5432)
   return {
+    ...relay,
     /** The database URL `url` through the relay. */
-    via: (url: string) => url.replace("127.0.0.1:5432", `127.0.0.1:${port}`),
-    cut: () => {
-      cut = true
-      for (const socket of open) socket.destroy()
-    },
-    restore: () => void (cut = false),
-    close: () => new Promise<void>((resolve) => relay.close(() => resolve()))
+    via: (url: string) => url.replace("127.0.0.1:5432", `127.0.0.1:${relay.port}`)
   }
 }
