@@ -58,6 +58,9 @@ const scriptOf = (pid: number): string | undefined => {
 
 export const canMeasureCpu = (): boolean => readStat(process.pid) !== undefined
 
+/** CPU ms (user + system) of one process so far; undefined when it cannot be read. */
+export const processCpuMs = (pid: number): number | undefined => readStat(pid)?.cpuMs
+
 /** Samples `rootPid` and its descendants, plus `helperPids` (and their descendants) as helpers. */
 export const sampleCpu = (rootPid: number, helperPids: ReadonlyArray<number> = []): CpuSample => {
   const stats = new Map<number, ProcStat>()

@@ -16,6 +16,7 @@
  * driver) and the database backends' (/proc) per row.
  */
 import { SendMessageBatchCommand, SQSClient } from "@aws-sdk/client-sqs"
+import { processCpuMs } from "./processCpu.ts"
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, ManagedRuntime, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
@@ -127,26 +128,6 @@ const psqlAdmin = (sql: string): string =>
     encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, PGOPTIONS: "-c client_min_messages=warning" }
   })
 
-const clockTicks = ((): number => {
-  try {
-    const ticks = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim())
-    return Number.isInteger(ticks) && ticks > 0 ? ticks : 100
-  } catch {
-    return 100
-  }
-})()
-
-/** CPU ms (user + system) of a process from /proc/<pid>/stat; undefined when it cannot be read. */
-const processCpuMs = (pid: number): number | undefined => {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "latin1")
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks
-  } catch {
-    return undefined
-  }
-}
-
 interface CopyDone {
   /** psql's CPU when the COPY had committed. */
   readonly psqlMs: number | undefined
@@ -224,9 +205,8 @@ const backendCpu = (): ReadonlyMap<number, number> | undefined => {
       try {
         const title = readFileSync(`/proc/${entry}/cmdline`, "latin1")
         if (!title.startsWith("postgres:") || !title.includes(` ${DATABASE} `)) continue
-        const stat = readFileSync(`/proc/${entry}/stat`, "latin1")
-        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-        out.set(Number(entry), ((Number(fields[11]) + Number(fields[12])) * 1000) / clockTicks)
+        const ms = processCpuMs(Number(entry))
+        if (ms !== undefined) out.set(Number(entry), ms)
       } catch {
         // gone meanwhile, or not ours to read
       }
