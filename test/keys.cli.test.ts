@@ -1,5 +1,10 @@
 import { createHash } from "node:crypto"
 import { execFileSync } from "node:child_process"
+import { mkdtempSync } from "node:fs"
+import { createServer } from "node:http"
+import type { AddressInfo } from "node:net"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { priceWith, type RunningServer, runCli, startServer } from "./support/server.ts"
 import { dropDatabase, freshDatabase, freshRedis } from "./support/services.ts"
@@ -190,6 +195,25 @@ describe("tb keys (CLI) against PostgreSQL", () => {
       expect(await server.stop()).toBe(0)
     }
   }, 90_000)
+
+  it("never sends the admin token to another program on LPO_HTTP_PORT (no live server of this DATA_DIR)", async () => {
+    const heard: Array<string | undefined> = []
+    const impostor = createServer((req, res) => {
+      heard.push(req.headers["x-admin-token"] as string | undefined)
+      res.end("{}")
+    })
+    await new Promise<void>((resolve) => impostor.listen(0, "127.0.0.1", () => resolve()))
+    const port = (impostor.address() as AddressInfo).port
+    try {
+      const setup = { DATA_DIR: mkdtempSync(join(tmpdir(), "tb-keys-")), LPO_HTTP_PORT: String(port), BIND_HOST: "127.0.0.1", ADMIN_TOKEN: "a-token-the-impostor-must-not-see" }
+      const key = await createKey("associate", setup)
+      const revoke = await cli(["keys", "revoke", key.key_id], setup)
+      expect(revoke.code, revoke.stderr).toBe(0)
+      expect(heard).toEqual([])
+    } finally {
+      impostor.close()
+    }
+  }, 30_000)
 
   it("revoking an unknown key id exits non-zero", async () => {
     const r = await cli(["keys", "revoke", "00000000-0000-4000-8000-000000000000"])

@@ -2,6 +2,7 @@ import { Effect, Option, Redacted } from "effect"
 import { readFile } from "node:fs/promises"
 import { join } from "node:path"
 import { AppConfig } from "../config/AppConfig.ts"
+import { liveListenerOn } from "../layers/http/listenerFile.ts"
 import { withModule } from "../layers/Logging.ts"
 import { Secrets } from "../services/Secrets.ts"
 
@@ -36,13 +37,19 @@ const loopbackBase = (bindHost: string, port: number) => {
  * With VALKEY_URL set the pub/sub message reaches every node and this is not used. No server
  * listening is not an error (no process holds the key in memory); a server that refuses (wrong
  * token) or something else on that port is a warning saying when the key stops working anyway.
- * (LPO_WORKERS > 1 without Valkey: the request reaches one worker, as /admin/revoke-key does;
- * keys are per worker then, see workers.ts.)
+ * (LPO_WORKERS > 1 without Valkey: the request reaches one worker, which passes the invalidation
+ * to the others through the primary, see workerBus.ts.) The request is sent only when
+ * DATA_DIR/lpo-http.json names a live process on that port (listenerFile.ts), so the token never
+ * goes to another program that took the port.
  */
 export const invalidateOnLocalServer = (keyId: string) =>
   Effect.gen(function*() {
     const config = yield* AppConfig
     if (Option.isSome(config.valkeyUrl)) return
+    // The token goes only to a live server of this data directory (DATA_DIR/lpo-http.json).
+    if (!(yield* Effect.promise(() => liveListenerOn(config.dataDir, config.lpoHttpPort)))) {
+      return yield* Effect.logDebug(`no server of ${config.dataDir} listens on port ${config.lpoHttpPort}; nothing to invalidate`)
+    }
     const secrets = yield* Secrets
     const configured = yield* secrets.get("ADMIN_TOKEN").pipe(Effect.orElseSucceed(() => Option.none<Redacted.Redacted<string>>()))
     const token = Option.isSome(configured) ? Redacted.value(configured.value) : yield* generatedToken(config.dataDir)

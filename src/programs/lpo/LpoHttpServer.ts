@@ -10,6 +10,7 @@ import type { ServiceName } from "../../domain/envelope.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { type FastHttpServer, type FastRoute, makeFastHttpServer, type Reply } from "../../layers/http/fastHttp.ts"
 import type { RequestLine } from "../../layers/http/httpHead.ts"
+import { removeListenerRecord, writeListenerRecord } from "../../layers/http/listenerFile.ts"
 import { makeSendEnvelope, nodeReply, parseRequest, type RequestInfo, requestInfo, wantedHeadersFrom } from "../../layers/http/httpKit.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { cannotListen } from "../../services/StartupError.ts"
@@ -196,6 +197,10 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   const port = yield* listenHttp(fast, fallback, config.lpoHttpPort, config.bindHost, config.shutdownTimeoutMs / 2, () => inFlight).pipe(
     Effect.mapError((e) => cannotListen("LPO_HTTP_PORT", config.bindHost, config.lpoHttpPort, e)),
     Effect.tap(() => Effect.addFinalizer(() => Effect.sync(() => void (draining = true))))
+  )
+  yield* Effect.acquireRelease(
+    Effect.promise(() => writeListenerRecord(config.dataDir, { pid: process.pid, port }).catch(() => undefined)),
+    () => Effect.promise(() => removeListenerRecord(config.dataDir).catch(() => undefined))
   )
   yield* Effect.logInfo("LPO HTTP listening", { port, host: config.bindHost, docs: `http://127.0.0.1:${port}/docs` }).pipe(withModule("lpo-http"))
 
