@@ -198,11 +198,11 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     Effect.mapError((e) => cannotListen("LPO_HTTP_PORT", config.bindHost, config.lpoHttpPort, e)),
     Effect.tap(() => Effect.addFinalizer(() => Effect.sync(() => void (draining = true))))
   )
+  yield* Effect.logInfo("LPO HTTP listening", { port, host: config.bindHost, docs: `http://127.0.0.1:${port}/docs` }).pipe(withModule("lpo-http"))
   yield* Effect.acquireRelease(
     Effect.promise(() => writeListenerRecord(config.dataDir, { pid: process.pid, port }).catch(() => undefined)),
     () => Effect.promise(() => removeListenerRecord(config.dataDir).catch(() => undefined))
   )
-  yield* Effect.logInfo("LPO HTTP listening", { port, host: config.bindHost, docs: `http://127.0.0.1:${port}/docs` }).pipe(withModule("lpo-http"))
 
   // A first run with live feeds and no internet: say so in the log, not only in /ready.
   yield* Effect.gen(function*() {
