@@ -1,8 +1,8 @@
 import { tcpRelay } from "./support/tcpRelay.ts"
+import { usageRow as anyUsageRow } from "./support/usageFacts.ts"
 import { Effect } from "effect"
 import { SqlClient } from "effect/sql"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
-import { randomUUID } from "node:crypto"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -14,27 +14,9 @@ import { encodeUsageLogMessages } from "../src/domain/usageQueueMessage.ts"
 /** A minute into the month, so a test's rows never straddle a month boundary. */
 export const MONTH_START = Date.UTC(2026, 11, 1, 0, 1)
 
-export const usageRow = (overrides: Partial<UsageRow> = {}): UsageRow => ({
-  id: randomUUID(),
-  request_id: `req-${randomUUID()}`,
-  api_key_id: randomUUID(),
-  service: "LPO",
-  protocol: "http",
-  endpoint: "/price",
-  asset: "BTC",
-  quote: "USD",
-  source: "consensus",
-  price: 97_000.5,
-  status_code: 200,
-  error_code: null,
-  latency_us: 40,
-  client_ip: "10.0.0.1",
-  node: "node-a",
-  region: "local",
-  bytes_out: 200,
-  created_at: MONTH_START + Math.floor(Math.random() * 86_400_000),
-  ...overrides
-})
+/** A usage row somewhere in MONTH_START's day (test/support/usageFacts.ts usageRow). */
+export const usageRow = (overrides: Partial<UsageRow> = {}): UsageRow =>
+  anyUsageRow({ created_at: MONTH_START + Math.floor(Math.random() * 86_400_000), ...overrides })
 
 /** One usage_log message body of `rows` (the real format, however large). */
 export const usageLogBody = (rows: ReadonlyArray<UsageRow>): string => {

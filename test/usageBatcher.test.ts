@@ -2,7 +2,6 @@ import { assert, describe, it } from "@effect/vitest"
 import { PgClient } from "@effect/sql-pg"
 import { Context, Effect, Exit, Layer, Logger, Option, Redacted, Schema, Scope } from "effect"
 import { SqlClient } from "effect/sql"
-import { randomUUID } from "node:crypto"
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -18,30 +17,12 @@ import { Params } from "../src/services/Params.ts"
 import { UsageBatcher, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
 import { freshPgLayer } from "./support/services.ts"
 import fc from "fast-check"
-import { randomChunkOf, sameFactsArb, usageFactsArb } from "./support/usageFacts.ts"
+import { randomChunkOf, sameFactsArb, usageFactsArb, usageRow } from "./support/usageFacts.ts"
 import { testAppConfig } from "./support/config.ts"
 import { testParams } from "./support/params.ts"
 
-const makeRow = (createdAt = Date.now()): UsageRow => ({
-  id: randomUUID(),
-  request_id: `req-${randomUUID()}`,
-  api_key_id: randomUUID(),
-  service: "LPO",
-  protocol: "http",
-  endpoint: "/price",
-  asset: "BTC",
-  quote: "USD",
-  source: null,
-  price: 97_000.125,
-  status_code: 200,
-  error_code: null,
-  latency_us: 42,
-  client_ip: "127.0.0.1",
-  node: "test-node",
-  region: "local",
-  bytes_out: 512,
-  created_at: createdAt
-})
+const makeRow = (createdAt = Date.now()): UsageRow =>
+  usageRow({ source: null, price: 97_000.125, latency_us: 42, client_ip: "127.0.0.1", node: "test-node", bytes_out: 512, created_at: createdAt })
 
 /** How the fake writer answers: write, fail (typed error), die (a rejected promise) or never answer. */
 type WriterMode = "ok" | "fail" | "reject" | "hang" | "slow"

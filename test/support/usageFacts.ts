@@ -1,5 +1,5 @@
 import fc from "fast-check"
-import { randomFillSync } from "node:crypto"
+import { randomFillSync, randomUUID } from "node:crypto"
 import { RESPONSE_CODES, statusOf } from "../../src/domain/errorCodes.ts"
 import type { UsageRow } from "../../src/domain/usage.ts"
 import { ID_RANDOM_BYTES, makeUsageChunkBuilder, type UsageChunk, type UsageFacts } from "../../src/domain/usageChunk.ts"
@@ -99,3 +99,26 @@ export const sameFactsArb = (options: { readonly noNul?: boolean } = {}): fc.Arb
       return copy as unknown as UsageFacts
     })
   )
+
+/** One plausible usage row (a served `/price` now), with the fields a test cares about overridden. */
+export const usageRow = (overrides: Partial<UsageRow> = {}): UsageRow => ({
+  id: randomUUID(),
+  request_id: `req-${randomUUID()}`,
+  api_key_id: randomUUID(),
+  service: "LPO",
+  protocol: "http",
+  endpoint: "/price",
+  asset: "BTC",
+  quote: "USD",
+  source: "consensus",
+  price: 97_000.5,
+  status_code: 200,
+  error_code: null,
+  latency_us: 40,
+  client_ip: "10.0.0.1",
+  node: "node-a",
+  region: "local",
+  bytes_out: 200,
+  created_at: Date.now(),
+  ...overrides
+})
