@@ -36,15 +36,13 @@ export interface Edge {
 /** A success envelope: the error envelope's fields, with `data` and the OK code. */
 export type OkEnvelopeOf<D> = Omit<ErrorEnvelope, "success" | "code" | "data"> & { readonly success: true; readonly code: "OK"; readonly data: D }
 
-export const makeEdge = (meta: ServerMeta, fallbackInfo: () => RequestInfo): Edge => {
+export const makeEdge = (meta: ServerMeta): Edge => {
   const states = new WeakMap<object, EdgeRequest>()
+  /** Every request reaches the API through the listener, which begins its state (apiListener checks it first). */
   const stateOf = (source: object): EdgeRequest => {
     const known = states.get(source)
-    if (known !== undefined) return known
-    // Not begun through the listener (a test calling the handler directly): a state of its own.
-    const made: EdgeRequest = { info: fallbackInfo(), service: "LPO", code: undefined, usageRecorded: false, headers: [] }
-    states.set(source, made)
-    return made
+    if (known === undefined) throw new Error("an envelope for a request the listener did not begin")
+    return known
   }
   const common = (state: EdgeRequest, service: ServiceName, code: ResponseCode) => {
     state.code = code

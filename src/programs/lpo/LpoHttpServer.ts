@@ -126,7 +126,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
 
   // The HttpApi side. The price routes' handlers are the same synchronous code as on the fast path
   // (reached only if a price request ever gets past the fallback's own check below).
-  const edge = makeEdge(meta, () => requestInfo("GET", "/", wantedHeadersFrom([]), "", performance.now()))
+  const edge = makeEdge(meta)
   const lpoHandlers = HttpApiBuilder.group(TrinityApi, "lpo", (handlers) => {
     const replay = (path: string) => ({ request }: { readonly request: { readonly source: object } }) =>
       Effect.callback<HttpServerResponse.HttpServerResponse>((resume) => {
