@@ -1,0 +1,139 @@
+import { isUsageProtocol, isUsageService, USAGE_COLUMNS, type UsageRow } from "./usage.ts"
+
+/**
+ * The Valkey layout of the usage mirror that `tb sync` writes and the LRS reads (docs/sync.md).
+ *
+ * - `usage:<id>`: hash, one per usage row, its 18 columns as text (a NULL column is left out).
+ * - Sorted sets, member = row id, score = created_at (epoch ms), one per UTC day so no set grows
+ *   past a day of rows and a day can be dropped whole:
+ *   `usage:idx:time:<day>` (every row), `usage:idx:key:<api_key_id>:<day>` (rows with a key),
+ *   `usage:idx:asset:<asset>:<day>` (rows with an asset). `<day>` is `YYYY-MM-DD` (UTC).
+ * - `usage:idx:days`: sorted set of the days present (member `<day>`, score its start in ms), and
+ *   `usage:idx:day:<day>`: set of that day's key and asset index names, so pruning can find them.
+ * - `usage:sync`: hash, the sync's state (SYNC_STATE_FIELDS), `usage:sync:lock`: one run at a time.
+ *
+ * Expiry: a row's hash at created_at + rowDays; a day's index keys at the end of the day + rowDays
+ * (when its newest row's hash expires).
+ */
+
+export const DAY_MS = 86_400_000
+
+export const USAGE_HASH_PREFIX = "usage:"
+export const usageHashKey = (id: string): string => `usage:${id}`
+
+/** `YYYY-MM-DD` of an epoch-ms instant, in UTC. */
+export const utcDay = (ms: number): string => new Date(ms).toISOString().slice(0, 10)
+/** Start of the UTC day holding `ms`. */
+export const utcDayStart = (ms: number): number => Math.floor(ms / DAY_MS) * DAY_MS
+/** Start of a `YYYY-MM-DD` day in ms (NaN when it is not one). */
+export const dayStartOf = (day: string): number => Date.parse(`${day}T00:00:00.000Z`)
+
+export const timeIndexKey = (day: string): string => `usage:idx:time:${day}`
+export const keyIndexKey = (apiKeyId: string, day: string): string => `usage:idx:key:${apiKeyId}:${day}`
+export const assetIndexKey = (asset: string, day: string): string => `usage:idx:asset:${asset}:${day}`
+/** Days present: member `YYYY-MM-DD`, score the day's start (ms). */
+export const DAYS_KEY = "usage:idx:days"
+/** Set of the key and asset index names of one day (what to prune with it). */
+export const dayIndexesKey = (day: string): string => `usage:idx:day:${day}`
+
+/** The sync's state, a hash. */
+export const SYNC_STATE_KEY = "usage:sync"
+/** Held (SET NX PX) while a sync runs: a second run refuses to start. */
+export const SYNC_LOCK_KEY = "usage:sync:lock"
+
+/**
+ * Fields of `usage:sync` (all epoch ms or counts, as decimal text):
+ * - `complete_through`: every row with created_at < this (and ≥ now − row_days) is in Valkey,
+ *   except a row inserted more than `lag_ms` after its created_at (see docs/sync.md). Readers take
+ *   rows at or after it from SQL. The next run reads again from `complete_through`.
+ * - `synced_through`: the newest created_at the last run wrote (rows up to it may be in Valkey).
+ * - `row_days`: the window the last run kept (sync_row_days); `lag_ms`: its late-row lag.
+ * - `last_started_at`, `last_finished_at`, `last_rows`, `last_batches`, `last_mode` (full|incremental).
+ */
+export const SYNC_STATE_FIELDS = [
+  "complete_through", "synced_through", "row_days", "lag_ms",
+  "last_started_at", "last_finished_at", "last_rows", "last_batches", "last_mode"
+] as const
+export type SyncStateField = (typeof SYNC_STATE_FIELDS)[number]
+
+/** API keys as the sync refreshes them: `apikey:<sha256 hex of the key>` (no secret; see docs/sync.md). */
+export const apiKeyHashKey = (keyHash: string): string => `apikey:${keyHash}`
+export const API_KEY_FIELDS = ["id", "prefix", "tier", "lrs_enabled", "status", "expires_at", "updated_at"] as const
+
+/** When a row's hash expires (epoch ms). */
+export const rowExpiresAt = (createdAtMs: number, rowDays: number): number => createdAtMs + rowDays * DAY_MS
+/** When a day's index keys expire: with the day's newest possible row. */
+export const dayIndexExpiresAt = (day: string, rowDays: number): number => dayStartOf(day) + DAY_MS + rowDays * DAY_MS
+/** The oldest created_at kept at `nowMs`: rows before it are out of the window. */
+export const windowStart = (nowMs: number, rowDays: number): number => nowMs - rowDays * DAY_MS
+
+/** The hash fields are the usage_logs columns, in table order. */
+export const USAGE_HASH_FIELDS = USAGE_COLUMNS
+
+/** One row's columns as text, in USAGE_HASH_FIELDS order; undefined = NULL (the field is left out). */
+export type UsageRowText = { readonly [K in (typeof USAGE_COLUMNS)[number]]: string | null }
+
+/** A row as `HSET` arguments: field, value, … (NULL columns left out). */
+export const usageHashArgs = (row: UsageRowText): Array<string> => {
+  const args: Array<string> = []
+  for (const column of USAGE_COLUMNS) {
+    const value = row[column]
+    if (value !== null) args.push(column, value)
+  }
+  return args
+}
+
+/** A domain row as text (price as the shortest text that reads back as the same double). */
+export const usageRowText = (row: UsageRow): UsageRowText => ({
+  id: row.id,
+  request_id: row.request_id,
+  api_key_id: row.api_key_id,
+  service: row.service,
+  protocol: row.protocol,
+  endpoint: row.endpoint,
+  asset: row.asset,
+  quote: row.quote,
+  source: row.source,
+  price: row.price === null ? null : String(row.price),
+  status_code: String(row.status_code),
+  error_code: row.error_code,
+  latency_us: String(row.latency_us),
+  client_ip: row.client_ip,
+  node: row.node,
+  region: row.region,
+  bytes_out: String(row.bytes_out),
+  created_at: String(row.created_at)
+})
+
+/** A `usage:<id>` hash (HGETALL) back into a row; undefined when it is not a whole row (expired, foreign). */
+export const usageRowFromHash = (hash: Readonly<Record<string, string>>): UsageRow | undefined => {
+  const text = (k: string) => hash[k]
+  const nullable = (k: string) => hash[k] ?? null
+  const int = (k: string) => {
+    const v = hash[k]
+    return v === undefined || !/^-?\d+$/.test(v) ? undefined : Number(v)
+  }
+  const id = text("id"), requestId = text("request_id"), service = text("service"), protocol = text("protocol")
+  const endpoint = text("endpoint"), clientIp = text("client_ip"), node = text("node"), region = text("region")
+  const status = int("status_code"), latency = int("latency_us"), bytes = int("bytes_out"), createdAt = int("created_at")
+  if (id === undefined || requestId === undefined || service === undefined || !isUsageService(service) || protocol === undefined ||
+    !isUsageProtocol(protocol) || endpoint === undefined || clientIp === undefined || node === undefined || region === undefined ||
+    status === undefined || latency === undefined || bytes === undefined || createdAt === undefined) return undefined
+  const price = hash["price"]
+  return {
+    id, request_id: requestId, api_key_id: nullable("api_key_id"),
+    service, protocol, endpoint,
+    asset: nullable("asset"), quote: nullable("quote"), source: nullable("source"),
+    price: price === undefined ? null : Number(price),
+    status_code: status, error_code: nullable("error_code"), latency_us: latency,
+    client_ip: clientIp, node, region, bytes_out: bytes, created_at: createdAt
+  }
+}
+
+/** The index keys a row belongs to (time, and key / asset when it has them). */
+export const indexKeysOf = (row: { readonly api_key_id: string | null; readonly asset: string | null }, day: string): Array<string> => {
+  const keys = [timeIndexKey(day)]
+  if (row.api_key_id !== null) keys.push(keyIndexKey(row.api_key_id, day))
+  if (row.asset !== null) keys.push(assetIndexKey(row.asset, day))
+  return keys
+}
