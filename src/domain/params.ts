@@ -24,6 +24,7 @@ export const PARAMS = {
   cache_price_flush_ms: { type: "int", default: "30000", min: 100, description: "How often prices are written to the shared Valkey tier." },
   stats_publish_ms: { type: "int", default: "5000", min: 500, description: "How often runtime counters are published to stats:<node>." },
   usage_retention_days: { type: "int", default: "93", min: 1, description: "Usage partitions older than this are dropped." },
+  sync_row_days: { type: "int", default: "93", min: 1, description: "Days of usage rows tb sync keeps in Valkey (usage:<id> and its indexes); fewer saves Valkey memory, summaries keep all 93." },
   rest_fallback_enabled: { type: "bool", default: "true", description: "Query exchange REST tickers for an asset whose WebSocket sources are all stale." },
   max_connections: { type: "int", default: "10000", min: 1, description: "Open connections each HTTP listener accepts; past it a new connection is closed at once." },
   anonymous_rows_per_ip_per_s: { type: "int", default: "10", min: 0, description: "Usage rows written per client address per second for requests without a valid key; past it they are only counted." },
