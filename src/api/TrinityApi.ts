@@ -8,6 +8,7 @@ import { HttpApi, OpenApi } from "effect/http-api"
 import { AdminGroup } from "./AdminGroup.ts"
 import { DocsGroup } from "./DocsGroup.ts"
 import { LpoGroup } from "./LpoGroup.ts"
+import { LrsGroup } from "./LrsGroup.ts"
 
 export class TrinityApi extends HttpApi.make("trinity-beast")
   .add(LpoGroup)
@@ -18,3 +19,9 @@ export class TrinityApi extends HttpApi.make("trinity-beast")
     description: "Real-time crypto prices per API key (LPO), operator endpoints (admin). Every JSON answer is the 12-field envelope; " +
       "errors carry a `code` whose HTTP status is fixed (see each response). Send the key as `X-API-Key: <key>` or `Authorization: Bearer <key>`."
   })) {}
+
+/**
+ * What the report server's own listener (LRS_HTTP_PORT) routes: the report routes and the API's
+ * documentation. Same id and groups as TrinityApi, so the handlers of one serve the other.
+ */
+export class LrsListenerApi extends HttpApi.make("trinity-beast").add(LrsGroup).add(DocsGroup) {}

@@ -1,0 +1,18 @@
+/**
+ * The report routes on a listener that is not the report server's (the LPO's): every listener
+ * serves the one API definition, and these answer NOT_FOUND naming where reports are served.
+ */
+import { Effect } from "effect"
+import { HttpServerResponse } from "effect/http"
+import { HttpApiBuilder } from "effect/http-api"
+import { LrsListenerApi } from "../../api/TrinityApi.ts"
+import type { Edge } from "../http/edge.ts"
+
+const DETAIL = "reports are served by the report server (LRS) on LRS_HTTP_PORT (default 9090)"
+
+export const lrsOnOtherListener = (edge: Edge) =>
+  HttpApiBuilder.group(LrsListenerApi, "lrs", (handlers) => {
+    const notHere = ({ request }: { readonly request: { readonly source: object } }) =>
+      Effect.sync(() => HttpServerResponse.jsonUnsafe(edge.fail(request.source, "LRS", "NOT_FOUND", DETAIL), { status: 404 }))
+    return handlers.handleRaw("usage", notHere).handleRaw("summary", notHere).handleRaw("key", notHere)
+  })
