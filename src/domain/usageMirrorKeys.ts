@@ -70,8 +70,9 @@ export const windowStart = (nowMs: number, rowDays: number): number => nowMs - r
 /** The hash fields are the usage_logs columns, in table order. */
 export const USAGE_HASH_FIELDS = USAGE_COLUMNS
 
-/** One row's columns as text, in USAGE_HASH_FIELDS order; undefined = NULL (the field is left out). */
-export type UsageRowText = { readonly [K in (typeof USAGE_COLUMNS)[number]]: string | null }
+type NullableColumn = "api_key_id" | "asset" | "quote" | "source" | "price" | "error_code"
+/** One row's columns as text; null = NULL (the hash leaves the field out). */
+export type UsageRowText = { readonly [K in (typeof USAGE_COLUMNS)[number]]: K extends NullableColumn ? string | null : string }
 
 /** A row as `HSET` arguments: field, value, … (NULL columns left out). */
 export const usageHashArgs = (row: UsageRowText): Array<string> => {
