@@ -7,6 +7,7 @@ import loadtestTier from "./0004_loadtest_tier.ts"
 import usageSingleIndex from "./0005_usage_single_index.ts"
 import seedAdditions from "./0006_seed_additions.ts"
 import apiKeyUsageMonthly from "./0007_api_key_usage_monthly.ts"
+import usageDailyRollup from "./0008_usage_daily_rollup.ts"
 import { maintainUsagePartitions } from "./partitions.ts"
 
 const runMigrator = Migrator.make({})
@@ -21,7 +22,8 @@ export const migrate = Effect.gen(function*() {
       "0004_loadtest_tier": loadtestTier,
       "0005_usage_single_index": usageSingleIndex,
       "0006_seed_additions": seedAdditions,
-      "0007_api_key_usage_monthly": apiKeyUsageMonthly
+      "0007_api_key_usage_monthly": apiKeyUsageMonthly,
+      "0008_usage_daily_rollup": usageDailyRollup
     }),
     table: "tb_migrations"
   })
