@@ -6,7 +6,7 @@
  *   answers COPY with "COPY is not supported"), the fastest way rows get into PostgreSQL;
  * - INSERT: the project's plain usage insert (`usageInsertSql`, one multi-row statement of unnest
  *   arrays per batch) on batches as large as the queued writer's, one statement at a time;
- * - queued writer: `storeUsageMessages` (the handler `tb queued-writer` and the Lambda share) on
+ * - queued writer: `handleUsageMessages` (the handler `tb queued-writer` and the Lambda share) on
  *   the bodies the producer's encoder makes, 10 messages a call as a receive hands them over: decode,
  *   the insert and the per-key monthly counters in one statement. Once one call at a time (one
  *   receiver), once with 4 calls in flight (`QUEUED_WRITER_RECEIVERS` default). No SQS: this is
@@ -33,10 +33,11 @@ import { makeUsageChunkBuilder, rowsOfChunk, type UsageChunk, type UsageFacts } 
 import { usageRowsInsertParams } from "../src/domain/usageInsertParams.ts"
 import { decodeQueueMessage, encodeUsageLogMessagesOfChunks } from "../src/domain/usageQueueMessage.ts"
 import { migrateLocked } from "../src/layers/MigrationsLive.ts"
-import { usageInsertSql } from "../src/layers/UsageWriterDatabase.ts"
-import { requestsOf, TYPE_ATTRIBUTE, TYPE_ATTRIBUTE_BYTES, USAGE_LOG_MAX_BODY_BYTES } from "../src/layers/UsageWriterSqs.ts"
+import { usageInsertSql } from "../src/layers/usage/usageStore.ts"
+import { requestsOf, TYPE_ATTRIBUTE, TYPE_ATTRIBUTE_BYTES, USAGE_LOG_MAX_BODY_BYTES } from "../src/layers/usage/UsageWriterSqs.ts"
 import { STAND_IN_AWS_ENV } from "../src/simulators/awsJsonProtocol.ts"
-import { type QueuedMessage, storeUsageMessages } from "../src/programs/queuedWriter/handler.ts"
+import type { QueuedMessage } from "../src/layers/usage/usageStore.ts"
+import { handleUsageMessages } from "../src/programs/queuedWriter/handler.ts"
 import type { BenchReport, BenchRow, Benchmark, BenchSettings, TargetCheck } from "./run.ts"
 
 const ROWS = 150_000
@@ -450,7 +451,7 @@ const runQueuedWriterBenchmark = async (s: BenchSettings): Promise<BenchReport> 
       return counted === keyedRows ? undefined : `monthly counters hold ${counted} requests, expected ${keyedRows}`
     }
     const store = (receive: ReadonlyArray<QueuedMessage>) =>
-      storeUsageMessages(receive).pipe(
+      handleUsageMessages(receive).pipe(
         Effect.flatMap((b) => (b.poison.length > 0 || b.inserted !== b.rows ? Effect.die(new Error(`batch: ${b.poison.length} poison, ${b.inserted} of ${b.rows} new`)) : Effect.void))
       )
     const subjects: ReadonlyArray<Subject> = [

@@ -34,7 +34,7 @@ import {
 import { STAND_IN_AWS_ENV } from "../src/simulators/awsJsonProtocol.ts"
 import {
   MESSAGE_MAX_BYTES, REQUEST_MAX_BYTES, TYPE_ATTRIBUTE, TYPE_ATTRIBUTE_BYTES, USAGE_LOG_MAX_BODY_BYTES
-} from "../src/layers/UsageWriterSqs.ts"
+} from "../src/layers/usage/UsageWriterSqs.ts"
 
 const CHUNK_ROWS = 256
 const CHUNKS_PER_BATCH = 4

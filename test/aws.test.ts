@@ -8,10 +8,10 @@ import { join } from "node:path"
 import { afterAll, beforeAll, expect, it as vitestIt } from "vitest"
 import type { UsageRow } from "../src/domain/usage.ts"
 import type { UsageFacts } from "../src/domain/usageChunk.ts"
-import { decodeQueueMessage } from "../src/domain/usageQueueMessage.ts"
+import { decodeQueueMessage, encodeUsageLogMessages } from "../src/domain/usageQueueMessage.ts"
 import { SecretsLive } from "../src/layers/SecretsLive.ts"
-import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
-import { usageWriterSqs } from "../src/layers/UsageWriterSqs.ts"
+import { UsageSinkThreaded } from "../src/layers/usage/UsageSinkThreaded.ts"
+import { USAGE_LOG_MAX_BODY_BYTES, usageWriterSqs } from "../src/layers/usage/UsageWriterSqs.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
 import { RuntimeStatsLive } from "../src/layers/RuntimeStatsLive.ts"
 import { Secrets } from "../src/services/Secrets.ts"
@@ -78,6 +78,8 @@ const entryBytes = (e: SentEntry) =>
   Buffer.byteLength(e.MessageBody) +
   Object.entries(e.MessageAttributes ?? {}).reduce((n, [name, a]) => n + name.length + a.DataType.length + (a.StringValue ?? "").length, 0)
 
+const bodiesOf = (rows: ReadonlyArray<UsageRow>) => encodeUsageLogMessages(rows, USAGE_LOG_MAX_BODY_BYTES)
+
 /** The SQS usage writer, pointed at the stand-in. */
 const sqsWriter = (sqs: SqsStandIn) => Layer.build(usageWriterSqs(sqs.queueUrl)).pipe(Effect.map((ctx) => Context.get(ctx, UsageWriter)))
 
@@ -87,7 +89,7 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
       const sqs = yield* sqsStandIn
       const writer = yield* sqsWriter(sqs)
       const rows = Array.from({ length: 3000 }, makeRow)
-      yield* writer.write(rows)
+      yield* writer.write(bodiesOf(rows))
       const sends = sendBatchRequests(sqs)
       assert.isAbove(sends.length, 1, "3000 rows cannot fit one request")
       for (const request of sends) {
@@ -119,7 +121,7 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
       // 2500 rows are more than one 256 KiB message: the first request's entry "0" fails once.
       const rows = Array.from({ length: 2500 }, makeRow)
       sqs.failEntries(["0"], 1)
-      yield* writer.write(rows)
+      yield* writer.write(bodiesOf(rows))
       const sends = sendBatchRequests(sqs)
       assert.isAbove(sends.length, 2)
       // The request after the first carries the failed entry again, attribute and all.
@@ -130,7 +132,7 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
 
       // An entry failing on every attempt fails the write (the sink then keeps the rows).
       sqs.failEntries(["0"], 100)
-      const error = yield* Effect.flip(writer.write(Array.from({ length: 5 }, makeRow)))
+      const error = yield* Effect.flip(writer.write(bodiesOf(Array.from({ length: 5 }, makeRow))))
       assert.strictEqual(error._tag, "UsageWriteError")
       assert.strictEqual(error.reason, "Queue")
     }))
@@ -140,7 +142,7 @@ describe("UsageWriterSqs against the SQS stand-in (AWS JSON 1.0)", () => {
       const sqs = yield* sqsStandIn
       const writer = yield* sqsWriter(sqs)
       const rows = Array.from({ length: 1500 }, makeRow)
-      yield* writer.write(rows)
+      yield* writer.write(bodiesOf(rows))
       const client = yield* Effect.acquireRelease(Effect.sync(() => new SQSClient({})), (c) => Effect.sync(() => c.destroy()))
       const consumed: Array<UsageRow> = []
       for (let round = 0; round < 50 && sqs.inQueue() > 0; round++) {
@@ -168,8 +170,9 @@ describe("UsageSinkThreaded with SQS (the usage thread writes the serving thread
       const sqs = yield* sqsStandIn
       const dataDir = mkdtempSync(join(tmpdir(), "tb-usage-sqs-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dataDir, { recursive: true, force: true })))
-      // Entry "0" of the first requests fails more often than the writer's three attempts per request.
-      sqs.failEntries(["0"], 4)
+      // Entry "0" of the first requests fails as often as the pipeline's four writes of three sends
+      // each: the batch goes to the spool, replayed at shutdown.
+      sqs.failEntries(["0"], 12)
       const scope = yield* Scope.make()
       const context = yield* Layer.buildWithScope(UsageSinkThreaded.pipe(Layer.provide(Layer.mergeAll(
         testAppConfig({ dataDir, sqsQueueUrl: Option.some(sqs.queueUrl) }),

@@ -76,9 +76,9 @@ describe("OpenTelemetry export", () => {
       expect([200, 503]).toContain(r.status)
     }
     const deadline = Date.now() + 15_000
-    while (!spanNames().includes("UsageWriter.writeChunks") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
-    expect(spanNames()).toContain("UsageWriter.writeChunks")
-    const rows = spansNamed("UsageWriter.writeChunks").flatMap((s) => s.attributes ?? []).filter((a) => a.key === "rows")
+    while (!spanNames().includes("UsageWriter.write") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    expect(spanNames()).toContain("UsageWriter.write")
+    const rows = spansNamed("UsageWriter.write").flatMap((s) => s.attributes ?? []).filter((a) => a.key === "rows")
     expect(rows.length).toBeGreaterThan(0)
     expect(rows.every((a) => Number(a.value.intValue ?? a.value.doubleValue ?? 0) > 0)).toBe(true)
   }, 30_000)

@@ -3,7 +3,7 @@ import { Effect, Layer, Logger } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import { migrate } from "../src/layers/migrations/index.ts"
-import { storeUsageMessages } from "../src/programs/queuedWriter/handler.ts"
+import { handleUsageMessages } from "../src/programs/queuedWriter/handler.ts"
 import { freshPgLayer } from "./support/services.ts"
 import { monthlyCounters, MONTH_START, usageLogBody, storedIds, usageRow } from "./queuedWriterSupport.ts"
 
@@ -24,7 +24,7 @@ const emptyTables = Effect.gen(function*() {
 const monthOf = (ms: number) => `${new Date(ms).toISOString().slice(0, 7)}-01`
 const MONTH = monthOf(MONTH_START)
 
-describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () => {
+describe("handleUsageMessages (the queued writer's handler) on PostgreSQL", () => {
   layer(Layer.merge(Database, CapturedLogs))((it) => {
     it.effect("stores good messages once, names poison ones, and a message delivered twice adds no row and no count twice", () =>
       Effect.gen(function*() {
@@ -41,7 +41,7 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
           // The same message again in the same receive (a producer retry sent it twice).
           { id: "m-good-1-again", body: usageLogBody(first) }
         ]
-        const outcome = yield* storeUsageMessages(messages)
+        const outcome = yield* handleUsageMessages(messages)
         assert.deepStrictEqual([...outcome.stored].sort(), ["m-good-1", "m-good-1-again", "m-good-2"])
         assert.deepStrictEqual(outcome.poison.map((p) => p.id), ["m-poison"])
         assert.match(outcome.poison[0]!.reason, /version 2/)
@@ -52,7 +52,7 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
         // Delivered again later (visibility expired mid-write), beside a new message of the same key:
         // only the new row is stored, and the key's counters grow by it alone.
         const third = [usageRow({ api_key_id: key, created_at: now + 3 })]
-        const again = yield* storeUsageMessages([messages[0]!, messages[2]!, { id: "m-good-3", body: usageLogBody(third) }])
+        const again = yield* handleUsageMessages([messages[0]!, messages[2]!, { id: "m-good-3", body: usageLogBody(third) }])
         assert.strictEqual(again.inserted, 1)
         assert.deepStrictEqual(again.stored, ["m-good-1", "m-good-2", "m-good-3"])
 
@@ -76,7 +76,7 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
           usageRow({ api_key_id: b, protocol: "udp" }),
           usageRow({ api_key_id: null, status_code: 401, error_code: "INVALID_KEY" })
         ]
-        const outcome = yield* storeUsageMessages([{ id: "m", body: usageLogBody(rows) }])
+        const outcome = yield* handleUsageMessages([{ id: "m", body: usageLogBody(rows) }])
         assert.strictEqual(outcome.inserted, 6)
         assert.deepStrictEqual(yield* monthlyCounters, [
           { api_key_id: a, month: MONTH, requests: 3, queries: 3, reports: 0 },
@@ -89,7 +89,7 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
       Effect.gen(function*() {
         yield* emptyTables
         const good = [usageRow(), usageRow()]
-        const outcome = yield* storeUsageMessages([
+        const outcome = yield* handleUsageMessages([
           { id: "m-good", body: usageLogBody(good) },
           { id: "m-bad-id", body: usageLogBody([usageRow({ id: "not-a-uuid" })]) }
         ])
@@ -104,7 +104,7 @@ describe("storeUsageMessages (the queued writer's handler) on PostgreSQL", () =>
         yield* emptyTables
         const sql = yield* SqlClient.SqlClient
         yield* sql`ALTER TABLE api_key_usage_monthly RENAME TO api_key_usage_monthly_away`
-        const result = yield* Effect.flip(storeUsageMessages([{ id: "m", body: usageLogBody([usageRow()]) }])).pipe(
+        const result = yield* Effect.flip(handleUsageMessages([{ id: "m", body: usageLogBody([usageRow()]) }])).pipe(
           Effect.ensuring(sql`ALTER TABLE api_key_usage_monthly_away RENAME TO api_key_usage_monthly`.pipe(Effect.orDie))
         )
         assert.strictEqual(result._tag, "UsageStoreError")

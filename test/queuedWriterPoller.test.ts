@@ -4,7 +4,7 @@ import { Effect, Redacted } from "effect"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { encodeUsageLogMessages } from "../src/domain/usageQueueMessage.ts"
 import { decodeQueueMessage } from "../src/domain/usageQueueMessage.ts"
-import { storeUsageMessages } from "../src/programs/queuedWriter/handler.ts"
+import { handleUsageMessages } from "../src/programs/queuedWriter/handler.ts"
 import { AWS_TEST_ENV, type SqsStandIn, startSqsStandIn } from "./support/awsStandIns.ts"
 import { deadPort, runCli } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
@@ -168,7 +168,7 @@ describe("tb queued-writer", () => {
       const rows = Array.from({ length: 120 }, () => usageRow())
       const ids = enqueueRows(queue, rows, 4 * 1024)
       // As if a writer had stored the first message's rows and died before deleting it.
-      await Effect.runPromise(storeUsageMessages([{ id: "stored-before-the-crash", body: queue.acceptedBodies[0]! }], decodeQueueMessage).pipe(
+      await Effect.runPromise(handleUsageMessages([{ id: "stored-before-the-crash", body: queue.acceptedBodies[0]! }], decodeQueueMessage).pipe(
         Effect.provide(PgClient.layer({ url: Redacted.make(db), maxConnections: 1 }))
       ))
       expect(await eventually(() => dying.output().includes("database unavailable")), dying.output()).toBe(true)

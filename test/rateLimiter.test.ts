@@ -6,7 +6,7 @@ import { SqlClient, type SqlConnection } from "effect/sql"
 import { randomUUID } from "node:crypto"
 import type { UsageRow } from "../src/domain/usage.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
-import { insertUsageRows } from "../src/layers/UsageWriterDatabase.ts"
+import { insertUsageCounted } from "../src/layers/usage/usageStore.ts"
 import { monthKey } from "../src/domain/clusterLimits.ts"
 import { makeMemoryCache } from "../src/layers/CacheMemory.ts"
 import { RateLimiterLive, seededMarkerKey } from "../src/layers/RateLimiterLive.ts"
@@ -209,7 +209,7 @@ describe("RateLimiterLive monthly quota seed", () => {
       const now = Date.now()
       const d = new Date(now)
       const monthStart = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1)
-      yield* insertUsageRows([
+      yield* insertUsageCounted([
         // 5 + 2 (a /prices answer counts its assets) = 7 queries this month.
         ...Array.from({ length: 5 }, () => usageRow(key.id, monthStart + 1_000)),
         usageRow(key.id, monthStart + 2_000, { endpoint: "/prices", asset: "BTC,ETH" }),

@@ -2,8 +2,8 @@ import fc from "fast-check"
 import { describe, expect, it } from "vitest"
 import { arrayElement, pgArrayLiteral, textParameter } from "../src/domain/pgArrayLiteral.ts"
 import { USAGE_COLUMNS, type UsageRow } from "../src/domain/usage.ts"
-import { rowsOfChunk, type UsageChunk } from "../src/domain/usageChunk.ts"
-import { isUniform, usageChunksInsertParams, usageRowsInsertParams } from "../src/domain/usageInsertParams.ts"
+import { rowsOfChunk } from "../src/domain/usageChunk.ts"
+import { isUniform, usageRowsInsertParams } from "../src/domain/usageInsertParams.ts"
 import { chunkOf, sameFactsArb, usageFactsArb } from "./support/usageFacts.ts"
 
 const chunksArb = fc.array(fc.array(usageFactsArb(), { minLength: 1, maxLength: 30 }), { minLength: 1, maxLength: 4 })
@@ -34,27 +34,13 @@ describe("usage insert parameters (an array literal per column, or its one value
     fc.assert(fc.property(sameChunksArb, (chunks) => void expectParamsOfRows(chunks.flatMap(rowsOfChunk))))
   })
 
-  it("fields a batch's rows share are sent once, the id never; node and region (one per chunk) always", () => {
+  it("the id is never sent once, even for one row; node and region of one chunk always are", () => {
     fc.assert(fc.property(sameChunksArb, (chunks) => {
-      const params = usageChunksInsertParams(chunks)
+      const params = usageRowsInsertParams(chunks.flatMap(rowsOfChunk))
       for (const column of ["node", "region"] as const) expect(isUniform(params, USAGE_COLUMNS.indexOf(column)), column).toBe(true)
       expect(isUniform(params, USAGE_COLUMNS.indexOf("id"))).toBe(false)
     }))
-    const one = usageChunksInsertParams([chunkOf(fc.sample(usageFactsArb(), 1))!])
+    const one = usageRowsInsertParams(rowsOfChunk(chunkOf(fc.sample(usageFactsArb(), 1))!))
     expect(USAGE_COLUMNS.filter((_, i) => !isUniform(one, i))).toEqual(["id"])
-  })
-
-  it("chunks give the very parameters their rows give, several chunks in one insert", () => {
-    for (const arb of [chunksArb, sameChunksArb]) {
-      fc.assert(fc.property(arb, (chunks) => {
-        expect(usageChunksInsertParams(chunks)).toEqual(usageRowsInsertParams(chunks.flatMap(rowsOfChunk)))
-      }))
-    }
-  })
-
-  it("a chunk that does not hold together is refused, not written as it is", () => {
-    const good = chunkOf(fc.sample(usageFactsArb(), 3))!
-    const broken: UsageChunk = { ...good, refs: Int32Array.from(good.refs, (v, i) => (i === 2 ? 999 : v)) }
-    expect(() => usageChunksInsertParams([good, broken])).toThrow(/service refers to string 999/)
   })
 })

@@ -11,7 +11,7 @@ import { DEFAULT_PARAMS, type ParamName, type ParamValues } from "../src/domain/
 import { COUNTER } from "../src/domain/runtimeCounters.ts"
 import { makeUsageChunkBuilder, type UsageChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
-import { UsageSinkThreaded } from "../src/layers/UsageSinkThreaded.ts"
+import { UsageSinkThreaded } from "../src/layers/usage/UsageSinkThreaded.ts"
 import { DatabaseInfo } from "../src/services/Database.ts"
 import { Params } from "../src/services/Params.ts"
 import { RuntimeStatsLive } from "../src/layers/RuntimeStatsLive.ts"
@@ -160,7 +160,7 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
     // The serving thread has let the chunk go; this thread dies before writing it anywhere else.
     await first.thread.terminate()
     const spoolDir = join(threadDataDir, "spool")
-    const spooledFiles = existsSync(spoolDir) ? readdirSync(spoolDir).filter((f) => f.endsWith(".json")).length : 0
+    const spooledFiles = existsSync(spoolDir) ? readdirSync(spoolDir).filter((f) => f.endsWith(".ndjson")).length : 0
     // A new thread on a working database replays the spool.
     const second = await startUsageThread(dbUrl, threadDataDir, undefined)
     for (let waited = 0; countRows(node) < 300 && waited < 15_000; waited += 100) await new Promise((r) => setTimeout(r, 100))

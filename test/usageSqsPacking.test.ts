@@ -4,7 +4,7 @@ import { rowsOfChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
 import { decodeQueueMessage, encodeUsageLogMessagesOfChunks } from "../src/domain/usageQueueMessage.ts"
 import {
   MESSAGE_MAX_BYTES, REQUEST_MAX_BYTES, requestsOf, TYPE_ATTRIBUTE, TYPE_ATTRIBUTE_BYTES, USAGE_LOG_MAX_BODY_BYTES
-} from "../src/layers/UsageWriterSqs.ts"
+} from "../src/layers/usage/UsageWriterSqs.ts"
 import { chunkOf } from "./support/usageFacts.ts"
 
 /** What SQS counts of a SendMessageBatch entry: its body and its attributes' names, data types and values. */

@@ -34,7 +34,3 @@ export const USAGE_COLUMNS = [
   "id", "request_id", "api_key_id", "service", "protocol", "endpoint", "asset", "quote", "source", "price",
   "status_code", "error_code", "latency_us", "client_ip", "node", "region", "bytes_out", "created_at"
 ] as const satisfies ReadonlyArray<keyof UsageRow>
-
-/** A batch as the on-disk spool keeps it. */
-export const UsageBatch = Schema.Struct({ rows: Schema.Array(UsageRow) })
-export const UsageBatchJson = Schema.fromJsonString(UsageBatch)

@@ -8,7 +8,7 @@ import { appConfig, packageVersion, SERVER_TYPES, type ServerType } from "../con
 import { LoggingLive, runDetachedLog, withModule } from "../layers/Logging.ts"
 import { migrateLocked } from "../layers/MigrationsLive.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
-import { SqsQueueUrlCheck } from "../layers/UsageWriterSqs.ts"
+import { SqsQueueUrlCheck } from "../layers/usage/UsageWriterSqs.ts"
 import { AdminTokenLive } from "../layers/AdminTokenLive.ts"
 import { ApiKeys, isKeyRequestError, type ListedKey } from "../services/ApiKeys.ts"
 import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"

@@ -1,26 +1,24 @@
 /**
- * The usage thread: a worker_threads entry that runs the usage sink (batching, the database or
- * SQS writer, the spool) off the serving thread, so that a price answer never pays for encoding,
- * compressing or sending usage rows. Started and stopped by UsageSinkThreaded.
+ * The usage thread: a worker_threads entry that runs the usage pipeline
+ * (src/layers/usage/pipeline.ts) off the serving thread, so that a price answer never pays for
+ * encoding or sending usage rows. Started, fed and stopped by UsageSinkThreaded.
  */
 import { Effect, Layer, Option, Schedule, Schema } from "effect"
 import { parentPort, workerData } from "node:worker_threads"
 import { AppConfig } from "../config/AppConfig.ts"
 import { messageOf } from "../domain/errorMessage.ts"
 import { DEFAULT_PARAMS, mergeParams, paramRows, type ParamName, type ParamValues } from "../domain/params.ts"
-import type { UsageRow } from "../domain/usage.ts"
-import { checkChunk, rowsOfChunk, type UsageChunk } from "../domain/usageChunk.ts"
+import { checkChunk } from "../domain/usageChunk.ts"
 import { DatabaseLive } from "../layers/DatabaseLive.ts"
 import { runDetachedLog, withModule } from "../layers/Logging.ts"
 import { ObservabilityLive } from "../layers/ObservabilityLive.ts"
-import { UsageBatcherLive } from "../layers/UsageBatcherLive.ts"
-import { type FromUsageThread, ToUsageThread, UsageThreadData } from "../layers/usageThreadProtocol.ts"
-import { UsageWriterDatabase } from "../layers/UsageWriterDatabase.ts"
-import { usageWriterSqs } from "../layers/UsageWriterSqs.ts"
+import { makeUsagePipeline, type UsagePipeline } from "../layers/usage/pipeline.ts"
+import { makeUsageSpool, usageSpoolDir } from "../layers/usage/spool.ts"
+import { type FromUsageThread, ToUsageThread, UsageThreadData } from "../layers/usage/threadProtocol.ts"
+import { UsageWriterDatabase } from "../layers/usage/UsageWriterDatabase.ts"
+import { usageWriterSqs } from "../layers/usage/UsageWriterSqs.ts"
 import { Params, ParamsError } from "../services/Params.ts"
-import { addUsageStats, UsageBatcher, UsageWriter } from "../services/UsageSink.ts"
-import { type ChunkForwarder, makeChunkForwarder } from "../layers/usageChunkForwarder.ts"
-import { makeSpool, usageSpoolDir } from "../layers/usageSpool.ts"
+import { UsageWriter } from "../services/UsageSink.ts"
 import { BaseLive } from "./layers.ts"
 
 const port = parentPort
@@ -56,76 +54,18 @@ const WriterLive = Layer.unwrap(Effect.gen(function*() {
 /** This thread's spans go to the same OTLP endpoint as the serving thread's (nowhere when none is configured). */
 const ThreadObservabilityLive = ObservabilityLive.pipe(Layer.catch(() => Layer.empty))
 
-const ThreadLive = UsageBatcherLive.pipe(
-  Layer.provideMerge(Layer.mergeAll(WriterLive, ParamsFromServingThread)),
+const ThreadLive = Layer.mergeAll(WriterLive, ParamsFromServingThread).pipe(
   Layer.provideMerge(BaseLive),
   Layer.provideMerge(ThreadObservabilityLive)
 )
 
 const STATS_EVERY = "250 millis"
 
-/**
- * Where the rows of a chunk the writer could not take go before the chunk is acknowledged: the
- * spool on disk, which the batcher replays once the writer works again. An acknowledged chunk is
- * gone from the serving thread, so rows only held in this thread's memory would die with it.
- * Only if the spool cannot be written are they held by the batcher (memory), and that is logged.
- */
-const makeFallback = (batcher: UsageBatcher["Service"], spool: ReturnType<typeof makeSpool>) => {
-  let spooled = 0
-  let spoolFailing = false
-  const hold = (chunk: UsageChunk) => {
-    const rows = rowsOfChunk(chunk)
-    try {
-      spool.put(rows)
-      spooled += rows.length
-      if (spoolFailing) {
-        spoolFailing = false
-        runDetachedLog(Effect.logInfo("usage spool writable again").pipe(withModule("usage-thread")))
-      }
-    } catch (e) {
-      addRows(batcher, rows)
-      if (!spoolFailing) {
-        spoolFailing = true
-        runDetachedLog(Effect.logWarning("usage spool not writable; rows the writer refused are held in memory", { error: messageOf(e) }).pipe(withModule("usage-thread")))
-      }
-    }
-  }
-  return { hold, spooled: () => spooled }
-}
-
-/**
- * Chunks straight to the writer, acknowledged once written (or, when the write fails, once in
- * the spool). Each write runs with this thread's services, so its span reaches the tracer.
- */
-const forwarderFor = (
-  writer: UsageWriter["Service"],
-  fallback: (chunk: UsageChunk) => void,
-  params: Params["Service"],
-  run: <A, E>(effect: Effect.Effect<A, E>) => Promise<A>
-): ChunkForwarder =>
-  makeChunkForwarder({
-    write: (chunks) =>
-      run(writer.writeChunks(chunks).pipe(Effect.withSpan("UsageWriter.writeChunks", {
-        attributes: { rows: chunks.reduce((n, c) => n + c.rows, 0), chunks: chunks.length, writer: writer.kind }
-      }))),
-    fallback,
-    ack: (seq) => post({ type: "ack", seq }),
-    lost: (seq, e) => reportLost(seq, e),
-    batchRows: () => Math.max(1, params.int("usage_batch_size")),
-    flushMs: () => Math.max(10, params.int("usage_flush_ms")),
-    maxRows: () => Math.max(1, params.int("usage_buffer_max_rows"))
-  })
-
-const addRows = (batcher: UsageBatcher["Service"], rows: ReadonlyArray<UsageRow>) => {
-  for (const row of rows) batcher.add(row)
-}
-
-/** A chunk whose rows cannot be made is a bug on the serving thread: say so loudly. */
 const reportLost = (seq: number, e: unknown) =>
   runDetachedLog(Effect.logError("usage chunk does not hold together; its rows are lost", { seq, error: messageOf(e) }).pipe(withModule("usage-thread")))
 
-/** Feed the serving thread's chunks into the forwarder until it asks to stop. */
-const serveChunks = (forwarder: ChunkForwarder) =>
+/** Feed the serving thread's chunks into the pipeline until it asks to stop. */
+const serveChunks = (pipeline: UsagePipeline) =>
   Effect.callback<void>((resume) => {
     port.on("message", (raw: unknown) => {
       let message: ToUsageThread
@@ -140,41 +80,38 @@ const serveChunks = (forwarder: ChunkForwarder) =>
           try {
             checkChunk(message.chunk)
           } catch (e) {
+            // A bug on the serving thread: said loudly, and not sent again for ever.
             reportLost(message.seq, e)
             post({ type: "ack", seq: message.seq })
             return
           }
-          return forwarder.add(message.seq, message.chunk)
+          return pipeline.add(message.seq, message.chunk)
         }
         case "params":
           values = mergeParams(values, message.values)
           return
         case "stop":
-          // What waits in the forwarder is written (or handed to the batcher) before the batcher's own final flush.
-          return resume(Effect.promise(() => forwarder.flush()))
+          return resume(pipeline.stop)
       }
     })
     post({ type: "ready" })
   })
 
 const main = Effect.gen(function*() {
-  const batcher = yield* UsageBatcher
   const config = yield* AppConfig
-  // The batcher's own spool directory: its replay writes these rows too.
-  const fallback = makeFallback(batcher, makeSpool(usageSpoolDir(config.dataDir)))
-  const forwarder = forwarderFor(yield* UsageWriter, fallback.hold, yield* Params, Effect.runPromiseWith(yield* Effect.context<never>()))
-  const stats = () => {
-    const own = batcher.stats()
-    const forwarded = forwarder.stats()
-    const both = addUsageStats(own, forwarded)
-    return { ...both, spooled: both.spooled + fallback.spooled(), lastBatchMs: forwarded.lastBatchMs || own.lastBatchMs }
-  }
-  yield* Effect.sync(() => post({ type: "stats", stats: stats() })).pipe(Effect.repeat(Schedule.spaced(STATS_EVERY)), Effect.forkScoped)
-  yield* serveChunks(forwarder)
-  return stats
+  const pipeline = yield* makeUsagePipeline({
+    writer: yield* UsageWriter,
+    spool: makeUsageSpool(usageSpoolDir(config.dataDir)),
+    params: yield* Params,
+    ack: (seq) => post({ type: "ack", seq }),
+    // The serving thread waits half its shutdown budget for this thread; finish well inside it.
+    stopWithinMs: Math.max(1_000, Math.floor(config.shutdownTimeoutMs / 3))
+  })
+  yield* Effect.sync(() => post({ type: "stats", stats: pipeline.stats() })).pipe(Effect.repeat(Schedule.spaced(STATS_EVERY)), Effect.forkScoped)
+  yield* serveChunks(pipeline)
+  return pipeline.stats
 })
 
-// The batcher flushes when ThreadLive's scope closes; only then are the final counts known.
 Effect.runPromise(main.pipe(Effect.scoped, Effect.provide(ThreadLive), withModule("usage-thread"))).then(
   (stats) => {
     post({ type: "stopped", stats: stats() })

@@ -1,19 +1,26 @@
 import { Context, Data, type Effect, Schema } from "effect"
-import type { UsageRow } from "../domain/usage.ts"
-import type { UsageChunk, UsageFacts } from "../domain/usageChunk.ts"
+import type { UsageFacts } from "../domain/usageChunk.ts"
 
 export class UsageWriteError extends Data.TaggedError("UsageWriteError")<{
   readonly reason: "Database" | "Queue"
   readonly message: string
 }> {}
 
-/** Where batches of usage rows go: the database (multi-row insert) or SQS. */
+/** A body the destination will never take (its rows refused), and why. */
+export interface RefusedBody {
+  readonly body: string
+  readonly reason: string
+}
+
+/**
+ * Where the usage thread's batches go: `usage_log` message bodies (src/domain/usageQueueMessage.ts)
+ * to SQS, or stored in the database as the queued writer stores them. All or nothing: on failure
+ * none of the bodies counts as written (a retry may write some twice; ids make that harmless).
+ * Bodies the destination can never take are answered back, for the spool's `.bad` files.
+ */
 export class UsageWriter extends Context.Service<UsageWriter, {
   readonly kind: "database" | "sqs"
-  /** All or nothing: on failure none of the rows counts as written (a retry may write some twice; ids make that harmless). */
-  readonly write: (rows: ReadonlyArray<UsageRow>) => Effect.Effect<void, UsageWriteError>
-  /** The serving thread's chunks as they are (SQS ships their columns without making rows). All or nothing, as `write`. */
-  readonly writeChunks: (chunks: ReadonlyArray<UsageChunk>) => Effect.Effect<void, UsageWriteError>
+  readonly write: (bodies: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<RefusedBody>, UsageWriteError>
 }>()("tb/UsageWriter") {}
 
 export const UsageSinkStats = Schema.Struct({
@@ -50,13 +57,3 @@ export class UsageSink extends Context.Service<UsageSink, {
   readonly record: (facts: UsageFacts) => void
   readonly stats: () => UsageSinkStats
 }>()("tb/UsageSink") {}
-
-/**
- * Rows waiting for the writer (on the usage thread): `usage_batch_size` rows or `usage_flush_ms`
- * per write, retried on failure, spilled to the spool past `usage_buffer_max_rows`, flushed on
- * shutdown. `add` is synchronous.
- */
-export class UsageBatcher extends Context.Service<UsageBatcher, {
-  readonly add: (row: UsageRow) => void
-  readonly stats: () => UsageSinkStats
-}>()("tb/UsageBatcher") {}

@@ -3,7 +3,8 @@ import { DatabaseLive } from "../../layers/DatabaseLive.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { MigrationsLive } from "../../layers/MigrationsLive.ts"
 import { BaseLive } from "../layers.ts"
-import { storeUsageMessages, UsageStoreError } from "../queuedWriter/handler.ts"
+import { UsageStoreError } from "../../layers/usage/usageStore.ts"
+import { handleUsageMessages } from "../queuedWriter/handler.ts"
 
 /**
  * The Lambda entry of the queued writer (`trinity-beast/lambda/queued-writer`, handler
@@ -47,7 +48,7 @@ export const handleSqsEvent = (event: unknown) =>
   Effect.gen(function*() {
     const { Records } = yield* Schema.decodeUnknownEffect(SqsEvent)(event)
     if (Records.length === 0) return { batchItemFailures: [] }
-    const outcome = yield* storeUsageMessages(Records.map((r) => ({ id: r.messageId, body: r.body })))
+    const outcome = yield* handleUsageMessages(Records.map((r) => ({ id: r.messageId, body: r.body })))
     yield* Effect.logDebug(`stored ${outcome.rows} rows (${outcome.inserted} new) from ${outcome.stored.length} messages; ${outcome.poison.length} poison`)
     return { batchItemFailures: outcome.poison.map((p) => ({ itemIdentifier: p.id })) } satisfies SqsBatchResponse
   }).pipe(withModule("queued-writer"))

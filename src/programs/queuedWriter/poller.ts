@@ -3,7 +3,8 @@ import type { SqlClient } from "effect/sql"
 import { withModule } from "../../layers/Logging.ts"
 import { Sqs, type SqsReceivedMessage } from "../../services/Sqs.ts"
 import { type StartupError, unreachableDependency } from "../../services/StartupError.ts"
-import { type DecodeQueueMessage, storeUsageMessages } from "./handler.ts"
+import type { DecodeQueueMessage } from "../../layers/usage/usageStore.ts"
+import { handleUsageMessages } from "./handler.ts"
 
 export interface PollerOptions {
   /** Receives in flight at once, each with its batch (at most 10 messages). */
@@ -74,7 +75,7 @@ const handleBatch = (messages: ReadonlyArray<SqsReceivedMessage>, options: Polle
     // Set once an attempt has written the batch: an interruption that arrives during that attempt
     // takes effect after it, and must not give back what is written.
     let written = false
-    const attempt = storeUsageMessages(messages, options.decode).pipe(
+    const attempt = handleUsageMessages(messages, options.decode).pipe(
       Effect.tap((outcome) => deleteStored(messages, outcome.stored)),
       Effect.tap(() => Effect.sync(() => void (written = true))),
       Effect.uninterruptible

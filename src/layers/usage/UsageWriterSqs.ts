@@ -1,11 +1,10 @@
 import { Effect, Layer, Option } from "effect"
-import { AppConfig } from "../config/AppConfig.ts"
-import { encodeUsageLogMessages, encodeUsageLogMessagesOfChunks, USAGE_LOG_TYPE } from "../domain/usageQueueMessage.ts"
-import { Sqs, type SqsMessageAttributes } from "../services/Sqs.ts"
-import { UsageWriteError, UsageWriter } from "../services/UsageSink.ts"
-import { messageOf } from "../domain/errorMessage.ts"
-import { malformedSetting, settingUrl, type StartupError } from "../services/StartupError.ts"
-import { SqsLive } from "./SqsLive.ts"
+import { AppConfig } from "../../config/AppConfig.ts"
+import { USAGE_LOG_TYPE } from "../../domain/usageQueueMessage.ts"
+import { Sqs, type SqsMessageAttributes } from "../../services/Sqs.ts"
+import { UsageWriteError, UsageWriter } from "../../services/UsageSink.ts"
+import { malformedSetting, settingUrl, type StartupError } from "../../services/StartupError.ts"
+import { SqsLive } from "../SqsLive.ts"
 
 /**
  * Message and request sizes. SQS takes 1 MiB per message and per SendMessageBatch request now;
@@ -80,9 +79,9 @@ export const SqsQueueUrlCheck = Layer.effectDiscard(Effect.gen(function*() {
 }))
 
 /**
- * Usage rows to the usage-log queue as `usage_log` messages (src/domain/usageQueueMessage.ts),
- * through the `Sqs` service the queued writer uses too; `tb queued-writer` (or the Lambda entry)
- * inserts them.
+ * The usage thread's `usage_log` bodies (src/domain/usageQueueMessage.ts) to the usage-log
+ * queue, through the `Sqs` service the queued writer uses too; `tb queued-writer` (or the Lambda
+ * entry) inserts them.
  */
 export const usageWriterSqs = (queueUrl: string) =>
   Layer.effect(UsageWriter, Effect.gen(function*() {
@@ -93,12 +92,9 @@ export const usageWriterSqs = (queueUrl: string) =>
       Effect.forEach(requestsOf(bodies), (request) => sqs.sendBatch(request.map((body) => ({ body, attributes: TYPE_ATTRIBUTES }))), { discard: true }).pipe(
         Effect.mapError((e) => new UsageWriteError({ reason: "Queue", message: `${e.operation}: ${e.message}` }))
       )
-    const encoded = (what: string, encode: () => ReadonlyArray<string>) =>
-      Effect.try({ try: encode, catch: (cause) => new UsageWriteError({ reason: "Queue", message: `${what}: ${messageOf(cause)}` }) })
     return UsageWriter.of({
       kind: "sqs",
-      write: (rows) => encoded("usage rows", () => encodeUsageLogMessages(rows, USAGE_LOG_MAX_BODY_BYTES)).pipe(Effect.flatMap(sendBodies)),
-      // The chunks' columns are written as message text directly, without making row objects (bench/README.md).
-      writeChunks: (chunks) => encoded("usage chunks", () => encodeUsageLogMessagesOfChunks(chunks, USAGE_LOG_MAX_BODY_BYTES)).pipe(Effect.flatMap(sendBodies))
+      // SQS checks nothing in a body: nothing comes back refused (the queued writer reports poison).
+      write: (bodies) => sendBodies(bodies).pipe(Effect.as([]))
     })
   })).pipe(Layer.provide(SqsLive(queueUrl)))

@@ -1,5 +1,5 @@
 import { Schema } from "effect"
-import { UsageSinkStats } from "../services/UsageSink.ts"
+import { UsageSinkStats } from "../../services/UsageSink.ts"
 
 /** A `UsageChunk` as it arrives from the other thread (postMessage keeps typed arrays typed). */
 export const UsageChunkMessage = Schema.Struct({

@@ -1,21 +1,23 @@
 import { Effect, Fiber, Layer, Option, Redacted, Schema } from "effect"
 import { randomFillSync } from "node:crypto"
 import { Worker } from "node:worker_threads"
-import { AppConfig } from "../config/AppConfig.ts"
-import { makeAnonymousRowGate } from "../domain/anonymousRowGate.ts"
-import { messageOf } from "../domain/errorMessage.ts"
-import type { ParamValues } from "../domain/params.ts"
-import { COUNTER } from "../domain/runtimeCounters.ts"
-import { makeUsageChunkBuilder, rowsOfChunk, type UsageChunk, type UsageFacts } from "../domain/usageChunk.ts"
-import { requestTag } from "./http/httpKit.ts"
-import { ServerInfo } from "../services/ServerInfo.ts"
-import { DatabaseInfo } from "../services/Database.ts"
-import { Params } from "../services/Params.ts"
-import { RuntimeStats } from "../services/RuntimeStats.ts"
-import { addUsageStats as addStats, UsageSink, type UsageSinkStats, ZERO_USAGE_STATS as ZERO } from "../services/UsageSink.ts"
-import { withModule, runDetachedLog } from "./Logging.ts"
-import { makeSpool, usageSpoolDir } from "./usageSpool.ts"
-import { FromUsageThread, type ToUsageThread } from "./usageThreadProtocol.ts"
+import { AppConfig } from "../../config/AppConfig.ts"
+import { makeAnonymousRowGate } from "../../domain/anonymousRowGate.ts"
+import { messageOf } from "../../domain/errorMessage.ts"
+import type { ParamValues } from "../../domain/params.ts"
+import { COUNTER } from "../../domain/runtimeCounters.ts"
+import { makeUsageChunkBuilder, type UsageChunk, type UsageFacts } from "../../domain/usageChunk.ts"
+import { encodeUsageLogMessagesOfChunks } from "../../domain/usageQueueMessage.ts"
+import { USAGE_LOG_MAX_BODY_BYTES } from "./UsageWriterSqs.ts"
+import { requestTag } from "../http/httpKit.ts"
+import { ServerInfo } from "../../services/ServerInfo.ts"
+import { DatabaseInfo } from "../../services/Database.ts"
+import { Params } from "../../services/Params.ts"
+import { RuntimeStats } from "../../services/RuntimeStats.ts"
+import { addUsageStats as addStats, UsageSink, type UsageSinkStats, ZERO_USAGE_STATS as ZERO } from "../../services/UsageSink.ts"
+import { withModule, runDetachedLog } from "../Logging.ts"
+import { makeUsageSpool, usageSpoolDir } from "./spool.ts"
+import { FromUsageThread, type ToUsageThread } from "./threadProtocol.ts"
 
 /** Rows per chunk handed to the usage thread (~22 KB of columns). */
 const CHUNK_ROWS = 256
@@ -33,7 +35,7 @@ const STARTUP_WAIT_MS = 30_000
 const MAX_ANONYMOUS_ADDRESSES_PER_SECOND = 1_000
 
 /** The thread's entry next to this module: .ts under the test runner, .js when built. */
-const threadEntry = () => new URL(import.meta.url.endsWith(".ts") ? "../programs/usageThread.ts" : "../programs/usageThread.js", import.meta.url)
+const threadEntry = () => new URL(import.meta.url.endsWith(".ts") ? "../../programs/usageThread.ts" : "../../programs/usageThread.js", import.meta.url)
 
 interface Chunk {
   readonly seq: number
@@ -61,7 +63,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   const database = yield* DatabaseInfo
   const meta = yield* ServerInfo
   const counters = yield* RuntimeStats
-  const spool = makeSpool(usageSpoolDir(config.dataDir))
+  const spool = makeUsageSpool(usageSpoolDir(config.dataDir))
   // The usage thread gets half of the shutdown budget for its final flush; then it is terminated.
   const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
   // The thread reads its configuration from its environment: make where rows go this process's
@@ -108,7 +110,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
     for (const c of outbox.values()) {
       if (outboxRows <= keep) return
       try {
-        spool.put(rowsOfChunk(c.chunk))
+        spool.put(encodeUsageLogMessagesOfChunks([c.chunk], USAGE_LOG_MAX_BODY_BYTES))
       } catch (e) {
         runDetachedLog(Effect.logError("usage rows could not be spooled; kept in memory", { rows: c.chunk.rows, error: messageOf(e) }).pipe(withModule("usage")))
         return
