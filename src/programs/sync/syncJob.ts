@@ -19,6 +19,8 @@ export interface SyncOptions {
   /** Pipelines in flight at once (the next batch is read from SQL while one is written). */
   readonly pipelines?: number
   readonly onProgress?: (progress: SyncProgress) => void
+  /** The run's "now" (epoch ms) instead of the clock's: tests that move a day on. */
+  readonly nowMs?: number
 }
 
 export interface SyncProgress {
@@ -70,7 +72,7 @@ export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncR
   Effect.gen(function*() {
     const reader = yield* ReaderSql
     const startedAt = yield* Clock.currentTimeMillis
-    const now = startedAt
+    const now = options.nowMs ?? startedAt
     const parameters = yield* readParameters(reader).pipe(Effect.mapError(databaseFailed))
     const rowDays = Number(mergeParams(DEFAULT_PARAMS, parameters).sync_row_days)
     const state = yield* readSyncState(redis)
