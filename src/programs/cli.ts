@@ -15,6 +15,7 @@ import { KeysLive, StorageLive, StorageUnmigratedLive } from "./layers.ts"
 import { invalidateOnLocalServer } from "./localServerInvalidate.ts"
 import { notBuiltLine, serveLayer } from "./serve.ts"
 import { queuedWriterProgram } from "./queuedWriter/program.ts"
+import { syncProgram } from "./sync/program.ts"
 import { stressCli } from "./stress.ts"
 import { runWorkers } from "./workers.ts"
 
@@ -138,12 +139,21 @@ const queuedWriter = Command.make("queued-writer", {
   Command.withDescription("long-running SQS consumer: usage messages from SQS_QUEUE_URL into usage_logs (until SIGTERM)")
 )
 
+const sync = Command.make("sync", {
+  full: Flag.Boolean("full").pipe(Flag.withDefault(false), Flag.withDescription("reload the whole window (sync_row_days), as FORCE_FULL_SYNC=true")),
+  json,
+  lagHours: Flag.Int("lag-hours").pipe(Flag.optional, Flag.withDescription("re-read this many hours before the last run's end, for rows inserted late (default 24)")),
+  batchSize: Flag.Int("batch-size").pipe(Flag.optional, Flag.withDescription("rows per Valkey pipeline (default 2000)"))
+}, (flags) => syncProgram(flags)).pipe(
+  Command.withDescription("copy usage_logs from the database reader into Valkey (usage:<id> hashes, day indexes), prune, refresh API keys and app:config")
+)
+
 const stress = Command.make("stress", {
   args: Argument.String("args").pipe(Argument.variadic())
 }).pipe(Command.withDescription("load client: tb stress [--http URL] [--udp HOST:PORT] [--key KEY] [--asset BTC] [--connections 64] [--duration 10s] [--json]"))
 
 const tb = Command.make("tb").pipe(
-  Command.withSubcommands([serve, migrate, keys, usageCount, queuedWriter, stress]),
+  Command.withSubcommands([serve, migrate, keys, usageCount, queuedWriter, sync, stress]),
   Command.withDescription("Trinity Beast price oracle")
 )
 
@@ -177,6 +187,12 @@ if (argv[0] === "stress") {
       Effect.sync(() => {
         console.error(`secrets error: ${e.message}`)
         process.exitCode = e.reason === "Malformed" ? 2 : 1
+      })),
+    // A sync step that failed (Valkey or the database, after start-up): one line, exit 1.
+    Effect.catchTag("SyncError", (e) =>
+      Effect.sync(() => {
+        console.error(`sync failed (${e.reason}): ${e.message}`)
+        process.exitCode = 1
       })),
     // Storage that is misconfigured (2) or out of reach (1): one line naming the variable.
     Effect.catchTag("StartupError", (e) =>
