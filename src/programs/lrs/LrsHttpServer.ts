@@ -1,0 +1,123 @@
+/**
+ * The report server over HTTP on LRS_HTTP_PORT: a node:http server serving LrsListenerApi (the
+ * report routes, /openapi.json and /docs) through the edge every listener shares (envelopes for
+ * 404/405/malformed input, X-Request-Id, CORS, Retry-After, one usage row per answer). Reports are
+ * not a hot path, so there is no raw fast path here.
+ */
+import { Config, Effect, Layer } from "effect"
+import { HttpApiBuilder } from "effect/http-api"
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import { routesOf } from "../../api/routeTable.ts"
+import { LrsListenerApi } from "../../api/TrinityApi.ts"
+import { AppConfig } from "../../config/AppConfig.ts"
+import { corsPolicyOf } from "../../domain/cors.ts"
+import { COUNTER } from "../../domain/runtimeCounters.ts"
+import { latencyUs, parseRequest } from "../../layers/http/httpKit.ts"
+import { withModule } from "../../layers/Logging.ts"
+import { Params } from "../../services/Params.ts"
+import { RuntimeStats } from "../../services/RuntimeStats.ts"
+import { ServerInfo } from "../../services/ServerInfo.ts"
+import { cannotListen } from "../../services/StartupError.ts"
+import { UsageSink } from "../../services/UsageSink.ts"
+import { makeApiListener } from "../http/apiListener.ts"
+import { docsHandlers } from "../http/docsHandlers.ts"
+import { makeEdge } from "../http/edge.ts"
+import { type LrsDeps, lrsHandlers } from "./lrsApi.ts"
+
+/** The spec's request deadlines ("HTTP edge"): a head within 10 s, a body within 30 s of its head. */
+const HEAD_DEADLINE_MS = 10_000
+const BODY_DEADLINE_MS = 30_000
+
+const bodyLength = new WeakMap<ServerResponse, number>()
+
+/** Count the body bytes a response writes, for its usage row. */
+const countBody = (res: ServerResponse) => {
+  const write = res.write.bind(res) as (chunk: unknown, ...rest: Array<unknown>) => boolean
+  const end = res.end.bind(res) as (chunk?: unknown, ...rest: Array<unknown>) => ServerResponse
+  const add = (chunk: unknown) => {
+    if (typeof chunk === "string") bodyLength.set(res, (bodyLength.get(res) ?? 0) + Buffer.byteLength(chunk))
+    else if (chunk instanceof Uint8Array) bodyLength.set(res, (bodyLength.get(res) ?? 0) + chunk.byteLength)
+  }
+  res.write = ((chunk: unknown, ...rest: Array<unknown>) => {
+    add(chunk)
+    return write(chunk, ...rest)
+  }) as ServerResponse["write"]
+  res.end = ((chunk?: unknown, ...rest: Array<unknown>) => {
+    if (typeof chunk !== "function") add(chunk)
+    return end(chunk, ...rest)
+  }) as ServerResponse["end"]
+}
+
+export const makeLrsHttpServer = (deps: LrsDeps) =>
+  Layer.effectDiscard(Effect.gen(function*() {
+    const config = yield* AppConfig
+    const meta = yield* ServerInfo
+    const params = yield* Params
+    const usage = yield* UsageSink
+    const stats = yield* RuntimeStats
+    const cors = corsPolicyOf(yield* Config.String("CORS_ORIGINS").pipe(Config.withDefault("")))
+    const edge = makeEdge(meta)
+    const keyIds = new WeakMap<object, string>()
+    const apiLayer = HttpApiBuilder.layer(LrsListenerApi).pipe(Layer.provide([lrsHandlers(edge, deps, keyIds), docsHandlers(meta.version)]))
+    const serveApi = yield* makeApiListener(apiLayer, { edge, routes: routesOf(LrsListenerApi), cors, usage, serviceOf: () => "LRS" })
+
+    let inFlight = 0
+    let draining = false
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+      inFlight++
+      stats.values[COUNTER.requests_total]!++
+      stats.values[COUNTER.http_requests]!++
+      res.once("close", () => void inFlight--)
+      if (draining) res.setHeader("connection", "close")
+      const info = parseRequest(req)
+      // The request's own usage row, with the caller's key (report-on-report). Registered before the
+      // edge's, so it runs first and the edge, seeing the row recorded, adds none.
+      const record = () => {
+        const keyId = keyIds.get(req)
+        const state = edge.of(req)
+        if (keyId === undefined || state === undefined || state.usageRecorded) return
+        state.usageRecorded = true
+        // The body's length as sent (headers given to writeHead are not readable with getHeader).
+        const length = Number(bodyLength.get(res) ?? 0)
+        const bytes = res.writableFinished ? length : 0
+        usage.record({
+          requestId: info.requestId, apiKeyId: keyId, service: "LRS", protocol: "http", endpoint: info.path.slice(0, 200),
+          asset: info.query.get("asset")?.slice(0, 200) ?? undefined,
+          code: state.code ?? (res.statusCode < 400 ? "OK" : "INTERNAL"), status: res.statusCode, latencyUs: latencyUs(info),
+          clientIp: info.clientIp, bytesOut: Number.isFinite(bytes) ? bytes : 0, createdAt: info.receivedAt
+        })
+      }
+      res.once("finish", record)
+      res.once("close", record)
+      countBody(res)
+      serveApi(req, res, info)
+    }
+    const server = createServer({ keepAliveTimeout: HEAD_DEADLINE_MS, headersTimeout: HEAD_DEADLINE_MS, requestTimeout: HEAD_DEADLINE_MS + BODY_DEADLINE_MS }, onRequest)
+    server.on("connection", () => {
+      server.maxConnections = params.int("max_connections")
+    })
+    const port = yield* Effect.acquireRelease(
+      Effect.callback<number, Error>((resume) => {
+        const onError = (e: Error) => resume(Effect.fail(e))
+        server.once("error", onError)
+        server.maxConnections = params.int("max_connections")
+        server.listen(config.lrsHttpPort, config.bindHost, () => {
+          server.off("error", onError)
+          const address = server.address()
+          resume(Effect.succeed(typeof address === "object" && address !== null ? address.port : config.lrsHttpPort))
+        })
+      }),
+      // Stop accepting, let in-flight reports finish (idle keep-alive connections closed now), then close the rest.
+      () =>
+        Effect.promise(async () => {
+          draining = true
+          const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+          server.closeIdleConnections()
+          const deadline = Date.now() + config.shutdownTimeoutMs / 2
+          while (inFlight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+          server.closeAllConnections()
+          await closed
+        })
+    ).pipe(Effect.mapError((e) => cannotListen("LRS_HTTP_PORT", config.bindHost, config.lrsHttpPort, e)))
+    yield* Effect.logInfo("LRS HTTP listening", { port, host: config.bindHost, docs: `http://127.0.0.1:${port}/docs` }).pipe(withModule("lrs-http"))
+  }))
