@@ -97,7 +97,13 @@ export const ReportQuotaLive = Layer.effect(ReportQuota, Effect.gen(function*() 
       const month = monthKey(now)
       const s = stateOf(apiKeyId, month)
       yield* seed(apiKeyId, s, now)
-      const counted = yield* cache.get(reportCounterKey(apiKeyId, month)).pipe(Effect.catch(() => Effect.succeed(undefined)))
+      const key = reportCounterKey(apiKeyId, month)
+      // What was counted here while Valkey was away goes to the cluster first (INCRBY answers the total).
+      const push = s.pending
+      s.pending = 0
+      const counted = yield* (push > 0 ? cache.incrMany([{ key, by: push, ttlMs: COUNTER_TTL_MS }]).pipe(Effect.map((t) => t[0])) : cache.get(key)).pipe(
+        Effect.catch(() => Effect.sync(() => void (s.pending += push)))
+      )
       if (counted !== undefined && Number.isFinite(Number(counted))) s.clusterUsed = Number(counted)
       return s.clusterUsed + s.pending
     }).pipe(Effect.withSpan("ReportQuota.used"))
