@@ -9,7 +9,7 @@
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { monthKey, secondsToNextMonth } from "../../domain/clusterLimits.ts"
-import { Cache } from "../../services/Cache.ts"
+import { Cache, type CacheError } from "../../services/Cache.ts"
 import { type ReportAdmission, ReportQuota } from "../../services/UsageReports.ts"
 import { withModule } from "../Logging.ts"
 
@@ -101,9 +101,10 @@ export const ReportQuotaLive = Layer.effect(ReportQuota, Effect.gen(function*() 
       // What was counted here while Valkey was away goes to the cluster first (INCRBY answers the total).
       const push = s.pending
       s.pending = 0
-      const counted = yield* (push > 0 ? cache.incrMany([{ key, by: push, ttlMs: COUNTER_TTL_MS }]).pipe(Effect.map((t) => t[0])) : cache.get(key)).pipe(
-        Effect.catch(() => Effect.sync(() => void (s.pending += push)))
-      )
+      const read: Effect.Effect<number | string | undefined, CacheError> = push > 0
+        ? cache.incrMany([{ key, by: push, ttlMs: COUNTER_TTL_MS }]).pipe(Effect.map((t) => t[0]))
+        : cache.get(key)
+      const counted = yield* read.pipe(Effect.catch(() => Effect.sync(() => void (s.pending += push))))
       if (counted !== undefined && Number.isFinite(Number(counted))) s.clusterUsed = Number(counted)
       return s.clusterUsed + s.pending
     }).pipe(Effect.withSpan("ReportQuota.used"))
