@@ -37,7 +37,7 @@ const SPEC_TIERS = [
 const USDC_VENUES: ReadonlyArray<readonly [string, boolean]> = [
   ["coinbase", false], ["cryptocom", false], ["gateio", false], ["gemini", false], ["kraken", true], ["okx", true]
 ]
-const MIGRATIONS = [{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }, { name: "seed_additions" }, { name: "api_key_usage_monthly" }]
+const MIGRATIONS = [{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }, { name: "seed_additions" }, { name: "api_key_usage_monthly" }, { name: "usage_daily_rollup" }, { name: "seed_sync_row_days" }]
 
 const dayName = (ms: number) => new Date(ms).toISOString().slice(0, 10).replaceAll("-", "")
 
@@ -164,14 +164,16 @@ describe("tb migrate on a database migrated before the stablecoin markets were s
     const query = postgresQuery(url)
     await migrateOk({ DATABASE_URL: url })
     // Such a database: 0006 never ran (nor any migration after it), and the seed held USD and main-quote markets only.
-    psqlExec(url, `DELETE FROM tb_migrations WHERE name IN ('seed_additions', 'api_key_usage_monthly');
-      DELETE FROM exchange_asset_map WHERE quote = 'USDC' OR (quote = 'USDT' AND exchange NOT IN ('gateio', 'okx'))`)
+    psqlExec(url, `DELETE FROM tb_migrations WHERE name IN ('seed_additions', 'api_key_usage_monthly', 'usage_daily_rollup', 'seed_sync_row_days');
+      DELETE FROM exchange_asset_map WHERE quote = 'USDC' OR (quote = 'USDT' AND exchange NOT IN ('gateio', 'okx'));
+      DELETE FROM parameter_profiles WHERE name = 'sync_row_days'; DELETE FROM application_parameters WHERE name = 'sync_row_days'`)
     psqlExec(url, `UPDATE exchange_asset_map SET enabled = false WHERE exchange = 'okx' AND asset = 'BTC' AND quote = 'USDT'`)
     expect(await query(`SELECT count(*)::int AS n FROM exchange_asset_map WHERE quote = 'USDC'`)).toEqual([{ n: 0 }])
     await migrateOk({ DATABASE_URL: url })
     await checkSchemaAndSeed(query)
     expect(await query(`SELECT name FROM tb_migrations ORDER BY migration_id`)).toEqual(MIGRATIONS)
     expect(await query(`SELECT enabled FROM exchange_asset_map WHERE exchange = 'okx' AND asset = 'BTC' AND quote = 'USDT'`)).toEqual([{ enabled: false }])
+    expect(await query(`SELECT value FROM application_parameters WHERE name = 'sync_row_days'`)).toEqual([{ value: "93" }])
   }, 40_000)
 })
 

@@ -8,6 +8,7 @@ import usageSingleIndex from "./0005_usage_single_index.ts"
 import seedAdditions from "./0006_seed_additions.ts"
 import apiKeyUsageMonthly from "./0007_api_key_usage_monthly.ts"
 import usageDailyRollup from "./0008_usage_daily_rollup.ts"
+import seedSyncRowDays from "./0009_seed_sync_row_days.ts"
 import { maintainUsagePartitions } from "./partitions.ts"
 
 const runMigrator = Migrator.make({})
@@ -23,7 +24,8 @@ export const migrate = Effect.gen(function*() {
       "0005_usage_single_index": usageSingleIndex,
       "0006_seed_additions": seedAdditions,
       "0007_api_key_usage_monthly": apiKeyUsageMonthly,
-      "0008_usage_daily_rollup": usageDailyRollup
+      "0008_usage_daily_rollup": usageDailyRollup,
+      "0009_seed_sync_row_days": seedSyncRowDays
     }),
     table: "tb_migrations"
   })

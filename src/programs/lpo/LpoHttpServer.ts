@@ -26,6 +26,7 @@ import { ServerInfo } from "../../services/ServerInfo.ts"
 import { UsageSink } from "../../services/UsageSink.ts"
 import { adminAuthLayer, adminHandlers } from "../admin/adminApi.ts"
 import { makeApiListener } from "../http/apiListener.ts"
+import { lrsOnOtherListener } from "../lrs/lrsElsewhere.ts"
 import { docsHandlers } from "../http/docsHandlers.ts"
 import { makeEdge } from "../http/edge.ts"
 import { handlePriceHttp, type PriceHttpDeps } from "./priceHttp.ts"
@@ -139,7 +140,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
       .handleRaw("health", replay("/health")).handleRaw("ready", replay("/ready"))
   })
   const apiLayer = HttpApiBuilder.layer(TrinityApi).pipe(
-    Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version)])
+    Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version), lrsOnOtherListener(edge)])
   )
   const serviceOf = (path: string): ServiceName => (path.startsWith("/admin/") ? "ADMIN" : "LPO")
   const serveApi = yield* makeApiListener(apiLayer, { edge, routes: routesOf(TrinityApi), cors, usage: deps.usage, serviceOf }).pipe(
