@@ -42,8 +42,8 @@ const insertRows = (keyId: string, n: number, from: number, span: number) =>
                to_timestamp(${from / 1000}) + (floor(random() * ${span} / 3) * 3)::int * interval '1 millisecond'
         FROM generate_series(1, ${n}) g`)
 
-const get = (path: string, key?: string, init: RequestInit = {}) =>
-  fetch(`${base}${path}`, { ...init, headers: { ...(key === undefined ? {} : { "x-api-key": key }), ...(init.headers ?? {}) } })
+const get = (path: string, key?: string, init: { readonly method?: string; readonly headers?: Record<string, string> } = {}) =>
+  fetch(`${base}${path}`, { method: init.method ?? "GET", headers: { ...(key === undefined ? {} : { "x-api-key": key }), ...init.headers } })
 const json = async (res: Response) => (await res.json()) as { success: boolean; code: string; service: string; data: Record<string, unknown> | null }
 
 const sqlIds = (keyId: string, from: number, to: number, extra = "") =>
