@@ -13,10 +13,11 @@ import { LrsGroup } from "./LrsGroup.ts"
 export class TrinityApi extends HttpApi.make("trinity-beast")
   .add(LpoGroup)
   .add(AdminGroup)
+  .add(LrsGroup)
   .add(DocsGroup)
   .annotateMerge(OpenApi.annotations({
     title: "Trinity Beast",
-    description: "Real-time crypto prices per API key (LPO), operator endpoints (admin). Every JSON answer is the 12-field envelope; " +
+    description: "Real-time crypto prices per API key (LPO), operator endpoints (admin), usage reports (LRS, on LRS_HTTP_PORT). Every JSON answer is the 12-field envelope; " +
       "errors carry a `code` whose HTTP status is fixed (see each response). Send the key as `X-API-Key: <key>` or `Authorization: Bearer <key>`."
   })) {}
 

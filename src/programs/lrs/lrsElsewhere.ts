@@ -1,6 +1,7 @@
 /**
  * The report routes on a listener that is not the report server's (the LPO's): every listener
- * serves the one API definition, and these answer NOT_FOUND naming where reports are served.
+ * serves the one API definition, and these answer NOT_FOUND (service LPO: the LPO answered) naming
+ * where reports are served.
  */
 import { Effect } from "effect"
 import { HttpServerResponse } from "effect/http"
@@ -13,6 +14,6 @@ const DETAIL = "reports are served by the report server (LRS) on LRS_HTTP_PORT (
 export const lrsOnOtherListener = (edge: Edge) =>
   HttpApiBuilder.group(LrsListenerApi, "lrs", (handlers) => {
     const notHere = ({ request }: { readonly request: { readonly source: object } }) =>
-      Effect.sync(() => HttpServerResponse.jsonUnsafe(edge.fail(request.source, "LRS", "NOT_FOUND", DETAIL), { status: 404 }))
+      Effect.sync(() => HttpServerResponse.jsonUnsafe(edge.fail(request.source, "LPO", "NOT_FOUND", DETAIL), { status: 404 }))
     return handlers.handleRaw("usage", notHere).handleRaw("summary", notHere).handleRaw("key", notHere)
   })
