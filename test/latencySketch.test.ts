@@ -8,10 +8,12 @@ import {
   encodeSketch,
   type LatencySketch,
   mergeSketches,
+  packSketch,
   quantile,
   sketchCount,
   sketchFromPairs,
-  sketchOf
+  sketchOf,
+  unpackSketch
 } from "../src/domain/latencySketch.ts"
 
 const MAX_LATENCY = 2 ** 31 - 1
@@ -104,6 +106,16 @@ describe("latencySketch", () => {
     }))
     expect(encodeSketch({ buckets: [-1, 0, 3], counts: [2, 1, 5] })).toBe("1:0x2,1,3x5")
     expect(encodeSketch(EMPTY_SKETCH)).toBe("1:")
+  })
+
+  it("round-trips through the packed bytes PostgreSQL aggregates into (int4 bucket, float8 count)", () => {
+    fc.assert(fc.property(sketchArb, (sketch) => {
+      const packed = packSketch(sketch)
+      expect(packed.byteLength).toBe(sketch.buckets.length * 12)
+      expect(unpackSketch(packed)).toEqual(sketch)
+    }))
+    // Big-endian, as int4send/float8send write them: bucket 3 with count 2.
+    expect([...packSketch({ buckets: [3], counts: [2] })]).toEqual([0, 0, 0, 3, 0x40, 0, 0, 0, 0, 0, 0, 0])
   })
 
   it("refuses any text it did not write, never answering part of a sketch", () => {

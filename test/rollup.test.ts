@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomUUID } from "node:crypto"
-import { bucketOf, bucketSql, SKETCH_GAMMA, sketchOf } from "../src/domain/latencySketch.ts"
+import { bucketOf, bucketSql, SKETCH_GAMMA, sketchOf, unpackSketch } from "../src/domain/latencySketch.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { refreshUsageDailyView, refreshUsageRollup, refreshUsageRollupDays, UsageRollupSchedule } from "../src/layers/rollup/UsageRollupLive.ts"
 import { UsageSummariesLive } from "../src/layers/rollup/UsageSummariesLive.ts"
@@ -74,6 +74,9 @@ interface FineRow {
 }
 
 const GROUP_COLUMNS = "api_key_id::text AS key, asset, source, service, endpoint, status_code"
+const DIMENSION_COLUMNS: ReadonlyArray<readonly [string, string]> = [
+  ["day", "NULL::text"], ["asset", "asset"], ["source", "source"], ["service", "service"], ["endpoint", "endpoint"], ["status", "status_code::text"]
+]
 
 describe("usage rollup refresh (real PostgreSQL)", () => {
   const PgLive = freshPgLayer("usage_rollup", 4)
@@ -136,22 +139,24 @@ describe("usage rollup refresh (real PostgreSQL)", () => {
         assert.deepStrictEqual({ buckets: s!.latency_buckets, counts: s!.latency_counts }, sketchOf(e.latencies), groupId(e))
       }
 
-      // The per-dimension rows add up to the same totals, per key and day, in every dimension.
-      const dims = yield* sql<{ dimension: string; key: string | null; day: string; requests: number; errors: number; counted: number }>`
-        SELECT dimension, api_key_id::text AS key, to_char(day, 'YYYY-MM-DD') AS day, sum(requests)::float8 AS requests,
-               sum(errors)::float8 AS errors,
-               sum((SELECT sum(c) FROM unnest(latency_counts) AS c))::float8 AS counted
-        FROM usage_daily_rollup_dim GROUP BY 1, 2, 3`
-      const perKeyDay = new Map<string, { requests: number; errors: number }>()
-      for (const e of expected) {
-        const id = JSON.stringify([e.key, e.day])
-        const t = perKeyDay.get(id) ?? { requests: 0, errors: 0 }
-        perKeyDay.set(id, { requests: t.requests + e.requests, errors: t.errors + e.errors })
-      }
-      assert.strictEqual(dims.length, perKeyDay.size * 6)
-      for (const d of dims) {
-        const t = perKeyDay.get(JSON.stringify([d.key, d.day]))
-        assert.deepStrictEqual([d.requests, d.errors, d.counted], [t?.requests, t?.errors, t?.requests], `${d.dimension} ${d.key} ${d.day}`)
+      // The per-dimension rows: the same totals and sketches as SQL grouped by that one dimension.
+      for (const [dimension, column] of DIMENSION_COLUMNS) {
+        const exact = yield* sql.unsafe<{ key: string | null; day: string; value: string | null; requests: number; errors: number; latencies: ReadonlyArray<number> }>(`
+          SELECT api_key_id::text AS key, to_char((created_at AT TIME ZONE 'UTC')::date, 'YYYY-MM-DD') AS day, ${column} AS value,
+                 count(*)::float8 AS requests, count(*) FILTER (WHERE status_code >= 400)::float8 AS errors, array_agg(latency_us) AS latencies
+          FROM usage_logs WHERE created_at < $1::timestamptz GROUP BY 1, 2, 3`, [new Date(TODAY).toISOString()])
+        const rows = yield* sql<{ key: string | null; day: string; value: string | null; requests: number; errors: number; latency_sketch: Uint8Array }>`
+          SELECT api_key_id::text AS key, to_char(day, 'YYYY-MM-DD') AS day, value, requests::float8 AS requests, errors::float8 AS errors, latency_sketch
+          FROM usage_daily_rollup_dim WHERE dimension = ${dimension}`
+        const dimId = (r: { key: string | null; day: string; value: string | null }) => JSON.stringify([r.key, r.day, r.value])
+        const byId = new Map(rows.map((r) => [dimId(r), r]))
+        assert.strictEqual(rows.length, exact.length, dimension)
+        for (const e of exact) {
+          const r = byId.get(dimId(e))
+          assert.isDefined(r, `${dimension} ${dimId(e)}`)
+          assert.deepStrictEqual([r!.requests, r!.errors], [e.requests, e.errors], `${dimension} ${dimId(e)}`)
+          assert.deepStrictEqual(unpackSketch(r!.latency_sketch), sketchOf(e.latencies), `${dimension} ${dimId(e)}`)
+        }
       }
     }).pipe(Effect.provide(PgLive)), 60_000)
 

@@ -12,6 +12,8 @@ import { SqlClient } from "effect/sql"
  *   arrays, buckets ascending.
  * - usage_daily_rollup_dim: the same per key × day × ONE dimension (day, asset, source, service,
  *   endpoint, status): a summary over 93 days reads a few hundred of these rows, not the full grid.
+ *   Its sketch is one bytea of (int4 bucket, float8 count) big-endian pairs, buckets ascending
+ *   (`packedSketchSql`): read as raw bytes, ~10x cheaper for the client than two arrays.
  * - usage_daily_rollup_days: the days rolled up and how many usage rows they covered (a day not
  *   listed is read from usage_logs; a changed row count tells the refresh a late row came in).
  *
@@ -25,9 +27,7 @@ export default Effect.gen(function*() {
     errors bigint NOT NULL,
     bytes_out bigint NOT NULL,
     latency_sum bigint NOT NULL,
-    last_at timestamptz NOT NULL,
-    latency_buckets int[] NOT NULL,
-    latency_counts bigint[] NOT NULL`
+    last_at timestamptz NOT NULL`
   yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS usage_daily_rollup (
     api_key_id uuid,
     day date NOT NULL,
@@ -36,7 +36,9 @@ export default Effect.gen(function*() {
     service text NOT NULL,
     endpoint text NOT NULL,
     status_code integer NOT NULL,
-    ${measures}
+    ${measures},
+    latency_buckets int[] NOT NULL,
+    latency_counts bigint[] NOT NULL
   )`)
   yield* sql`CREATE UNIQUE INDEX IF NOT EXISTS usage_daily_rollup_group
     ON usage_daily_rollup (day, api_key_id, asset, source, service, endpoint, status_code) NULLS NOT DISTINCT`
@@ -45,7 +47,8 @@ export default Effect.gen(function*() {
     dimension text NOT NULL CHECK (dimension IN ('day', 'asset', 'source', 'service', 'endpoint', 'status')),
     day date NOT NULL,
     value text,
-    ${measures}
+    ${measures},
+    latency_sketch bytea NOT NULL
   )`)
   // Summaries read one key's dimension over a day range; the refresh replaces whole days.
   yield* sql`CREATE UNIQUE INDEX IF NOT EXISTS usage_daily_rollup_dim_group

@@ -1,6 +1,6 @@
 import { type Duration, Effect, Layer, Schedule } from "effect"
 import { SqlClient, type SqlError } from "effect/sql"
-import { bucketSql } from "../../domain/latencySketch.ts"
+import { bucketSql, packedSketchSql } from "../../domain/latencySketch.ts"
 import { withModule } from "../Logging.ts"
 import { DAY_MS, DIMENSION_VALUE_SQL, DIMENSIONS, dayName, dayStart } from "./dimensions.ts"
 
@@ -43,13 +43,13 @@ export const DEFAULT_RETENTION_DAYS = 93
 /** Advisory lock class of the rollup (the second key is the day number), apart from the migrations' lock. */
 const ROLLUP_LOCK = 7_261_535
 
-const MEASURES = "requests, errors, bytes_out, latency_sum, last_at, latency_buckets, latency_counts"
+const MEASURES = "requests, errors, bytes_out, latency_sum, last_at"
 
 /** One dimension's rows of a day, from the day's (group, bucket) counts in `buckets`. */
 const dimensionSelect = (dimension: keyof typeof DIMENSION_VALUE_SQL) => `
   SELECT api_key_id, '${dimension}', $day::date, value,
          sum(n)::bigint, sum(errors)::bigint, sum(bytes_out)::bigint, sum(latency_sum)::bigint, max(last_at),
-         array_agg(bucket ORDER BY bucket), array_agg(n ORDER BY bucket)
+         ${packedSketchSql("bucket", "n")}
   FROM (SELECT api_key_id, ${DIMENSION_VALUE_SQL[dimension]} AS value, bucket, sum(n)::bigint AS n,
                sum(CASE WHEN status_code >= 400 THEN n ELSE 0 END)::bigint AS errors,
                sum(bytes_out)::bigint AS bytes_out, sum(latency_sum)::bigint AS latency_sum, max(last_at) AS last_at
@@ -60,7 +60,7 @@ const dimensionSelect = (dimension: keyof typeof DIMENSION_VALUE_SQL) => `
  * One statement, one snapshot: the day's rows counted per (group, latency bucket) once, then
  * written as the fine rollup, the per-dimension rollup and the day's row count.
  */
-const DAY_INSERT = `
+export const DAY_INSERT = `
   WITH buckets AS MATERIALIZED (
     SELECT api_key_id, asset, source, service, endpoint, status_code, ${bucketSql("latency_us")} AS bucket,
            count(*)::bigint AS n, sum(bytes_out)::bigint AS bytes_out, sum(latency_us)::bigint AS latency_sum,
@@ -68,14 +68,14 @@ const DAY_INSERT = `
     FROM usage_logs WHERE created_at >= $start::timestamptz AND created_at < $end::timestamptz
     GROUP BY 1, 2, 3, 4, 5, 6, 7
   ), fine AS (
-    INSERT INTO usage_daily_rollup (api_key_id, day, asset, source, service, endpoint, status_code, ${MEASURES})
+    INSERT INTO usage_daily_rollup (api_key_id, day, asset, source, service, endpoint, status_code, ${MEASURES}, latency_buckets, latency_counts)
     SELECT api_key_id, $day::date, asset, source, service, endpoint, status_code,
            sum(n)::bigint, (CASE WHEN status_code >= 400 THEN sum(n) ELSE 0 END)::bigint,
            sum(bytes_out)::bigint, sum(latency_sum)::bigint, max(last_at),
            array_agg(bucket ORDER BY bucket), array_agg(n ORDER BY bucket)
     FROM buckets GROUP BY api_key_id, asset, source, service, endpoint, status_code
   ), dims AS (
-    INSERT INTO usage_daily_rollup_dim (api_key_id, dimension, day, value, ${MEASURES})
+    INSERT INTO usage_daily_rollup_dim (api_key_id, dimension, day, value, ${MEASURES}, latency_sketch)
     ${DIMENSIONS.map(dimensionSelect).join("\n    UNION ALL")}
   )
   INSERT INTO usage_daily_rollup_days (day, source_rows, refreshed_at)
