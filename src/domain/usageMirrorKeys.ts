@@ -10,7 +10,8 @@ import { isUsageProtocol, isUsageService, USAGE_COLUMNS, type UsageRow } from ".
  *   `usage:idx:asset:<asset>:<day>` (rows with an asset). `<day>` is `YYYY-MM-DD` (UTC).
  * - `usage:idx:days`: sorted set of the days present (member `<day>`, score its start in ms), and
  *   `usage:idx:day:<day>`: set of that day's key and asset index names, so pruning can find them.
- * - `usage:sync`: hash, the sync's state (SYNC_STATE_FIELDS), `usage:sync:lock`: one run at a time.
+ * - `usage:sync`: hash, the sync's state (SYNC_STATE_FIELDS). Two runs at once are safe (idempotent
+ *   writes, marks that only move forward), only wasteful.
  *
  * Expiry: a row's hash at created_at + rowDays; a day's index keys at the end of the day + rowDays
  * (when its newest row's hash expires).
@@ -38,8 +39,6 @@ export const dayIndexesKey = (day: string): string => `usage:idx:day:${day}`
 
 /** The sync's state, a hash. */
 export const SYNC_STATE_KEY = "usage:sync"
-/** Held (SET NX PX) while a sync runs: a second run refuses to start. */
-export const SYNC_LOCK_KEY = "usage:sync:lock"
 
 /**
  * Fields of `usage:sync` (all epoch ms or counts, as decimal text):
@@ -49,9 +48,10 @@ export const SYNC_LOCK_KEY = "usage:sync:lock"
  * - `synced_through`: the newest created_at the last run wrote (rows up to it may be in Valkey).
  * - `row_days`: the window the last run kept (sync_row_days); `lag_ms`: its late-row lag.
  * - `last_started_at`, `last_finished_at`, `last_rows`, `last_batches`, `last_mode` (full|incremental).
+ * - `full_through`, `full_row_days`: only while a full run is unfinished (killed): where the next run goes on.
  */
 export const SYNC_STATE_FIELDS = [
-  "complete_through", "synced_through", "row_days", "lag_ms",
+  "complete_through", "synced_through", "row_days", "lag_ms", "full_through", "full_row_days",
   "last_started_at", "last_finished_at", "last_rows", "last_batches", "last_mode"
 ] as const
 export type SyncStateField = (typeof SYNC_STATE_FIELDS)[number]

@@ -27,29 +27,36 @@ const COMMAND_TIMEOUT_MS = 60_000
 export const openSyncValkey = (url: Redacted.Redacted<string>, variable: string): Effect.Effect<Redis, StartupError, Scope.Scope> =>
   Effect.gen(function*() {
     yield* checkValkeyUrl(variable, url)
+    let lastError: string | undefined
     const client = yield* Effect.acquireRelease(
       Effect.sync(() => {
         const c = new Redis(Redacted.value(url), {
           lazyConnect: true,
           connectTimeout: CONNECT_TIMEOUT_MS,
           commandTimeout: COMMAND_TIMEOUT_MS,
-          maxRetriesPerRequest: 2,
-          // A failed connect must surface, not be retried forever in the background.
-          retryStrategy: (times) => (times > 3 ? null : Math.min(times * 200, 1_000))
+          maxRetriesPerRequest: 0,
+          // No reconnecting: a connection lost mid-run fails the run (exit 1), and the next run goes
+          // on from the last whole slice. (ioredis 6 also keeps reconnect timers alive after a
+          // disconnect() made while it is reconnecting, which kept the process from exiting.)
+          retryStrategy: () => null
         })
-        c.on("error", () => {})
+        c.on("error", (e: Error & { code?: unknown }) => {
+          lastError = typeof e.code === "string" ? e.code : e.message
+        })
         return c
       }),
-      (c) => Effect.promise(() => c.quit().then(() => undefined, () => c.disconnect())).pipe(
+      (c) => Effect.promise(() => (c.status === "ready" ? c.quit().then(() => undefined, () => c.disconnect()) : Promise.resolve(c.disconnect()))).pipe(
         Effect.timeout("2 seconds"),
         Effect.catch(() => Effect.sync(() => c.disconnect()))
       )
     )
     const parsed = new URL(Redacted.value(url))
-    yield* Effect.tryPromise({
-      try: () => client.connect(),
-      catch: (e) => unreachableDependency(variable, `cannot connect to ${parsed.hostname}:${parsed.port === "" ? "6379" : parsed.port} (${(e as { code?: string }).code ?? messageOf(e)})`)
-    })
+    const where = `${parsed.hostname}:${parsed.port === "" ? "6379" : parsed.port}`
+    // A server that accepts and then drops connections makes ioredis retry forever: bound the wait.
+    yield* Effect.tryPromise({ try: () => client.connect().then(() => client.ping()), catch: (e) => e }).pipe(
+      Effect.timeoutOrElse({ duration: CONNECT_TIMEOUT_MS, orElse: () => Effect.fail(new Error(`no answer within ${CONNECT_TIMEOUT_MS / 1000} s`)) }),
+      Effect.mapError((e) => unreachableDependency(variable, `cannot connect to ${where} (${lastError ?? messageOf(e)})`))
+    )
     return client
   })
 
@@ -175,6 +182,10 @@ export const writeSyncState = (redis: Redis, fields: Readonly<Record<string, str
   const args = Object.entries(fields).flatMap(([k, v]) => [k, String(v)])
   return args.length === 0 ? Effect.void : run(() => redis.eval(ADVANCE_SCRIPT, 1, SYNC_STATE_KEY, ...args)).pipe(Effect.asVoid)
 }
+
+/** A full run finished: forget where an interrupted one would have gone on. */
+export const clearUnfinishedFull = (redis: Redis): Effect.Effect<void, SyncError> =>
+  run(() => redis.hdel(SYNC_STATE_KEY, "full_through", "full_row_days")).pipe(Effect.asVoid)
 
 /** What a prune removed. */
 export interface Pruned {

@@ -1,5 +1,6 @@
 import { Config, Console, Effect, Layer, Option } from "effect"
 import { appConfig } from "../../config/AppConfig.ts"
+import { checkValkeyUrl } from "../../layers/CacheValkey.ts"
 import { DatabaseLive } from "../../layers/DatabaseLive.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { MigrationsLive } from "../../layers/MigrationsLive.ts"
@@ -84,28 +85,33 @@ export const summaryJson = (r: SyncResult) => ({
  */
 export const syncProgram = (flags: SyncFlags) =>
   Effect.gen(function*() {
+    // Settings first: a missing VALKEY_URL or a bad flag is one line before any connection is made.
     const config = yield* appConfig
     if (Option.isNone(config.valkeyUrl)) {
       return yield* malformedSetting("VALKEY_URL", "required by tb sync (the Valkey the usage rows are copied to; CACHE_URL also works)")
     }
+    const valkeyUrl = config.valkeyUrl.value
     const variable = Option.isSome(yield* Config.option(Config.String("VALKEY_URL"))) ? "VALKEY_URL" : "CACHE_URL"
     const forceFull = yield* Config.Boolean("FORCE_FULL_SYNC").pipe(Config.withDefault(false))
     const lagHours = Option.getOrElse(flags.lagHours, () => DEFAULT_LAG_HOURS)
     if (!(lagHours >= 0 && lagHours <= 24 * 93)) return yield* malformedSetting("--lag-hours", "expected 0 to 2232 hours")
     const batchSize = Option.getOrElse(flags.batchSize, () => DEFAULT_BATCH_SIZE)
     if (!(batchSize >= 1 && batchSize <= MAX_BATCH_SIZE)) return yield* malformedSetting("--batch-size", `expected 1 to ${MAX_BATCH_SIZE} rows`)
-    const redis = yield* openSyncValkey(config.valkeyUrl.value, variable)
-    const progress = process.stderr.isTTY ? terminalProgress() : undefined
-    const result = yield* runSync(redis, {
-      full: flags.full || forceFull,
-      lagMs: Math.round(lagHours * 3_600_000),
-      batchSize,
-      ...(progress === undefined ? {} : { onProgress: progress.update })
-    }).pipe(Effect.ensuring(Effect.sync(() => progress?.end())))
-    yield* Effect.logInfo("sync done", summaryJson(result))
-    yield* Console.log(flags.json ? JSON.stringify(summaryJson(result)) : summaryLine(result))
-  }).pipe(
-    Effect.scoped,
-    Effect.provide(MigrationsLive.pipe(Layer.provideMerge(DatabaseLive), Layer.provideMerge(BaseLive))),
-    withModule("sync")
-  )
+    yield* checkValkeyUrl(variable, valkeyUrl)
+
+    yield* Effect.gen(function*() {
+      const redis = yield* openSyncValkey(valkeyUrl, variable)
+      const progress = process.stderr.isTTY ? terminalProgress() : undefined
+      const result = yield* runSync(redis, {
+        full: flags.full || forceFull,
+        lagMs: Math.round(lagHours * 3_600_000),
+        batchSize,
+        ...(progress === undefined ? {} : { onProgress: progress.update })
+      }).pipe(Effect.ensuring(Effect.sync(() => progress?.end())))
+      yield* Effect.logInfo("sync done", summaryJson(result))
+      yield* Console.log(flags.json ? JSON.stringify(summaryJson(result)) : summaryLine(result))
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(MigrationsLive.pipe(Layer.provideMerge(DatabaseLive), Layer.provideMerge(BaseLive)))
+    )
+  }).pipe(withModule("sync"))

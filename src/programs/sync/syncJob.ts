@@ -4,7 +4,7 @@ import { DEFAULT_PARAMS, mergeParams } from "../../domain/params.ts"
 import { DAY_MS, utcDay, windowStart } from "../../domain/usageMirrorKeys.ts"
 import { APP_CONFIG_KEY } from "../../layers/ParamsLive.ts"
 import {
-  type Pruned, pruneUsageMirror, readSyncState, SyncError, writeApiKeys, writeAppConfig, writeSyncState, writeUsageRows
+  clearUnfinishedFull, type Pruned, pruneUsageMirror, readSyncState, SyncError, writeApiKeys, writeAppConfig, writeSyncState, writeUsageRows
 } from "../../layers/sync/usageMirrorValkey.ts"
 import { daySlices, partitionRowEstimates, readApiKeys, readParameters, streamUsageRows } from "../../layers/sync/usageSource.ts"
 import { ReaderSql } from "../../services/Database.ts"
@@ -38,7 +38,7 @@ export type SyncMode = "full" | "incremental"
 export interface SyncResult {
   readonly mode: SyncMode
   /** Why the run was full: asked for, no earlier run, or sync_row_days changed since the last one. */
-  readonly fullReason: "requested" | "first run" | "sync_row_days changed" | null
+  readonly fullReason: "requested" | "resuming an unfinished full run" | "first run" | "sync_row_days changed" | null
   readonly rows: number
   readonly batches: number
   readonly seconds: number
@@ -65,8 +65,9 @@ const databaseFailed = (e: { readonly message: string }) => new SyncError({ reas
  * there. A row inserted later than its created_at (queued writer, spool replay) but within `lag`
  * is therefore read by the next run; writes are idempotent, so rows read twice change nothing.
  *
- * Crash safety: the range is read in UTC-day slices; `complete_through` moves only after a slice's
- * every pipeline has succeeded, so a run killed anywhere is redone from the last whole slice.
+ * Crash safety: the range is read in UTC-day slices; `complete_through` (and, in a full run,
+ * `full_through`) moves only after a slice's every pipeline has succeeded, so a run killed anywhere
+ * is redone from the last whole slice by the next run, and what it wrote again changes nothing.
  */
 export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncResult, SyncError, ReaderSql> =>
   Effect.gen(function*() {
@@ -77,16 +78,23 @@ export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncR
     const rowDays = Number(mergeParams(DEFAULT_PARAMS, parameters).sync_row_days)
     const state = yield* readSyncState(redis)
     const lastComplete = state["complete_through"]
+    // A full run killed part-way left full_through (how far it got, for which row_days): go on from there.
+    const unfinishedFull = state["full_through"] !== undefined && state["full_row_days"] === rowDays ? state["full_through"] : undefined
     const fullReason = options.full ? "requested" as const
+      : unfinishedFull !== undefined ? "resuming an unfinished full run" as const
       : lastComplete === undefined ? "first run" as const
       : state["row_days"] !== rowDays ? "sync_row_days changed" as const
       : null
     const mode: SyncMode = fullReason === null ? "incremental" : "full"
     const keepFrom = windowStart(now, rowDays)
-    const from = mode === "full" || lastComplete === undefined ? keepFrom : Math.max(keepFrom, lastComplete)
+    const from = fullReason === "resuming an unfinished full run" ? Math.max(keepFrom, unfinishedFull ?? keepFrom)
+      : mode === "full" || lastComplete === undefined ? keepFrom
+      : Math.max(keepFrom, lastComplete)
     const completeBound = now - options.lagMs
     const slices = daySlices(from, now)
-    yield* writeSyncState(redis, { last_started_at: startedAt, last_mode: mode })
+    yield* writeSyncState(redis, {
+      last_started_at: startedAt, last_mode: mode, ...(mode === "full" ? { full_through: from, full_row_days: rowDays } : {})
+    })
 
     const estimates = yield* partitionRowEstimates(reader).pipe(Effect.orElseSucceed(() => new Map<string, number>()))
     let expectedRows: number | undefined = 0
@@ -124,7 +132,8 @@ export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncR
       // Every row of the slice is written: the marks may move past it.
       yield* writeSyncState(redis, {
         complete_through: Math.min(slice.to, completeBound),
-        ...(Number.isFinite(newest) ? { synced_through: newest } : {})
+        ...(Number.isFinite(newest) ? { synced_through: newest } : {}),
+        ...(mode === "full" ? { full_through: slice.to } : {})
       })
       report()
     }
@@ -136,10 +145,11 @@ export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncR
     const apiKeys = yield* readApiKeys(reader).pipe(Effect.mapError(databaseFailed), Effect.flatMap((keys) => writeApiKeys(redis, keys)))
     const parameterCount = yield* writeAppConfig(redis, APP_CONFIG_KEY, parameters)
     const finishedAt = yield* Clock.currentTimeMillis
-    // row_days only once a full run for it has finished: a run cut short stays "changed" and the next one is full again.
+    // row_days only once a full run for it has finished: a run cut short leaves full_through, and the next run goes on with it.
     yield* writeSyncState(redis, {
       row_days: rowDays, lag_ms: options.lagMs, last_finished_at: finishedAt, last_rows: rows, last_batches: batches
     })
+    if (mode === "full") yield* clearUnfinishedFull(redis)
     const after = yield* readSyncState(redis)
     return {
       mode, fullReason, rows, batches, seconds: (finishedAt - startedAt) / 1000, from, to: now, slices: slices.length,
