@@ -251,6 +251,21 @@ describe("tb serve --mode REPORT_SERVER", () => {
     expect(JSON.parse((await udpRequest(udpPort, `v1 summary ${keys.noLrs.key} u2`, 3000)) ?? "null")).toEqual({ ok: false, rid: "u2", code: "LRS_NOT_ENABLED" })
   })
 
+  it("after tb sync, rows before its high-water mark are answered from Valkey: the same rows, even once the database no longer has them", async () => {
+    const now = Date.now()
+    const from = now - 2 * DAY
+    const window = `from=${new Date(from).toISOString()}&to=${new Date(now).toISOString()}&service=LPO&page_size=1000`
+    const before = ((await json(await get(`/reports/usage?${window}`, keys.a.key))).data as { rows: Array<Record<string, unknown>> }).rows
+    expect(before.length).toBeGreaterThan(600)
+    cli(["sync", "--full", "--json"])
+    const completeThrough = Number(execFileSync("redis-cli", ["-h", REDIS_HOST, "-p", String(REDIS_PORT), "-n", String(REDIS_DB), "HGET", "usage:sync", "complete_through"], { encoding: "utf8" }).trim())
+    expect(completeThrough).toBeGreaterThan(from)
+    // The reader keeps only what the sync has not copied: the report is still whole.
+    psql(`DELETE FROM usage_logs WHERE api_key_id = '${keys.a.key_id}' AND created_at < to_timestamp(${completeThrough / 1000})`)
+    const after = ((await json(await get(`/reports/usage?${window}`, keys.a.key))).data as { rows: Array<Record<string, unknown>> }).rows
+    expect(after).toEqual(before)
+  }, 60_000)
+
   it("SIGTERM: exits 0 and the last report's usage row is stored", async () => {
     await get("/reports/key", keys.b.key, { headers: { "x-request-id": "last-before-stop" } })
     child.kill("SIGTERM")

@@ -21,17 +21,23 @@ const reportRow = (r: RowWithPosition): ReportRow => ({
   node: r.node, region: r.region, bytes_out: Number(r.bytes_out), created_at: r.created_at
 })
 
+/** The WHERE clauses of a key's rows in [from, to) with the query's filters. */
+export const rowClauses = (sql: SqlClient.SqlClient, q: UsageRowsQuery, from: number, to: number) => {
+  const clauses = [
+    sql`api_key_id = ${q.apiKeyId}::uuid`,
+    sql`created_at >= ${new Date(from)}`,
+    sql`created_at < ${new Date(to)}`
+  ]
+  if (q.asset !== undefined) clauses.push(sql`asset = ${q.asset}`)
+  if (q.service !== undefined) clauses.push(sql`service = ${q.service}`)
+  return clauses
+}
+
 /** One page of a key's rows from a SQL client: pageSize + 1 are read to know whether more follow. */
 export const readRowsPage = (sql: SqlClient.SqlClient, q: UsageRowsQuery, upTo?: number) =>
   Effect.gen(function*() {
     const to = upTo === undefined ? q.to : Math.min(q.to, upTo)
-    const clauses = [
-      sql`api_key_id = ${q.apiKeyId}::uuid`,
-      sql`created_at >= ${new Date(q.from)}`,
-      sql`created_at < ${new Date(to)}`
-    ]
-    if (q.asset !== undefined) clauses.push(sql`asset = ${q.asset}`)
-    if (q.service !== undefined) clauses.push(sql`service = ${q.service}`)
+    const clauses = rowClauses(sql, q, q.from, to)
     if (q.after !== undefined) {
       clauses.push(sql`(created_at, id) < (to_timestamp(0) + ${String(q.after.createdAtUs)}::bigint * interval '1 microsecond', ${q.after.id}::uuid)`)
     }
@@ -45,9 +51,10 @@ export const readRowsPage = (sql: SqlClient.SqlClient, q: UsageRowsQuery, upTo?:
       ORDER BY created_at DESC, id DESC
       LIMIT ${q.pageSize + 1} OFFSET ${q.after === undefined ? q.offset : 0}`
     const page = rows.slice(0, q.pageSize)
-    const last = page[page.length - 1]
-    const next: RowPosition | undefined = rows.length > q.pageSize && last !== undefined ? { createdAtUs: BigInt(last.created_us), id: last.id } : undefined
-    return { rows: page.map(reportRow), next }
+    const lastRow = page[page.length - 1]
+    const last: RowPosition | undefined = lastRow === undefined ? undefined : { createdAtUs: BigInt(lastRow.created_us), id: lastRow.id }
+    /** `last`: the page's last position whether or not more follow (a caller joining sources continues from it). */
+    return { rows: page.map(reportRow), next: rows.length > q.pageSize ? last : undefined, last }
   })
 
 export const UsageReportsDatabase = Layer.effect(UsageReports, Effect.gen(function*() {
@@ -58,8 +65,8 @@ export const UsageReportsDatabase = Layer.effect(UsageReports, Effect.gen(functi
       Effect.gen(function*() {
         // The database holds every row written up to the moment the query starts.
         const dataThrough = Math.min(q.to, Date.now())
-        const page = yield* readRowsPage(sql, q)
-        return { ...page, dataThrough }
+        const { rows, next } = yield* readRowsPage(sql, q)
+        return { rows, next, dataThrough }
       }).pipe(
         Effect.mapError((e) => new UsageReportsError({ reason: "Storage", message: e.message })),
         Effect.withSpan("UsageReports.rows", { attributes: { source: "database" } })

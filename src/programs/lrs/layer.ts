@@ -7,7 +7,7 @@ import { Effect, Layer } from "effect"
 import { ReportQuotaLive } from "../../layers/reports/ReportQuotaLive.ts"
 import { UsageRollupSchedule } from "../../layers/rollup/UsageRollupLive.ts"
 import { UsageSummariesLive } from "../../layers/rollup/UsageSummariesLive.ts"
-import { UsageReportsDatabase } from "../../layers/reports/UsageReportsDatabase.ts"
+import { UsageReportsLive } from "../../layers/reports/UsageReportsLive.ts"
 import { ApiKeys } from "../../services/ApiKeys.ts"
 import { Cache } from "../../services/Cache.ts"
 import { RateLimiter } from "../../services/RateLimiter.ts"
@@ -31,7 +31,8 @@ const lrsDeps = Effect.gen(function*() {
 export const LrsListeners = Layer.unwrap(Effect.map(lrsDeps, (deps) => Layer.mergeAll(makeLrsHttpServer(deps), makeLrsUdpServer(deps))))
 
 /**
- * The LRS's own services: where report rows come from, the summaries (the daily rollup, refreshed
+ * The LRS's own services: where report rows come from (with VALKEY_URL the sync's mirror plus the
+ * reader for rows newer than its high-water mark, else the database), the summaries (the daily rollup, refreshed
  * on its Schedule by every report server; the refresh is idempotent) and the monthly report counter.
  */
-export const LrsServicesLive = Layer.mergeAll(UsageReportsDatabase, ReportQuotaLive, UsageSummariesLive, UsageRollupSchedule())
+export const LrsServicesLive = Layer.mergeAll(UsageReportsLive, ReportQuotaLive, UsageSummariesLive, UsageRollupSchedule())
