@@ -23,6 +23,11 @@ import { readRowsPage, rowClauses } from "./UsageReportsDatabase.ts"
 
 /** Ids read from an index per round trip. */
 const SCAN_BATCH = 500
+/**
+ * Rows looked at for one page at most: a rare filter (an asset the key seldom asks) over a busy
+ * key's 93 days would read the mirror for long; past this the database (indexed) answers instead.
+ */
+export const MAX_SCANNED_ROWS = 50_000
 const COMMAND_TIMEOUT_MS = 2_000
 
 interface MirrorRow {
@@ -52,6 +57,7 @@ export const scanMirror = (redis: MirrorClient, q: {
     try: async () => {
       const out: Array<MirrorRow> = []
       let skip = q.skip
+      let scanned = 0
       // Scores are whole ms: [from, to) is [ceil(from), ceil(to) - 1].
       let max = Math.ceil(q.to) - 1
       if (q.after !== undefined) max = Math.min(max, Number(q.after.createdAtUs / 1000n))
@@ -61,6 +67,8 @@ export const scanMirror = (redis: MirrorClient, q: {
         for (let offset = 0; out.length < q.take; offset += SCAN_BATCH) {
           const ids = await redis.zrevrangebyscore(index, Math.min(max, day + DAY_MS - 1), Math.max(min, day), "LIMIT", offset, SCAN_BATCH)
           if (ids.length === 0) break
+          scanned += ids.length
+          if (scanned > MAX_SCANNED_ROWS + q.skip) throw new Error(`more than ${MAX_SCANNED_ROWS} mirror rows for one page`)
           const pipeline = redis.pipeline()
           for (const id of ids) pipeline.hgetall(usageHashKey(id))
           const hashes = (await pipeline.exec()) ?? []
