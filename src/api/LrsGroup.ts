@@ -6,6 +6,7 @@
 import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
 import { isRfc3339 } from "../domain/envelope.ts"
+import { UsageRow } from "../domain/usage.ts"
 import { Error400, Error401, Error403, Error429, Error503, OkEnvelope } from "./envelopes.ts"
 
 /** The most rows one page holds (spec: `page_size` ≤ 1000). */
@@ -36,25 +37,11 @@ const dataThrough = Schema.String.annotate({
   description: "RFC 3339: the newest moment this answer covers (rows created up to then are in it)."
 })
 
-export const UsageRowData = Schema.Struct({
-  id: Schema.String,
-  request_id: Schema.String,
-  service: Schema.String,
-  protocol: Schema.String,
-  endpoint: Schema.String,
-  asset: Schema.NullOr(Schema.String),
-  quote: Schema.NullOr(Schema.String),
-  source: Schema.NullOr(Schema.String),
-  price: Schema.NullOr(Schema.Number),
-  status_code: Schema.Int,
-  error_code: Schema.NullOr(Schema.String),
-  latency_us: Schema.Int,
-  client_ip: Schema.String,
-  node: Schema.String,
-  region: Schema.String,
-  bytes_out: Schema.Int,
-  created_at: Schema.String.annotate({ description: "RFC 3339 with milliseconds." })
-}).annotate({ identifier: "UsageRow" })
+/** A usage row as a report shows it: the stored row without the key id (always the caller's), its time as RFC 3339. */
+export const UsageRowData = UsageRow.mapFields(({ api_key_id: _keyId, created_at: _createdAt, ...fields }) => ({
+  ...fields,
+  created_at: Schema.String.annotate({ description: "RFC 3339 with milliseconds (UTC)." })
+})).annotate({ identifier: "ReportRow" })
 
 const UsageData = Schema.Struct({
   rows: Schema.Array(UsageRowData),

@@ -1,26 +1,8 @@
 import { Context, Data, type Effect } from "effect"
+import type { UsageRow } from "../domain/usage.ts"
 
-/** One usage row as a report shows it (the 18 columns, `api_key_id` left out: it is the caller's own). */
-export interface ReportRow {
-  readonly id: string
-  readonly request_id: string
-  readonly service: string
-  readonly protocol: string
-  readonly endpoint: string
-  readonly asset: string | null
-  readonly quote: string | null
-  readonly source: string | null
-  readonly price: number | null
-  readonly status_code: number
-  readonly error_code: string | null
-  readonly latency_us: number
-  readonly client_ip: string
-  readonly node: string
-  readonly region: string
-  readonly bytes_out: number
-  /** RFC 3339, UTC, milliseconds. */
-  readonly created_at: string
-}
+/** One usage row as a report shows it: the stored row without the key id (the caller's own), created_at as RFC 3339 (UTC, ms). */
+export type ReportRow = Omit<UsageRow, "api_key_id" | "created_at"> & { readonly created_at: string }
 
 /** Where a page ends: the last row's exact time (µs since the epoch) and id. The next page starts strictly before it. */
 export interface RowPosition {
