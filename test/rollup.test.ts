@@ -11,6 +11,7 @@ import { UsageSummaries } from "../src/services/UsageSummaries.ts"
 import { freshPgLayer } from "./support/services.ts"
 
 const DAY = 86_400_000
+const HOUR = 3_600_000
 const NOW = Date.now()
 const TODAY = Math.floor(NOW / DAY) * DAY
 const KEY_A = randomUUID()
@@ -43,19 +44,23 @@ const insertLateRow = (at: number, latencyUs: number) =>
               ${latencyUs}, '10.0.0.3', 'n', 'local', 10, ${new Date(at).toISOString()}::timestamptz)`
   })
 
-/** KEY_A's requests on the whole UTC day starting at `day`, as the summaries answer them (from the rollup). */
-const requestsOfDay = (day: number) =>
-  Effect.flatMap(UsageSummaries, (s) => s.summary({ apiKeyId: KEY_A, from: day, to: day + DAY, groupBy: "day" })).pipe(
-    Effect.map((r) => r.groups[0]?.requests ?? -1)
+/** KEY_A's requests in [from, to) as the summaries answer them (whole rolled-up days from the rollup). */
+const summaryRequests = (from: number, to: number) =>
+  Effect.flatMap(UsageSummaries, (s) => s.summary({ apiKeyId: KEY_A, from, to, groupBy: "day" })).pipe(
+    Effect.map((r) => r.groups.reduce((n, g) => n + g.requests, 0))
   )
 
-const rawRequestsOfDay = (day: number) =>
+const requestsOfDay = (day: number) => summaryRequests(day, day + DAY)
+
+const rawRequests = (from: number, to: number) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const rows = yield* sql<{ n: number }>`SELECT count(*)::float8 AS n FROM usage_logs WHERE api_key_id = ${KEY_A}::uuid
-      AND created_at >= ${new Date(day).toISOString()}::timestamptz AND created_at < ${new Date(day + DAY).toISOString()}::timestamptz`
+      AND created_at >= ${new Date(from).toISOString()}::timestamptz AND created_at < ${new Date(to).toISOString()}::timestamptz`
     return rows[0]?.n ?? -1
   })
+
+const rawRequestsOfDay = (day: number) => rawRequests(day, day + DAY)
 
 interface FineRow {
   readonly key: string | null
@@ -187,6 +192,11 @@ describe("usage rollup refresh (real PostgreSQL)", () => {
       yield* insertLateRow(yesterday + 1000, 77)
       // The summary of a rolled-up day reads the rollup: the late row counts once the refresh has run.
       assert.strictEqual(yield* requestsOfDay(yesterday), before)
+      // Most of that day (the rollup minus the rest of the day, read raw) sees the row count changed
+      // and reads the part raw instead: exact, late row or not.
+      for (const [from, to] of [[yesterday + HOUR, TODAY], [yesterday, TODAY - HOUR], [yesterday + 1, TODAY - 1]] as const) {
+        assert.strictEqual(yield* summaryRequests(from, to), yield* rawRequests(from, to), `${from - yesterday} to ${to - yesterday}`)
+      }
       assert.deepStrictEqual((yield* refreshUsageRollup({ now: NOW, lagDays: 3 })).days, [dayName(yesterday)])
       assert.strictEqual(yield* requestsOfDay(yesterday), before + 1)
 

@@ -78,17 +78,21 @@ const RAW_BUCKETS = (groupBy: SummaryGroupBy) => `
   FROM usage_logs WHERE api_key_id = $1::uuid AND created_at >= $2::timestamptz AND created_at < $3::timestamptz
   GROUP BY 1, 2`
 
-/**
- * The rolled-up days of [first, end) (every one listed, with this key's rows of the dimension when
- * it has any), in one statement, so a refresh committing meanwhile cannot make a day both rolled up
- * and read raw, nor neither.
- */
+/** The rolled-up days of [first, end): every one listed, with this key's rows of the dimension when it has any. */
 const ROLLUP_ROWS = `
   SELECT to_char(d.day, 'YYYY-MM-DD') AS day, r.value, r.requests::float8 AS requests, r.errors::float8 AS errors,
          r.bytes_out::float8 AS bytes_out, r.last_at, r.latency_sketch
   FROM usage_daily_rollup_days d
   LEFT JOIN usage_daily_rollup_dim r ON r.api_key_id = $1::uuid AND r.dimension = $2 AND r.day = d.day
   WHERE d.day >= $3::date AND d.day < $4::date`
+
+/**
+ * The key's row count on one day (epoch ms bounds $2, $3) and its newest created_at in the part
+ * [$4, $5) of that day: an index-only count, far cheaper than reading the rows.
+ */
+const DAY_CHECK = `
+  SELECT count(*)::float8 AS n, max(created_at) FILTER (WHERE created_at >= $4::timestamptz AND created_at < $5::timestamptz) AS last_at
+  FROM usage_logs WHERE api_key_id = $1::uuid AND created_at >= $2::timestamptz AND created_at < $3::timestamptz`
 
 /** [start, end) ranges of epoch ms, adjacent ones joined. */
 const joinRanges = (ranges: ReadonlyArray<readonly [number, number]>): Array<readonly [number, number]> => {
@@ -123,45 +127,86 @@ export const makeSummary = (sql: SqlClient.SqlClient) => (query: SummaryQuery): 
     const seen = (lastAt: Date | null) => {
       if (lastAt !== null && (dataThrough === null || lastAt.getTime() > dataThrough)) dataThrough = lastAt.getTime()
     }
-
-    // Whole UTC days inside the window: from the rollup where it has them.
-    const firstWhole = Math.ceil(from / DAY_MS) * DAY_MS
-    const endWhole = dayStart(to)
-    const rawRanges: Array<readonly [number, number]> = []
-    if (firstWhole < endWhole) {
-      const rows = yield* sql.unsafe<RollupRow>(ROLLUP_ROWS, [apiKeyId, groupBy, dayName(firstWhole), dayName(endWhole)])
-      const rolled = new Set<string>()
-      for (const row of rows) {
-        rolled.add(row.day)
-        if (row.requests === null || row.latency_sketch === null) continue
-        const group = groupOf(groupBy === "day" ? row.day : row.value)
-        group.requests += row.requests
-        group.errors += row.errors ?? 0
-        group.bytesOut += row.bytes_out ?? 0
-        forEachPackedPair(row.latency_sketch, (bucket, count) => addCount(group, bucket, count))
-        seen(row.last_at)
-      }
-      rawRanges.push([from, firstWhole], [endWhole, to])
-      for (let day = firstWhole; day < endWhole; day += DAY_MS) {
-        if (!rolled.has(dayName(day))) rawRanges.push([day, day + DAY_MS])
-      }
-    } else {
-      rawRanges.push([from, to])
+    /** Adds (sign 1) or takes away (sign -1) one rollup row's totals. */
+    const addRollupRow = (row: RollupRow, sign: 1 | -1) => {
+      if (row.requests === null || row.latency_sketch === null) return
+      const group = groupOf(groupBy === "day" ? row.day : row.value)
+      group.requests += sign * row.requests
+      group.errors += sign * (row.errors ?? 0)
+      group.bytesOut += sign * (row.bytes_out ?? 0)
+      forEachPackedPair(row.latency_sketch, (bucket, count) => addCount(group, bucket, sign * count))
     }
-
-    // Partial edge days and days not rolled up yet: usage_logs, counted per latency bucket in SQL.
     const rawStatement = RAW_BUCKETS(groupBy)
-    for (const [start, end] of joinRanges(rawRanges)) {
-      const rows = yield* sql.unsafe<RawBucketRow>(rawStatement, [apiKeyId, new Date(start).toISOString(), new Date(end).toISOString()])
+    /** Adds (sign 1) or takes away (sign -1) the key's usage_logs rows in [start, end), per group and bucket. */
+    const addRaw = (start: number, end: number, sign: 1 | -1) =>
+      sql.unsafe<RawBucketRow>(rawStatement, [apiKeyId, new Date(start).toISOString(), new Date(end).toISOString()]).pipe(
+        Effect.map((rows) => {
+          for (const row of rows) {
+            const group = groupOf(row.value)
+            group.requests += sign * row.n
+            group.errors += sign * row.errors
+            group.bytesOut += sign * row.bytes_out
+            addCount(group, row.bucket, sign * row.n)
+            if (sign === 1) seen(row.last_at)
+          }
+        })
+      )
+
+    // Every UTC day the window touches: a whole day from the rollup when it has it; a partial day
+    // covering most of a rolled-up day as the rollup minus the rest of the day read raw (when the
+    // key's row count shows the rollup has every row of that day, i.e. no late row since); any
+    // other part from usage_logs. One snapshot for all statements (repeatable read), so a refresh
+    // or a row committed meanwhile cannot be half seen.
+    const read = Effect.gen(function*() {
+      yield* sql`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`
+      const firstDay = dayStart(from)
+      const endDay = dayStart(to) === to ? to : dayStart(to) + DAY_MS
+      const rows = yield* sql.unsafe<RollupRow>(ROLLUP_ROWS, [apiKeyId, groupBy, dayName(firstDay), dayName(endDay)])
+      const rolled = new Map<string, Array<RollupRow>>()
       for (const row of rows) {
-        const group = groupOf(row.value)
-        group.requests += row.n
-        group.errors += row.errors
-        group.bytesOut += row.bytes_out
-        addCount(group, row.bucket, row.n)
-        seen(row.last_at)
+        const list = rolled.get(row.day) ?? []
+        if (row.requests !== null) list.push(row)
+        rolled.set(row.day, list)
       }
-    }
+      const rawRanges: Array<readonly [number, number]> = []
+      for (let day = firstDay; day < endDay; day += DAY_MS) {
+        const start = Math.max(from, day)
+        const end = Math.min(to, day + DAY_MS)
+        const dayRows = rolled.get(dayName(day))
+        if (dayRows === undefined) {
+          rawRanges.push([start, end])
+        } else if (start === day && end === day + DAY_MS) {
+          for (const row of dayRows) {
+            addRollupRow(row, 1)
+            seen(row.last_at)
+          }
+        } else if (end - start > DAY_MS / 2 && (yield* subtractRest(day, start, end, dayRows))) {
+          // counted as the rollup minus the rest of the day
+        } else {
+          rawRanges.push([start, end])
+        }
+      }
+      for (const [start, end] of joinRanges(rawRanges)) yield* addRaw(start, end, 1)
+    })
+    /**
+     * The part [start, end) of a rolled-up day as its rollup rows minus the key's other rows of
+     * that day, if the key's row count in usage_logs still equals the rollup's (usage_logs only
+     * gains rows, so equal counts mean the same rows). Answers false (nothing added) otherwise.
+     */
+    const subtractRest = (day: number, start: number, end: number, dayRows: ReadonlyArray<RollupRow>) =>
+      Effect.gen(function*() {
+        const rolledRequests = dayRows.reduce((n, row) => n + (row.requests ?? 0), 0)
+        const [check] = yield* sql.unsafe<{ n: number; last_at: Date | null }>(DAY_CHECK, [
+          apiKeyId, new Date(day).toISOString(), new Date(day + DAY_MS).toISOString(), new Date(start).toISOString(), new Date(end).toISOString()
+        ])
+        if (check === undefined || check.n !== rolledRequests) return false
+        for (const row of dayRows) addRollupRow(row, 1)
+        if (start > day) yield* addRaw(day, start, -1)
+        if (end < day + DAY_MS) yield* addRaw(end, day + DAY_MS, -1)
+        seen(check.last_at)
+        return true
+      })
+    if (to > from) yield* sql.withTransaction(read)
 
     const summarise = (key: string | null, group: Accumulator | undefined): SummaryGroup => {
       if (group === undefined || group.requests === 0) {
@@ -185,7 +230,7 @@ export const makeSummary = (sql: SqlClient.SqlClient) => (query: SummaryQuery): 
       }
       return { groups: days, data_through: dataThrough }
     }
-    const keys = [...groups.keys()].sort((a, b) => (a === null ? 1 : b === null ? -1 : a < b ? -1 : a > b ? 1 : 0))
+    const keys = [...groups.keys()].filter((key) => (groups.get(key)?.requests ?? 0) > 0).sort((a, b) => (a === null ? 1 : b === null ? -1 : a < b ? -1 : a > b ? 1 : 0))
     return { groups: keys.map((key) => summarise(key, groups.get(key))), data_through: dataThrough }
   }).pipe(
     Effect.catchTag("SqlError", (e) => Effect.fail(storage(e))),
