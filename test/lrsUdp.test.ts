@@ -4,11 +4,11 @@
  * one line of JSON, and every reply is one usage row (service LRS). Services are stand-ins here;
  * the black-box test (lrs.blackbox) runs the real ones.
  */
-import { Effect } from "effect"
+import { Deferred, Effect } from "effect"
 import fc from "fast-check"
 import type { RemoteInfo } from "node:dgram"
 import { describe, expect, it } from "vitest"
-import { COUNTER_NAMES } from "../src/domain/runtimeCounters.ts"
+import { COUNTER, COUNTER_NAMES } from "../src/domain/runtimeCounters.ts"
 import { formatUdpRequest } from "../src/domain/udpCodec.ts"
 import type { UsageFacts } from "../src/domain/usageChunk.ts"
 import type { LrsDeps } from "../src/programs/lrs/lrsApi.ts"
@@ -28,17 +28,18 @@ const KEYS = new Map([[GOOD, record("key-good", true)], [NO_LRS, record("key-nol
 
 const group = (service: string): SummaryGroup => ({ group: service, requests: 12, errors: 1, bytes_out: 3456, p50_us: 210, p95_us: 900, p99_us: 1500 })
 
-const setup = (groups: ReadonlyArray<SummaryGroup> = [group("LPO"), group("LRS")]) => {
+const setup = (groups: ReadonlyArray<SummaryGroup> = [group("LPO"), group("LRS")], slowLookup?: Effect.Effect<AuthResult>) => {
   const rows: Array<UsageFacts> = []
   const replies: Array<Buffer> = []
   const deps: LrsDeps = {
     apiKeys: {
       authenticate: (plain): AuthResult => {
+        if (slowLookup !== undefined && plain?.startsWith("tb_new") === true) return { _tag: "Unknown", hash: plain }
         const key = plain === undefined ? undefined : KEYS.get(plain)
         return key === undefined ? { _tag: "Refused", code: plain === undefined ? "MISSING_API_KEY" : "INVALID_API_KEY", keyId: undefined } : { _tag: "Authorized", key }
       },
       authenticateHash: () => ({ _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }),
-      authenticateSlow: () => Effect.succeed({ _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }),
+      authenticateSlow: () => slowLookup ?? Effect.succeed({ _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }),
       create: () => Effect.die("unused"), list: Effect.die("unused"), revoke: () => Effect.die("unused"), invalidate: () => Effect.die("unused"),
       tiers: () => new Map(), reload: Effect.void
     },
@@ -64,7 +65,7 @@ const setup = (groups: ReadonlyArray<SummaryGroup> = [group("LPO"), group("LRS")
     expect(handler.pending()).toBe(0)
     return replies.length > before ? replies[replies.length - 1] : undefined
   }
-  return { send, rows, replies }
+  return { send, rows, replies, handler, socket, rinfo, deps }
 }
 
 const printable = fc.string({ unit: fc.constantFrom(..."v1 summaryprice2026-12-01T00:00:00Z:+_-/\n\r\tBTCk0".split("")), maxLength: 120 })
@@ -109,6 +110,24 @@ describe("LRS UDP summary handler", () => {
     expect(JSON.parse((await t.send(Buffer.from(`v1 price ${GOOD} BTC r3`)))!.toString())).toEqual({ ok: false, rid: "r3", code: "NOT_FOUND" })
     // Unknown key: the error reply is longer than this short probe, so nothing is sent.
     expect(await t.send(Buffer.from("v1 summary k"))).toBeUndefined()
+  })
+
+  it("looks up at most 32 unknown keys at once; past that SYSTEM_BUSY at once, and the bound frees as lookups end", async () => {
+    const gate = await Effect.runPromise(Deferred.make<AuthResult>())
+    const t = setup(undefined, Deferred.await(gate))
+    const datagram = (i: number) => Buffer.from(`v1 summary tb_new${String(i).padStart(36, "x")} f${i}`)
+    for (let i = 0; i < 32; i++) t.handler.onMessage(t.socket, datagram(i), t.rinfo)
+    await new Promise((r) => setTimeout(r, 20))
+    expect(t.handler.pending()).toBe(32)
+    expect(t.replies).toHaveLength(0)
+    t.handler.onMessage(t.socket, datagram(99), t.rinfo)
+    await new Promise((r) => setTimeout(r, 20))
+    expect(t.replies.map((r) => JSON.parse(r.toString()))).toEqual([{ ok: false, rid: "f99", code: "SYSTEM_BUSY" }])
+    await Effect.runPromise(Deferred.succeed(gate, { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }))
+    for (let i = 0; i < 100 && t.handler.pending() > 0; i++) await new Promise((r) => setTimeout(r, 5))
+    expect(t.handler.pending()).toBe(0)
+    expect(t.deps.stats.values[COUNTER.db_lookups_in_flight]).toBe(0)
+    expect(t.replies).toHaveLength(33)
   })
 
   it("keeps the reply within one datagram: the per-service list is left out past MAX_SUMMARY_REPLY_BYTES", () => {

@@ -11,9 +11,10 @@ import { DEFAULT_PAGE_SIZE, type ReportFormat } from "../../api/LrsGroup.ts"
 import { LrsListenerApi } from "../../api/TrinityApi.ts"
 import { monthKey, secondsToNextMonth } from "../../domain/clusterLimits.ts"
 import { rfc3339 } from "../../domain/envelope.ts"
-import type { ErrorCode } from "../../domain/errorCodes.ts"
+import { type ErrorCode, statusOf } from "../../domain/errorCodes.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { apiKeyOf } from "../../layers/http/httpKit.ts"
+import type { KeyHashMemo } from "../../domain/apiKey.ts"
 import type { ApiKeyRecord, ApiKeys, AuthResult } from "../../services/ApiKeys.ts"
 import type { Cache } from "../../services/Cache.ts"
 import type { Admission, RateLimiter } from "../../services/RateLimiter.ts"
@@ -63,13 +64,7 @@ export const lrsHandlers = (edge: Edge, deps: LrsDeps, keyIds: KeyIdsOfRequests)
 
     const refuse = (request: HttpServerRequest.HttpServerRequest, code: ErrorCode, detail?: string): Answer => {
       stats.values[code === "INTERNAL" || code === "SYSTEM_BUSY" ? COUNTER.server_errors : COUNTER.client_errors]!++
-      const envelope = edge.fail(request.source, "LRS", code, detail)
-      const status = code === "LRS_NOT_ENABLED" || code === "KEY_REVOKED" || code === "KEY_EXPIRED" ? 403
-        : code === "MISSING_API_KEY" || code === "INVALID_API_KEY" ? 401
-        : code === "RATE_LIMITED" || code === "QUOTA_EXCEEDED" ? 429
-        : code === "SYSTEM_BUSY" || code === "MAINTENANCE" ? 503
-        : code === "INTERNAL" ? 500 : 400
-      return HttpServerResponse.jsonUnsafe(envelope, { status })
+      return HttpServerResponse.jsonUnsafe(edge.fail(request.source, "LRS", code, detail), { status: statusOf(code) })
     }
     const ok = <D extends object>(request: HttpServerRequest.HttpServerRequest, data: D): Answer =>
       HttpServerResponse.jsonUnsafe(edge.ok(request.source, "LRS", data))
@@ -85,11 +80,7 @@ export const lrsHandlers = (edge: Edge, deps: LrsDeps, keyIds: KeyIdsOfRequests)
         const state = edge.of(request.source)
         if (state === undefined) return yield* Effect.die(new Error("report request without the listener's state"))
         const now = Date.now()
-        let auth: AuthResult = deps.apiKeys.authenticate(apiKeyOf(state.info), now, state.info.keyMemo)
-        if (auth._tag === "Unknown") {
-          stats.values[COUNTER.key_cache_misses]!++
-          auth = yield* deps.apiKeys.authenticateSlow(auth.hash, now)
-        }
+        const auth = yield* authenticateKey(deps, apiKeyOf(state.info), now, state.info.keyMemo)
         if (auth._tag !== "Authorized") {
           stats.values[auth._tag === "Refused" && auth.code === "SYSTEM_BUSY" ? COUNTER.system_busy : COUNTER.auth_failures]!++
           if (auth._tag === "Refused" && auth.keyId !== undefined) keyIds.set(request.source, auth.keyId)
@@ -201,6 +192,26 @@ export const lrsHandlers = (edge: Edge, deps: LrsDeps, keyIds: KeyIdsOfRequests)
           })
         }).pipe(Effect.withSpan("Lrs.key")))
   })
+
+/**
+ * Database lookups of keys this node has not seen, at most this many at once (as the LPO bounds
+ * them): a flood of well-formed random keys must not take the connections reports need.
+ */
+export const MAX_KEY_LOOKUPS_IN_FLIGHT = 32
+
+/** A key from the in-process cache, or one bounded database lookup (SYSTEM_BUSY past the bound or on failure). */
+export const authenticateKey = (deps: Pick<LrsDeps, "apiKeys" | "stats">, plainKey: string | undefined, now: number, memo?: KeyHashMemo) =>
+  Effect.suspend((): Effect.Effect<AuthResult> => {
+    const auth = deps.apiKeys.authenticate(plainKey, now, memo)
+    if (auth._tag !== "Unknown") return Effect.succeed(auth)
+    const v = deps.stats.values
+    v[COUNTER.key_cache_misses]!++
+    if (v[COUNTER.db_lookups_in_flight]! >= MAX_KEY_LOOKUPS_IN_FLIGHT) return Effect.succeed(BUSY)
+    v[COUNTER.db_lookups_in_flight]!++
+    return deps.apiKeys.authenticateSlow(auth.hash, now).pipe(Effect.ensuring(Effect.sync(() => void v[COUNTER.db_lookups_in_flight]!--)))
+  })
+
+const BUSY: AuthResult = { _tag: "Refused", code: "SYSTEM_BUSY", keyId: undefined }
 
 /** The rate-limit state after this request was admitted. */
 const rateOf = (a: Admission) =>

@@ -20,10 +20,9 @@ import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { encodeErrorReply, mayReplyUnauthenticated, parseUdpRequest } from "../../domain/udpCodec.ts"
 import { nextRequestSeq } from "../../layers/http/httpKit.ts"
 import { runDetachedLog } from "../../layers/Logging.ts"
-import type { AuthResult } from "../../services/ApiKeys.ts"
 import type { UsageSink } from "../../services/UsageSink.ts"
 import type { SummaryGroup } from "../../services/UsageSummaries.ts"
-import type { LrsDeps } from "./lrsApi.ts"
+import { authenticateKey, type LrsDeps } from "./lrsApi.ts"
 import { reportWindow } from "./reportWindow.ts"
 
 /** Replies stay well inside one unfragmented datagram; past this the per-service breakdown is left out. */
@@ -80,11 +79,7 @@ export const makeUdpSummaryHandler = (deps: LrsDeps, usage: UsageSink["Service"]
     Effect.gen(function*() {
       const refused = (code: ResponseCode, keyId: string | undefined, authenticated: boolean) =>
         ({ reply: encodeErrorReply(request.rid, code), code, keyId, authenticated }) as const
-      let auth: AuthResult = deps.apiKeys.authenticate(request.apiKey, now)
-      if (auth._tag === "Unknown") {
-        v[COUNTER.key_cache_misses]!++
-        auth = yield* deps.apiKeys.authenticateSlow(auth.hash, now)
-      }
+      const auth = yield* authenticateKey(deps, request.apiKey, now)
       if (auth._tag !== "Authorized") {
         const code = auth._tag === "Refused" ? auth.code : "INVALID_API_KEY"
         v[code === "SYSTEM_BUSY" ? COUNTER.system_busy : COUNTER.auth_failures]!++
