@@ -108,14 +108,15 @@ describe("latencySketch", () => {
     expect(encodeSketch(EMPTY_SKETCH)).toBe("1:")
   })
 
-  it("round-trips through the packed bytes PostgreSQL aggregates into (int4 bucket, float8 count)", () => {
+  it("round-trips through the packed bytes PostgreSQL aggregates into (int2 bucket, int4 count)", () => {
     fc.assert(fc.property(sketchArb, (sketch) => {
       const packed = packSketch(sketch)
-      expect(packed.byteLength).toBe(sketch.buckets.length * 12)
+      expect(packed.byteLength).toBe(sketch.buckets.length * 6)
       expect(unpackSketch(packed)).toEqual(sketch)
     }))
-    // Big-endian, as int4send/float8send write them: bucket 3 with count 2.
-    expect([...packSketch({ buckets: [3], counts: [2] })]).toEqual([0, 0, 0, 3, 0x40, 0, 0, 0, 0, 0, 0, 0])
+    // Big-endian, as int2send/int4send write them: the zero bucket once, bucket 2690 (2^31-1 µs) 2^31-1 times.
+    expect([...packSketch({ buckets: [-1, 2690], counts: [1, 2 ** 31 - 1] })]).toEqual([0xff, 0xff, 0, 0, 0, 1, 0x0a, 0x82, 0x7f, 0xff, 0xff, 0xff])
+    expect(() => packSketch({ buckets: [1], counts: [2 ** 31] })).toThrow(RangeError)
   })
 
   it("refuses any text it did not write, never answering part of a sketch", () => {

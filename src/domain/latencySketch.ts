@@ -42,21 +42,26 @@ export const bucketOf = (latencyUs: number): number =>
 export const bucketSql = (column: string): string =>
   `(CASE WHEN ${column} <= 0 THEN ${ZERO_BUCKET} ELSE ceil(ln((${column})::float8) / ${String(LN_GAMMA)}::float8)::int END)`
 
-/** Bytes per (bucket, count) pair of the packed form: int4 bucket, float8 count, big-endian. */
-export const PACKED_PAIR_BYTES = 12
+/**
+ * Bytes per (bucket, count) pair of the packed form: int2 bucket (buckets run from -1 to ~2690 for
+ * int4 latencies), int4 count, big-endian. 6 bytes keep a day's sketch under PostgreSQL's ~2 kB
+ * TOAST threshold, so it is read inline, not decompressed. A count past 2^31-1 (one key, one day,
+ * one value, one 0.8 %-wide bucket) fails the refresh with "integer out of range", never wraps.
+ */
+export const PACKED_PAIR_BYTES = 6
 
 /**
  * SQL aggregate packing (bucket, count) rows into one bytea (the packed form), buckets ascending:
  * what a client decodes with `unpackSketch` far faster than two SQL arrays.
  */
 export const packedSketchSql = (bucketColumn: string, countColumn: string): string =>
-  `string_agg(int4send((${bucketColumn})::int) || float8send((${countColumn})::float8), ''::bytea ORDER BY ${bucketColumn})`
+  `string_agg(int2send((${bucketColumn})::int2) || int4send((${countColumn})::int4), ''::bytea ORDER BY ${bucketColumn})`
 
 /** Calls `add(bucket, count)` for every pair of a packed sketch (see `packedSketchSql`). */
 export const forEachPackedPair = (packed: Uint8Array, add: (bucket: number, count: number) => void): void => {
   const view = new DataView(packed.buffer, packed.byteOffset, packed.byteLength)
   for (let at = 0; at + PACKED_PAIR_BYTES <= packed.byteLength; at += PACKED_PAIR_BYTES) {
-    add(view.getInt32(at), view.getFloat64(at + 4))
+    add(view.getInt16(at), view.getInt32(at + 2))
   }
 }
 
@@ -71,13 +76,18 @@ export const unpackSketch = (packed: Uint8Array): LatencySketch => {
   return { buckets, counts }
 }
 
-/** The packed form of a sketch (what `packedSketchSql` makes in PostgreSQL). */
+/** The packed form of a sketch (what `packedSketchSql` makes in PostgreSQL); RangeError past int2/int4. */
 export const packSketch = (sketch: LatencySketch): Uint8Array => {
   const packed = new Uint8Array(sketch.buckets.length * PACKED_PAIR_BYTES)
   const view = new DataView(packed.buffer)
   for (let i = 0; i < sketch.buckets.length; i++) {
-    view.setInt32(i * PACKED_PAIR_BYTES, sketch.buckets[i]!)
-    view.setFloat64(i * PACKED_PAIR_BYTES + 4, sketch.counts[i]!)
+    const bucket = sketch.buckets[i]!
+    const count = sketch.counts[i]!
+    if (bucket < -32_768 || bucket > 32_767 || count < 0 || count > 2_147_483_647) {
+      throw new RangeError(`packSketch: bucket ${bucket} with count ${count} does not fit int2/int4`)
+    }
+    view.setInt16(i * PACKED_PAIR_BYTES, bucket)
+    view.setInt32(i * PACKED_PAIR_BYTES + 2, count)
   }
   return packed
 }

@@ -12,7 +12,7 @@ import { SqlClient } from "effect/sql"
  *   arrays, buckets ascending.
  * - usage_daily_rollup_dim: the same per key × day × ONE dimension (day, asset, source, service,
  *   endpoint, status): a summary over 93 days reads a few hundred of these rows, not the full grid.
- *   Its sketch is one bytea of (int4 bucket, float8 count) big-endian pairs, buckets ascending
+ *   Its sketch is one bytea of (int2 bucket, int4 count) big-endian pairs, buckets ascending
  *   (`packedSketchSql`): read as raw bytes, ~10x cheaper for the client than two arrays.
  * - usage_daily_rollup_days: the days rolled up and how many usage rows they covered (a day not
  *   listed is read from usage_logs; a changed row count tells the refresh a late row came in).
