@@ -8,7 +8,7 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
-import { refreshUsageRollup } from "../src/layers/rollup/UsageRollupLive.ts"
+import { refreshUsageDailyView, refreshUsageRollup } from "../src/layers/rollup/UsageRollupLive.ts"
 import { UsageSummariesLive } from "../src/layers/rollup/UsageSummariesLive.ts"
 import { ReaderSql } from "../src/services/Database.ts"
 import { SUMMARY_GROUPINGS, type SummaryGroupBy, UsageSummaries, type UsageSummary } from "../src/services/UsageSummaries.ts"
@@ -191,6 +191,13 @@ describe("UsageSummaries on the embedded database (PGlite behind its socket)", (
         yield* insertRows(KEY_A, 3000, TODAY - 4 * DAY, NOW - (TODAY - 4 * DAY))
         yield* insertRows(KEY_B, 500, TODAY - 4 * DAY, NOW - (TODAY - 4 * DAY))
         assert.isAtLeast((yield* refreshUsageRollup({ now: NOW })).days.length, 4)
+        // mv_usage_daily refreshes CONCURRENTLY there too, and holds the closed days' rows.
+        yield* refreshUsageDailyView
+        const sql = yield* SqlClient.SqlClient
+        const [view] = yield* sql<{ view: number; raw: number }>`
+          SELECT (SELECT sum(requests) FROM mv_usage_daily)::float8 AS view,
+                 (SELECT count(*) FROM usage_logs WHERE created_at < ${new Date(TODAY).toISOString()}::timestamptz)::float8 AS raw`
+        assert.strictEqual(view!.view, view!.raw)
         for (const groupBy of ["day", "asset", "status"] as const) {
           const from = TODAY - 3 * DAY + 5 * HOUR
           const answer = yield* summary(KEY_A, from, NOW + 1, groupBy)
