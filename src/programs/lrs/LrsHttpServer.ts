@@ -7,6 +7,7 @@
 import { Config, Effect, Layer } from "effect"
 import { HttpApiBuilder } from "effect/http-api"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
+import type { Socket } from "node:net"
 import { routesOf } from "../../api/routeTable.ts"
 import { LrsListenerApi } from "../../api/TrinityApi.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
@@ -92,9 +93,24 @@ export const makeLrsHttpServer = (deps: LrsDeps) =>
       countBody(res)
       serveApi(req, res, info)
     }
-    const server = createServer({ keepAliveTimeout: HEAD_DEADLINE_MS, headersTimeout: HEAD_DEADLINE_MS, requestTimeout: HEAD_DEADLINE_MS + BODY_DEADLINE_MS }, onRequest)
-    server.on("connection", () => {
+    // node checks the deadlines every connectionsCheckingInterval (30 s by default): every second here.
+    const server = createServer({
+      keepAliveTimeout: HEAD_DEADLINE_MS, headersTimeout: HEAD_DEADLINE_MS, requestTimeout: HEAD_DEADLINE_MS + BODY_DEADLINE_MS, connectionsCheckingInterval: 1_000
+    }, onRequest)
+    // A connection that sends no request at all is closed after the head deadline too (node's
+    // headersTimeout only starts with a request's first byte, and its idle-connection check does not
+    // see a connection that never sent one). Its first request clears the timer; keep-alive idleness
+    // after that is keepAliveTimeout's.
+    const silent = new WeakMap<Socket, ReturnType<typeof setTimeout>>()
+    server.on("connection", (socket: Socket) => {
       server.maxConnections = params.int("max_connections")
+      const timer = setTimeout(() => socket.destroy(), HEAD_DEADLINE_MS)
+      silent.set(socket, timer)
+      socket.once("close", () => clearTimeout(timer))
+    })
+    server.on("request", (req: IncomingMessage) => {
+      const timer = silent.get(req.socket)
+      if (timer !== undefined) clearTimeout(timer)
     })
     const port = yield* Effect.acquireRelease(
       Effect.callback<number, Error>((resume) => {
