@@ -48,7 +48,7 @@ const setup = (groups: ReadonlyArray<SummaryGroup> = [group("LPO"), group("LRS")
       chargeQueries: () => {}, reconcile: Effect.void,
       snapshot: () => ({ trackedKeys: 0, clusterReachable: true, reconciles: 0, reconcileFailures: 0, clusterRps: 0, shedFraction: 0 })
     },
-    quota: { admit: (_id, limit) => Effect.succeed({ _tag: "Admitted", limit, used: 1 }), used: () => Effect.succeed(1) },
+    quota: { admit: (_id, limit) => Effect.succeed({ _tag: "Admitted", limit, used: 1 }), release: () => Effect.void, used: () => Effect.succeed(1) },
     reports: { kind: "database", rows: () => Effect.die("unused") },
     summaries: { summary: () => Effect.succeed({ groups, data_through: null }) },
     cache: { kind: "memory" } as LrsDeps["cache"],

@@ -42,6 +42,19 @@ describe("ReportQuota (real PostgreSQL and Redis)", () => {
       for (let i = 1; i <= 3; i++) assert.deepStrictEqual(yield* a.admit(unlimited, null, now), { _tag: "Admitted", limit: null, used: i })
     }).pipe(Effect.provide(PgLive)), 60_000)
 
+  it.live("a report whose answer failed is taken back: only answered reports count", () =>
+    Effect.gen(function*() {
+      const a = yield* node(redisUrl)
+      const key = randomUUID()
+      const now = Date.now()
+      assert.strictEqual((yield* a.admit(key, 2, now))._tag, "Admitted")
+      assert.strictEqual((yield* a.admit(key, 2, now))._tag, "Admitted")
+      yield* a.release(key, now)
+      assert.strictEqual(yield* a.used(key, now), 1)
+      assert.deepStrictEqual(yield* a.admit(key, 2, now), { _tag: "Admitted", limit: 2, used: 2 })
+      assert.strictEqual((yield* a.admit(key, 2, now))._tag, "QuotaExceeded")
+    }).pipe(Effect.provide(PgLive)), 60_000)
+
   it.live("a fresh counter starts from the month's answered reports in the database", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient

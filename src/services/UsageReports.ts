@@ -55,6 +55,8 @@ export type ReportAdmission =
 export class ReportQuota extends Context.Service<ReportQuota, {
   /** Counts one report for the key this month, unless the limit (null: unlimited) is reached. */
   readonly admit: (apiKeyId: string, limit: number | null, now: number) => Effect.Effect<ReportAdmission>
+  /** Takes back one report counted by `admit` whose answer failed (the store did not answer): only answered reports count. */
+  readonly release: (apiKeyId: string, now: number) => Effect.Effect<void>
   /** This month's reports so far (no count taken). */
   readonly used: (apiKeyId: string, now: number) => Effect.Effect<number>
 }>()("tb/ReportQuota") {}

@@ -109,5 +109,16 @@ export const ReportQuotaLive = Layer.effect(ReportQuota, Effect.gen(function*() 
       return s.clusterUsed + s.pending
     }).pipe(Effect.withSpan("ReportQuota.used"))
 
-  return ReportQuota.of({ admit, used })
+  const release = (apiKeyId: string, now: number): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      const month = monthKey(now)
+      const s = stateOf(apiKeyId, month)
+      const total = yield* cache.incrMany([{ key: reportCounterKey(apiKeyId, month), by: -1, ttlMs: COUNTER_TTL_MS }]).pipe(
+        Effect.map((t) => t[0]),
+        Effect.catch(() => Effect.sync(() => void s.pending--))
+      )
+      if (total !== undefined) s.clusterUsed = total
+    }).pipe(Effect.withSpan("ReportQuota.release"))
+
+  return ReportQuota.of({ admit, release, used })
 }).pipe(withModule("report-quota")))

@@ -121,8 +121,12 @@ export const lrsHandlers = (edge: Edge, deps: LrsDeps, keyIds: KeyIdsOfRequests)
 
     const isAnswer = (x: unknown): x is Answer => HttpServerResponse.isHttpServerResponse(x)
     const dataThrough = (window: ReportWindow, queriedAt: number) => rfc3339(Math.min(window.to, queriedAt))
-    const storageFailed = (request: HttpServerRequest.HttpServerRequest) => (e: { readonly message: string }) =>
-      Effect.logError("report query failed", e.message).pipe(Effect.as(refuse(request, "SYSTEM_BUSY", "the report store did not answer; try again")))
+    /** The store did not answer: SYSTEM_BUSY, and the report does not count. */
+    const storageFailed = (request: HttpServerRequest.HttpServerRequest, key: ApiKeyRecord, now: number) => (e: { readonly message: string }) =>
+      Effect.logError("report query failed", e.message).pipe(
+        Effect.andThen(deps.quota.release(key.id, now)),
+        Effect.as(refuse(request, "SYSTEM_BUSY", "the report store did not answer; try again"))
+      )
 
     return handlers
       .handleRaw("usage", ({ request, query }) =>
@@ -139,7 +143,7 @@ export const lrsHandlers = (edge: Edge, deps: LrsDeps, keyIds: KeyIdsOfRequests)
             apiKeyId: admitted.key.id, from: window.from, to: window.to, asset: query.asset?.toUpperCase(), service: query.service?.toUpperCase(),
             pageSize, offset: (page - 1) * pageSize, after
           }).pipe(Effect.result)
-          if (result._tag === "Failure") return yield* storageFailed(request)(result.failure)
+          if (result._tag === "Failure") return yield* storageFailed(request, admitted.key, admitted.now)(result.failure)
           const { rows, next, dataThrough: through } = result.success
           const format: ReportFormat = query.format ?? "json"
           if (format !== "json") return tableAnswer(request, format, USAGE_COLUMNS, rows.map((r) => USAGE_COLUMNS.map((c) => r[c])))
@@ -157,7 +161,7 @@ export const lrsHandlers = (edge: Edge, deps: LrsDeps, keyIds: KeyIdsOfRequests)
           const groupBy = query.group_by ?? "day"
           const queriedAt = Date.now()
           const result = yield* deps.summaries.summary({ apiKeyId: admitted.key.id, from: window.from, to: window.to, groupBy }).pipe(Effect.result)
-          if (result._tag === "Failure") return yield* storageFailed(request)(result.failure)
+          if (result._tag === "Failure") return yield* storageFailed(request, admitted.key, admitted.now)(result.failure)
           const groups = result.success.groups.map((g) => ({ ...g, group: g.group ?? "" }))
           const format: ReportFormat = query.format ?? "json"
           if (format !== "json") return tableAnswer(request, format, [groupBy, ...SUMMARY_COLUMNS], groups.map((g) => [g.group, ...SUMMARY_COLUMNS.map((c) => g[c])]))

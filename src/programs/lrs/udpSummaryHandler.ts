@@ -104,6 +104,7 @@ export const makeUdpSummaryHandler = (deps: LrsDeps, usage: UsageSink["Service"]
       const summary = yield* deps.summaries.summary({ apiKeyId: key.id, from: window.from, to: window.to, groupBy: "service" }).pipe(Effect.result)
       if (summary._tag === "Failure") {
         yield* Effect.logError("UDP summary query failed", summary.failure.message)
+        yield* deps.quota.release(key.id, now)
         return refused("SYSTEM_BUSY", key.id, true)
       }
       const reply = encodeSummaryReply(request.rid, window.from, window.to, summary.success.groups, Math.min(window.to, queriedAt))
