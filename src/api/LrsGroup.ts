@@ -7,7 +7,7 @@ import { Schema } from "effect"
 import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
 import { isRfc3339 } from "../domain/envelope.ts"
 import { UsageRow } from "../domain/usage.ts"
-import { Error400, Error401, Error403, Error429, Error503, OkEnvelope } from "./envelopes.ts"
+import { Error400, Error401, Error403, Error404, Error429, Error503, OkEnvelope } from "./envelopes.ts"
 
 /** The most rows one page holds (spec: `page_size` ≤ 1000). */
 export const MAX_PAGE_SIZE = 1000
@@ -104,7 +104,8 @@ const KeyData = Schema.Struct({
 
 const table = (contentType: string) => Schema.String.pipe(HttpApiSchema.asText({ contentType }))
 const tables = [table("text/csv"), table("text/tab-separated-values"), table("text/plain")] as const
-const reportErrors = [Error400, Error401, Error403, Error429, Error503] as const
+/** 404: on a listener other than the report server's (the LPO's), naming LRS_HTTP_PORT. */
+const reportErrors = [Error400, Error401, Error403, Error404, Error429, Error503] as const
 
 export class LrsGroup extends HttpApiGroup.make("lrs").add(
   HttpApiEndpoint.get("usage", "/reports/usage", {
