@@ -142,7 +142,8 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   const apiLayer = HttpApiBuilder.layer(TrinityApi).pipe(
     Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version), lrsOnOtherListener(edge)])
   )
-  const serviceOf = (path: string): ServiceName => (path.startsWith("/admin/") ? "ADMIN" : "LPO")
+  const serviceOf = (path: string): ServiceName =>
+    path.startsWith("/admin/") ? "ADMIN" : path === "/webhook" || path.startsWith("/webhook/") ? "WEBHOOK" : "LPO"
   const serveApi = yield* makeApiListener(apiLayer, { edge, routes: routesOf(TrinityApi), cors, usage: deps.usage, serviceOf }).pipe(
     Effect.provide(adminAuthLayer(edge))
   )
