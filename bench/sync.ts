@@ -9,7 +9,8 @@
  *   PostgreSQL, HSET + PEXPIREAT per row, ZADDs to the time, key and asset indexes, prune, keys.
  * Rounds alternate the two; figures are medians. Then Valkey's memory per synced row: INFO memory
  * used_memory after a sync minus before (flushed), over the rows, and MEMORY USAGE of sample keys.
- * Target: tb sync ≥ 0.5× the ceiling.
+ * Columns: `cpu µs/req` this process's CPU per row (ioredis, and for the sync also the driver and
+ * Effect), `helpers µs/req` Redis's own CPU per row (INFO cpu). Target: tb sync ≥ 0.5× the ceiling.
  */
 import { PgClient } from "@effect/sql-pg"
 import { Effect, Layer, ManagedRuntime, Redacted, Stream } from "effect"
@@ -58,6 +59,22 @@ const fillDatabase = () => {
   psql(DATABASE, "ANALYZE usage_logs")
 }
 
+/** Redis's own CPU seconds so far (INFO cpu). */
+const redisCpuSeconds = async (redis: Redis) => {
+  const info = await redis.info("cpu")
+  return Number(/used_cpu_user:([\d.]+)/.exec(info)?.[1] ?? Number.NaN) + Number(/used_cpu_sys:([\d.]+)/.exec(info)?.[1] ?? Number.NaN)
+}
+
+/** `measure` with this process's CPU and Redis's CPU per row, in µs. */
+const withCpu = async (redis: Redis, rows: number, measure: () => Promise<number>) => {
+  const redisBefore = await redisCpuSeconds(redis)
+  const before = process.cpuUsage()
+  const rate = await measure()
+  const used = process.cpuUsage(before)
+  const redisUsed = (await redisCpuSeconds(redis)) - redisBefore
+  return { rate, clientUs: (used.user + used.system) / rows, redisUs: (redisUsed * 1e6) / rows }
+}
+
 const usedMemory = async (redis: Redis) => Number(/used_memory:(\d+)/.exec(await redis.info("memory"))?.[1] ?? Number.NaN)
 
 /** The ceiling: HSET + ZADD per row, pipelines of `batch`, nothing else. Returns rows/s. */
@@ -101,13 +118,21 @@ const runSyncBenchmark = async (): Promise<BenchReport> => {
     }))
     const ceilings: Array<number> = []
     const syncs: Array<number> = []
+    const ceilingCpu: Array<{ clientUs: number; redisUs: number }> = []
+    const syncCpu: Array<{ clientUs: number; redisUs: number }> = []
     let synced = 0
     for (let round = 0; round < ROUNDS; round++) {
-      ceilings.push(await ceiling(redis, rows, DEFAULT_BATCH_SIZE))
+      const c = await withCpu(redis, rows.length, () => ceiling(redis, rows, DEFAULT_BATCH_SIZE))
+      ceilings.push(c.rate)
+      ceilingCpu.push(c)
       await redis.flushdb()
-      const result = await runtime.runPromise(runSync(redis, { full: true, lagMs: 24 * 3_600_000, batchSize: DEFAULT_BATCH_SIZE }))
-      synced = result.rows
-      syncs.push(result.rows / result.seconds)
+      const s = await withCpu(redis, rows.length, async () => {
+        const result = await runtime.runPromise(runSync(redis, { full: true, lagMs: 24 * 3_600_000, batchSize: DEFAULT_BATCH_SIZE }))
+        synced = result.rows
+        return result.rows / result.seconds
+      })
+      syncs.push(s.rate)
+      syncCpu.push(s)
     }
     // Memory: a sync into an empty database, INFO memory before and after.
     await redis.flushdb()
@@ -125,8 +150,8 @@ const runSyncBenchmark = async (): Promise<BenchReport> => {
     const syncRate = median(syncs)
     const ratio = syncRate / ceilingRate
     rowsOut.push(
-      { group: GROUP, subject: "ceiling: pipelined HSET + ZADD (ioredis)", rate: ceilingRate, unit: "rows/s", note: `${rows.length} rows, pipelines of ${DEFAULT_BATCH_SIZE}; runs ${ceilings.map((c) => Math.round(c)).join(", ")}` },
-      { group: GROUP, subject: "tb sync, full run (from PostgreSQL)", rate: syncRate, unit: "rows/s", ratio, note: `${synced} rows; runs ${syncs.map((c) => Math.round(c)).join(", ")}` },
+      { group: GROUP, subject: "ceiling: pipelined HSET + ZADD (ioredis)", rate: ceilingRate, unit: "rows/s", cpuUsPerRequest: median(ceilingCpu.map((c) => c.clientUs)), helperCpuUsPerRequest: median(ceilingCpu.map((c) => c.redisUs)), note: `${rows.length} rows, pipelines of ${DEFAULT_BATCH_SIZE}; runs ${ceilings.map((c) => Math.round(c)).join(", ")}` },
+      { group: GROUP, subject: "tb sync, full run (from PostgreSQL)", rate: syncRate, unit: "rows/s", ratio, cpuUsPerRequest: median(syncCpu.map((c) => c.clientUs)), helperCpuUsPerRequest: median(syncCpu.map((c) => c.redisUs)), note: `${synced} rows; runs ${syncs.map((c) => Math.round(c)).join(", ")}` },
       { group: GROUP, subject: "Valkey memory per synced row", rate: perRow, unit: "bytes", note: `used_memory +${after - before} B for ${synced} rows; one usage:<id> hash ${hashBytes} B (${encoding}); a day's time index ${timeBytes} B for ${timeCard} members` }
     )
     checks.push({ name: `${GROUP}: tb sync ≥ ${RATIO_TARGET}x the pipelined HSET+ZADD ceiling`, pass: ratio >= RATIO_TARGET, detail: `${ratio.toFixed(2)}x (${Math.round(syncRate)} against ${Math.round(ceilingRate)} rows/s)` })

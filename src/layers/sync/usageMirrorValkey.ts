@@ -6,6 +6,7 @@ import {
   timeIndexKey, usageHashArgs, usageHashKey, type UsageRowText, utcDay, utcDayStart
 } from "../../domain/usageMirrorKeys.ts"
 import { type StartupError, unreachableDependency } from "../../services/StartupError.ts"
+import { respBatch, type RespPipeline } from "./respPipeline.ts"
 import { checkValkeyUrl } from "../CacheValkey.ts"
 
 /** A sync step that failed: Valkey refused or lost a command, or the database a query. */
@@ -81,6 +82,24 @@ export interface BatchWritten {
   readonly newest: number
 }
 
+/** Commands for one pipeline: RESP text on the sync's bulk connection, or an ioredis pipeline (tests, other callers). */
+const commandSink = (target: RespPipeline | Redis) => {
+  if (target instanceof Redis) {
+    const pipeline = target.pipeline()
+    return {
+      add: (...args: ReadonlyArray<string>) => void pipeline.call(args[0]!, ...args.slice(1)),
+      addWith: (head: ReadonlyArray<string>, tail: ReadonlyArray<string>) => void pipeline.call(head[0]!, ...head.slice(1), ...tail),
+      exec: async () => {
+        const results = (await pipeline.exec()) ?? []
+        const failed = results.find(([e]) => e !== null)
+        if (failed?.[0]) throw failed[0]
+      }
+    }
+  }
+  const batch = respBatch()
+  return { add: batch.add, addWith: batch.addWith, exec: () => target.exec(batch.done()) }
+}
+
 /**
  * Write a batch of rows as one pipeline: per row HSET `usage:<id>` + PEXPIREAT (created_at +
  * rowDays); per index key of the batch one ZADD of all its members + PEXPIREAT (day end + rowDays);
@@ -88,9 +107,9 @@ export interface BatchWritten {
  * row again changes nothing, so a batch re-run after a crash adds no entry twice.
  * Rows older than `windowStartMs` are skipped (they would expire at once).
  */
-export const writeUsageRows = (redis: Redis, rows: ReadonlyArray<UsageRowText>, rowDays: number, windowStartMs: number): Effect.Effect<BatchWritten, SyncError> =>
+export const writeUsageRows = (target: RespPipeline | Redis, rows: ReadonlyArray<UsageRowText>, rowDays: number, windowStartMs: number): Effect.Effect<BatchWritten, SyncError> =>
   Effect.suspend(() => {
-    const pipeline = redis.pipeline()
+    const batch = commandSink(target)
     const members = new Map<string, Array<string>>()
     const dayIndexes = new Map<string, Set<string>>()
     const keepMs = rowDays * DAY_MS
@@ -108,6 +127,7 @@ export const writeUsageRows = (redis: Redis, rows: ReadonlyArray<UsageRowText>, 
       }
       list.push(score, member)
     }
+    const hset = ["HSET", ""]
     for (const row of rows) {
       const createdAt = Number(row.created_at)
       if (!(createdAt >= windowStartMs)) continue
@@ -124,8 +144,9 @@ export const writeUsageRows = (redis: Redis, rows: ReadonlyArray<UsageRowText>, 
         names = set
       }
       const hashKey = usageHashKey(row.id)
-      pipeline.hset(hashKey, ...usageHashArgs(row))
-      pipeline.pexpireat(hashKey, createdAt + keepMs)
+      hset[1] = hashKey
+      batch.addWith(hset, usageHashArgs(row))
+      batch.add("PEXPIREAT", hashKey, String(createdAt + keepMs))
       add(timeKey, row.created_at, row.id)
       if (row.api_key_id !== null) {
         const k = keyIndexKey(row.api_key_id, day)
@@ -141,19 +162,19 @@ export const writeUsageRows = (redis: Redis, rows: ReadonlyArray<UsageRowText>, 
       written++
     }
     if (written === 0) return Effect.succeed({ rows: 0, newest })
-    const expiryOf = (d: string) => dayIndexExpiresAt(d, rowDays)
+    const expiryOf = (d: string) => String(dayIndexExpiresAt(d, rowDays))
     for (const [key, list] of members) {
-      pipeline.zadd(key, ...list)
-      pipeline.pexpireat(key, expiryOf(key.slice(-10)))
+      batch.addWith(["ZADD", key], list)
+      batch.add("PEXPIREAT", key, expiryOf(key.slice(-10)))
     }
     for (const [d, set] of dayIndexes) {
-      pipeline.zadd(DAYS_KEY, dayStartOf(d), d)
+      batch.add("ZADD", DAYS_KEY, String(dayStartOf(d)), d)
       if (set.size > 0) {
-        pipeline.sadd(dayIndexesKey(d), ...set)
-        pipeline.pexpireat(dayIndexesKey(d), expiryOf(d))
+        batch.addWith(["SADD", dayIndexesKey(d)], [...set])
+        batch.add("PEXPIREAT", dayIndexesKey(d), expiryOf(d))
       }
     }
-    return exec(pipeline).pipe(Effect.as({ rows: written, newest }))
+    return Effect.tryPromise({ try: batch.exec, catch: valkeyFailed }).pipe(Effect.as({ rows: written, newest }))
   })
 
 /** The sync's state hash as numbers (absent fields are absent). */

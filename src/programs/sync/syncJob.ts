@@ -6,6 +6,7 @@ import { APP_CONFIG_KEY } from "../../layers/ParamsLive.ts"
 import {
   clearUnfinishedFull, type Pruned, pruneUsageMirror, readSyncState, SyncError, writeApiKeys, writeAppConfig, writeSyncState, writeUsageRows
 } from "../../layers/sync/usageMirrorValkey.ts"
+import { openRespPipelineLike } from "../../layers/sync/respPipeline.ts"
 import { daySlices, partitionRowEstimates, readApiKeys, readParameters, streamUsageRows } from "../../layers/sync/usageSource.ts"
 import { ReaderSql } from "../../services/Database.ts"
 
@@ -72,6 +73,10 @@ const databaseFailed = (e: { readonly message: string }) => new SyncError({ reas
 export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncResult, SyncError, ReaderSql> =>
   Effect.gen(function*() {
     const reader = yield* ReaderSql
+    // The rows go over a connection of their own, written as RESP directly (respPipeline.ts).
+    const bulk = yield* openRespPipelineLike(redis, 5_000).pipe(
+      Effect.mapError((e) => new SyncError({ reason: "Valkey", message: `bulk connection: ${e.message}` }))
+    )
     const startedAt = yield* Clock.currentTimeMillis
     const now = options.nowMs ?? startedAt
     const parameters = yield* readParameters(reader).pipe(Effect.mapError(databaseFailed))
@@ -118,7 +123,7 @@ export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncR
       yield* streamUsageRows(reader, slice.from, slice.to).pipe(
         Stream.mapError(databaseFailed),
         Stream.grouped(options.batchSize),
-        Stream.mapEffect((batch) => writeUsageRows(redis, batch, rowDays, keepFrom), { concurrency: options.pipelines ?? 2 }),
+        Stream.mapEffect((batch) => writeUsageRows(bulk, batch, rowDays, keepFrom), { concurrency: options.pipelines ?? 2 }),
         Stream.runForEach((written) =>
           Effect.sync(() => {
             rows += written.rows
@@ -156,4 +161,4 @@ export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncR
       completeThrough: after["complete_through"] ?? Math.min(from, completeBound), rowDays, lagMs: options.lagMs,
       pruned, apiKeys, parameters: parameterCount
     }
-  }).pipe(Effect.withSpan("Sync.run"))
+  }).pipe(Effect.scoped, Effect.withSpan("Sync.run"))
