@@ -1,6 +1,6 @@
 /**
  * `tb serve` as an operator starts it: which server type runs (--mode wins over SERVER_TYPE, ALL
- * by default, types not built yet refused), what it writes where (stdout is for results, so a
+ * by default, WEBHOOK_SERVER, not built yet, refused), what it writes where (stdout is for results, so a
  * server writes nothing there), and `npm start` stopping cleanly when npm is signalled or killed.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
@@ -41,6 +41,8 @@ const serverEnv = async (extra: Record<string, string>): Promise<Record<string, 
     ADMIN_TOKEN: `admin-${Math.random().toString(36).slice(2)}-token`,
     LPO_HTTP_PORT: String(await freePort()),
     LPO_UDP_PORT: String(await freePort()),
+    LRS_HTTP_PORT: String(await freePort()),
+    LRS_UDP_PORT: String(await freePort()),
     ...extra
   }
 }
@@ -112,7 +114,7 @@ const warnings = (stderr: string) =>
 const asServer = (s: Started): RunningServer => ({ baseUrl: s.baseUrl } as RunningServer)
 
 describe("tb serve: server types", () => {
-  it.each(["REPORT_SERVER", "WEBHOOK_SERVER"])("--mode %s (not built yet) exits 2 with one line naming it, even when SERVER_TYPE names a built one", async (mode) => {
+  it.each(["WEBHOOK_SERVER"])("--mode %s (not built yet) exits 2 with one line naming it, even when SERVER_TYPE names a built one", async (mode) => {
     const r = await serveToEnd(["--mode", mode], await serverEnv({ SERVER_TYPE: "APP_SERVER" }))
     expect(r.code).toBe(2)
     expect(r.stdout).toBe("")
@@ -121,11 +123,11 @@ describe("tb serve: server types", () => {
     expect(lines[0]).toContain(mode)
   })
 
-  it("SERVER_TYPE=REPORT_SERVER alone exits 2 naming it", async () => {
-    const r = await serveToEnd([], await serverEnv({ SERVER_TYPE: "REPORT_SERVER" }))
+  it("SERVER_TYPE=WEBHOOK_SERVER alone exits 2 naming it", async () => {
+    const r = await serveToEnd([], await serverEnv({ SERVER_TYPE: "WEBHOOK_SERVER" }))
     expect(r.code).toBe(2)
     expect(r.stderr.trim().split("\n")).toHaveLength(1)
-    expect(r.stderr).toContain("REPORT_SERVER")
+    expect(r.stderr).toContain("WEBHOOK_SERVER")
   })
 
   it("--mode APP_SERVER wins over SERVER_TYPE=REPORT_SERVER: the LPO serves, stdout stays empty, SIGTERM exits 0", async () => {
@@ -138,22 +140,22 @@ describe("tb serve: server types", () => {
     expect(warnings(started.stderr())).toEqual([])
   }, 90_000)
 
-  it("without SERVER_TYPE or --mode runs ALL: the LPO, with one warning naming the parts not built yet", async () => {
+  it("without SERVER_TYPE or --mode runs ALL: the LPO and the LRS, with one warning naming the parts not built yet", async () => {
     const started = await serve([], { LOG_LEVEL: "Warn" })
+    expect((await fetch(`http://127.0.0.1:${started.env["LRS_HTTP_PORT"]}/reports/key`)).status).toBe(401)
     await stop(started)
     const notBuilt = warnings(started.stderr()).filter((w) => JSON.stringify(w.message).includes("not built yet"))
     expect(notBuilt).toHaveLength(1)
-    expect(JSON.stringify(notBuilt[0]!.message)).toMatch(/ALL.*LRS.*webhook delivery/)
+    expect(JSON.stringify(notBuilt[0]!.message)).toMatch(/ALL.*webhook delivery/)
     expect(started.stdout()).toBe("")
   }, 90_000)
 
-  it("APP_REPORT_SERVER runs the LPO with one warning naming the LRS only", async () => {
+  it("APP_REPORT_SERVER runs the LPO and the LRS, with no warning", async () => {
     const started = await serve(["--mode", "APP_REPORT_SERVER"], { LOG_LEVEL: "Warn" })
-    await stop(started)
-    const notBuilt = warnings(started.stderr()).filter((w) => JSON.stringify(w.message).includes("not built yet"))
-    expect(notBuilt).toHaveLength(1)
-    expect(JSON.stringify(notBuilt[0]!.message)).toContain("LRS")
-    expect(JSON.stringify(notBuilt[0]!.message)).not.toContain("webhook")
+    expect((await fetch(`http://127.0.0.1:${started.env["LRS_HTTP_PORT"]}/reports/key`)).status).toBe(401)
+    const code = await stop(started)
+    expect(code).toBe(0)
+    expect(warnings(started.stderr())).toEqual([])
   }, 90_000)
 })
 
