@@ -37,7 +37,7 @@ const SPEC_TIERS = [
 const USDC_VENUES: ReadonlyArray<readonly [string, boolean]> = [
   ["coinbase", false], ["cryptocom", false], ["gateio", false], ["gemini", false], ["kraken", true], ["okx", true]
 ]
-const MIGRATIONS = [{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }, { name: "seed_additions" }, { name: "api_key_usage_monthly" }, { name: "usage_daily_rollup" }, { name: "seed_sync_row_days" }]
+const MIGRATIONS = [{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }, { name: "seed_additions" }, { name: "api_key_usage_monthly" }, { name: "usage_daily_rollup" }, { name: "seed_sync_row_days" }, { name: "webhooks" }]
 
 const dayName = (ms: number) => new Date(ms).toISOString().slice(0, 10).replaceAll("-", "")
 

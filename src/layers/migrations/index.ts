@@ -9,6 +9,7 @@ import seedAdditions from "./0006_seed_additions.ts"
 import apiKeyUsageMonthly from "./0007_api_key_usage_monthly.ts"
 import usageDailyRollup from "./0008_usage_daily_rollup.ts"
 import seedSyncRowDays from "./0009_seed_sync_row_days.ts"
+import webhooks from "./0010_webhooks.ts"
 import { maintainUsagePartitions } from "./partitions.ts"
 
 const runMigrator = Migrator.make({})
@@ -25,7 +26,8 @@ export const migrate = Effect.gen(function*() {
       "0006_seed_additions": seedAdditions,
       "0007_api_key_usage_monthly": apiKeyUsageMonthly,
       "0008_usage_daily_rollup": usageDailyRollup,
-      "0009_seed_sync_row_days": seedSyncRowDays
+      "0009_seed_sync_row_days": seedSyncRowDays,
+      "0010_webhooks": webhooks
     }),
     table: "tb_migrations"
   })
