@@ -1,0 +1,126 @@
+/**
+ * Which node delivers which webhook: a lease per webhook in the shared cache
+ * (`webhook:lease:<id>` = this node's token, TTL `leaseTtlMs`), renewed every sweep. Every sweep a
+ * node reads the active webhooks, renews what it holds (and stops what it lost), and takes free
+ * ones: at once those it is the preferred owner of (rendezvous hashing over the live nodes in
+ * `webhook:nodes`), the others only once they stayed free for a whole sweep, so nodes split the
+ * webhooks between them and a dead node's webhooks move within TTL + two sweeps (≤ 25 s with the
+ * defaults). A node that cannot renew for longer than the TTL stops delivering (another may own
+ * them by then). On shutdown a node gives its leases back, so the others take over at their next sweep.
+ */
+import { Clock, Effect, Latch } from "effect"
+import { createHash, randomBytes } from "node:crypto"
+import type { Cache } from "../../services/Cache.ts"
+import type { Webhook, WebhookStore } from "../../services/Webhooks.ts"
+import type { DeliveryEngine } from "./deliveryEngine.ts"
+
+export const leaseKey = (webhookId: string) => `webhook:lease:${webhookId}`
+export const NODES_KEY = "webhook:nodes"
+/** Published when a webhook's settings change, so owners pick them up before the next sweep. */
+export const CHANGED_CHANNEL = "webhook:changed"
+
+export interface LeaseOptions {
+  readonly nodeId: string
+  readonly sweepMs: number
+  readonly leaseTtlMs: number
+}
+
+export const DEFAULT_LEASE_OPTIONS = { sweepMs: 5_000, leaseTtlMs: 15_000 } as const
+
+/** Rendezvous hashing: the live node with the highest hash of (node, webhook) is preferred. */
+const preferredOwner = (nodes: ReadonlyArray<string>, webhookId: string): string | undefined => {
+  let best: string | undefined
+  let bestScore = ""
+  for (const n of nodes) {
+    const score = createHash("sha256").update(`${n}\u0000${webhookId}`).digest("hex")
+    if (best === undefined || score > bestScore) {
+      best = n
+      bestScore = score
+    }
+  }
+  return best
+}
+
+export const runLeases = (deps: { readonly cache: Cache["Service"]; readonly store: WebhookStore["Service"]; readonly engine: DeliveryEngine }, options: LeaseOptions) =>
+  Effect.gen(function*() {
+    const { cache, store, engine } = deps
+    // Unique per process: two processes with one NODE_ID must not both think they hold a lease.
+    const token = `${options.nodeId}#${randomBytes(6).toString("hex")}`
+    const freeSince = new Map<string, number>()
+    let lastRenewed = Number.NEGATIVE_INFINITY
+
+    const sweep = Effect.gen(function*() {
+      const now = yield* Clock.currentTimeMillis
+      yield* cache.zadd(NODES_KEY, [{ score: now, member: token }])
+      yield* cache.zremRangeByScore(NODES_KEY, 0, now - 4 * options.leaseTtlMs)
+      const nodes = yield* cache.zrangeByScore(NODES_KEY, now - options.leaseTtlMs, Number.POSITIVE_INFINITY)
+      const active: ReadonlyArray<Webhook> = yield* store.active
+      const byId = new Map(active.map((w) => [w.id, w]))
+      const holders = active.length === 0 ? [] : yield* cache.getMany(active.map((w) => leaseKey(w.id)))
+
+      // What this node runs: renew it, or stop it (lost, removed, no longer active).
+      for (const id of engine.owned()) {
+        const i = active.findIndex((w) => w.id === id)
+        if (i === -1 || holders[i] !== token) {
+          yield* engine.stop(id)
+          if (i === -1 && (yield* cache.get(leaseKey(id))) === token) yield* cache.del([leaseKey(id)])
+          continue
+        }
+        yield* cache.set(leaseKey(id), token, options.leaseTtlMs)
+        yield* engine.upsert(byId.get(id)!)
+      }
+      lastRenewed = now
+      // Free ones: take them.
+      const owned = new Set(engine.owned())
+      for (let i = 0; i < active.length; i++) {
+        const w = active[i]!
+        if (owned.has(w.id)) continue
+        if (holders[i] !== undefined) {
+          freeSince.delete(w.id)
+          continue
+        }
+        const since = freeSince.get(w.id) ?? now
+        freeSince.set(w.id, since)
+        const mine = preferredOwner(nodes, w.id) === token
+        if (!mine && now - since < options.sweepMs) continue
+        if (yield* cache.setIfAbsent(leaseKey(w.id), token, options.leaseTtlMs)) {
+          freeSince.delete(w.id)
+          yield* engine.upsert(w)
+        }
+      }
+      for (const id of freeSince.keys()) if (!byId.has(id)) freeSince.delete(id)
+    })
+
+    const guarded = sweep.pipe(
+      Effect.catch((e) =>
+        Effect.gen(function*() {
+          yield* Effect.logWarning("webhook lease sweep failed", e.message)
+          const now = yield* Clock.currentTimeMillis
+          // Past the TTL another node may hold them: stop rather than deliver twice.
+          if (now - lastRenewed > options.leaseTtlMs * 0.8) yield* Effect.forEach(engine.owned(), engine.stop, { discard: true })
+        })
+      )
+    )
+    // One fiber sweeps, every sweepMs or at once after a change notice (never two sweeps at a time).
+    const notice = Latch.makeUnsafe(false)
+    yield* cache.subscribe(CHANGED_CHANNEL, () => void notice.openUnsafe()).pipe(
+      Effect.catch((e) => Effect.logWarning("webhook change notices unavailable", e.message))
+    )
+    yield* Effect.gen(function*() {
+      notice.closeUnsafe()
+      yield* guarded
+      yield* Effect.raceFirst(notice.await, Effect.sleep(options.sweepMs))
+    }).pipe(Effect.forever, Effect.forkScoped)
+    // Shutdown: stop delivering and give the leases back (only those still ours).
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function*() {
+        const ids = engine.owned()
+        yield* Effect.forEach(ids, engine.stop, { discard: true })
+        yield* engine.flushOutcomes
+        const holders = ids.length === 0 ? [] : yield* cache.getMany(ids.map(leaseKey))
+        const mine = ids.filter((_, i) => holders[i] === token).map(leaseKey)
+        if (mine.length > 0) yield* cache.del(mine)
+      }).pipe(Effect.ignore)
+    )
+    return { token }
+  })
