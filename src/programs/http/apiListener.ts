@@ -20,6 +20,29 @@ import { latencyUs, type RequestInfo } from "../../layers/http/httpKit.ts"
 import type { UsageSink } from "../../services/UsageSink.ts"
 import type { Edge, EdgeRequest } from "./edge.ts"
 
+/**
+ * The body bytes a response writes, for its usage row (headers given to writeHead are not readable
+ * with getHeader, and a streamed body has no content-length).
+ */
+const countBodyBytes = (res: ServerResponse) => {
+  let bytes = 0
+  const add = (chunk: unknown) => {
+    if (typeof chunk === "string") bytes += Buffer.byteLength(chunk)
+    else if (chunk instanceof Uint8Array) bytes += chunk.byteLength
+  }
+  const write = res.write.bind(res) as (chunk: unknown, ...rest: Array<unknown>) => boolean
+  const end = res.end.bind(res) as (chunk?: unknown, ...rest: Array<unknown>) => ServerResponse
+  res.write = ((chunk: unknown, ...rest: Array<unknown>) => {
+    add(chunk)
+    return write(chunk, ...rest)
+  }) as ServerResponse["write"]
+  res.end = ((chunk?: unknown, ...rest: Array<unknown>) => {
+    if (typeof chunk !== "function") add(chunk)
+    return end(chunk, ...rest)
+  }) as ServerResponse["end"]
+  return { bytes: () => bytes }
+}
+
 export interface ApiListenerOptions {
   readonly edge: Edge
   readonly routes: ReadonlyArray<ApiRoute>
@@ -96,14 +119,14 @@ export const makeApiListener = <E, R>(appLayer: Layer.Layer<never, E, R>, option
     const listener: ApiListener = (req, res, info) => {
       const state = edge.begin(req, info, options.serviceOf(info.path))
       // One row per request, when its answer is sent, or when the client left before it was.
+      const body = countBodyBytes(res)
       const recordUsage = () => {
         if (state.usageRecorded) return
         state.usageRecorded = true
-        const bytes = res.writableFinished ? Number(res.getHeader("content-length") ?? 0) : 0
         options.usage.record({
-          requestId: info.requestId, apiKeyId: undefined, service: state.service, protocol: "http", endpoint: info.path.slice(0, 200),
-          code: state.code ?? (res.statusCode < 400 ? "OK" : "INTERNAL"), status: res.statusCode, latencyUs: latencyUs(info),
-          clientIp: info.clientIp, bytesOut: Number.isFinite(bytes) ? bytes : 0, createdAt: info.receivedAt
+          requestId: info.requestId, apiKeyId: state.apiKeyId, service: state.service, protocol: "http", endpoint: info.path.slice(0, 200),
+          asset: state.asset, code: state.code ?? (res.statusCode < 400 ? "OK" : "INTERNAL"), status: res.statusCode, latencyUs: latencyUs(info),
+          clientIp: info.clientIp, bytesOut: res.writableFinished ? body.bytes() : 0, createdAt: info.receivedAt
         })
       }
       res.once("finish", recordUsage)

@@ -20,6 +20,10 @@ export interface EdgeRequest {
   code: ResponseCode | undefined
   /** A handler that logs its own usage row (the price routes) sets this. */
   usageRecorded: boolean
+  /** The caller's key, once a handler knows it (valid, or refused for a reason of its own): the usage row's key. */
+  apiKeyId: string | undefined
+  /** The usage row's asset, when the request names one. */
+  asset: string | undefined
   /** Extra response headers (Retry-After, RateLimit-*, Allow) the handler wants sent. */
   readonly headers: Array<readonly [string, string]>
 }
@@ -61,7 +65,7 @@ export const makeEdge = (meta: ServerMeta): Edge => {
   return {
     meta,
     begin: (req, info, service) => {
-      const state: EdgeRequest = { info, service, code: undefined, usageRecorded: false, headers: [] }
+      const state: EdgeRequest = { info, service, code: undefined, usageRecorded: false, apiKeyId: undefined, asset: undefined, headers: [] }
       states.set(req, state)
       return state
     },

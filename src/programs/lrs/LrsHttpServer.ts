@@ -13,7 +13,7 @@ import { LrsListenerApi } from "../../api/TrinityApi.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { corsPolicyOf } from "../../domain/cors.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
-import { latencyUs, parseRequest } from "../../layers/http/httpKit.ts"
+import { parseRequest } from "../../layers/http/httpKit.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { Params } from "../../services/Params.ts"
 import { RuntimeStats } from "../../services/RuntimeStats.ts"
@@ -29,26 +29,6 @@ import { type LrsDeps, lrsHandlers } from "./lrsApi.ts"
 const HEAD_DEADLINE_MS = 10_000
 const BODY_DEADLINE_MS = 30_000
 
-const bodyLength = new WeakMap<ServerResponse, number>()
-
-/** Count the body bytes a response writes, for its usage row. */
-const countBody = (res: ServerResponse) => {
-  const write = res.write.bind(res) as (chunk: unknown, ...rest: Array<unknown>) => boolean
-  const end = res.end.bind(res) as (chunk?: unknown, ...rest: Array<unknown>) => ServerResponse
-  const add = (chunk: unknown) => {
-    if (typeof chunk === "string") bodyLength.set(res, (bodyLength.get(res) ?? 0) + Buffer.byteLength(chunk))
-    else if (chunk instanceof Uint8Array) bodyLength.set(res, (bodyLength.get(res) ?? 0) + chunk.byteLength)
-  }
-  res.write = ((chunk: unknown, ...rest: Array<unknown>) => {
-    add(chunk)
-    return write(chunk, ...rest)
-  }) as ServerResponse["write"]
-  res.end = ((chunk?: unknown, ...rest: Array<unknown>) => {
-    if (typeof chunk !== "function") add(chunk)
-    return end(chunk, ...rest)
-  }) as ServerResponse["end"]
-}
-
 export const makeLrsHttpServer = (deps: LrsDeps) =>
   Layer.effectDiscard(Effect.gen(function*() {
     const config = yield* AppConfig
@@ -58,8 +38,7 @@ export const makeLrsHttpServer = (deps: LrsDeps) =>
     const stats = yield* RuntimeStats
     const cors = corsPolicyOf(yield* Config.String("CORS_ORIGINS").pipe(Config.withDefault("")))
     const edge = makeEdge(meta)
-    const keyIds = new WeakMap<object, string>()
-    const apiLayer = HttpApiBuilder.layer(LrsListenerApi).pipe(Layer.provide([lrsHandlers(edge, deps, keyIds), docsHandlers(meta.version)]))
+    const apiLayer = HttpApiBuilder.layer(LrsListenerApi).pipe(Layer.provide([lrsHandlers(edge, deps), docsHandlers(meta.version)]))
     const serveApi = yield* makeApiListener(apiLayer, { edge, routes: routesOf(LrsListenerApi), cors, usage, serviceOf: () => "LRS" })
 
     let inFlight = 0
@@ -71,26 +50,6 @@ export const makeLrsHttpServer = (deps: LrsDeps) =>
       res.once("close", () => void inFlight--)
       if (draining) res.setHeader("connection", "close")
       const info = parseRequest(req)
-      // The request's own usage row, with the caller's key (report-on-report). Registered before the
-      // edge's, so it runs first and the edge, seeing the row recorded, adds none.
-      const record = () => {
-        const keyId = keyIds.get(req)
-        const state = edge.of(req)
-        if (keyId === undefined || state === undefined || state.usageRecorded) return
-        state.usageRecorded = true
-        // The body's length as sent (headers given to writeHead are not readable with getHeader).
-        const length = Number(bodyLength.get(res) ?? 0)
-        const bytes = res.writableFinished ? length : 0
-        usage.record({
-          requestId: info.requestId, apiKeyId: keyId, service: "LRS", protocol: "http", endpoint: info.path.slice(0, 200),
-          asset: info.query.get("asset")?.slice(0, 200) ?? undefined,
-          code: state.code ?? (res.statusCode < 400 ? "OK" : "INTERNAL"), status: res.statusCode, latencyUs: latencyUs(info),
-          clientIp: info.clientIp, bytesOut: Number.isFinite(bytes) ? bytes : 0, createdAt: info.receivedAt
-        })
-      }
-      res.once("finish", record)
-      res.once("close", record)
-      countBody(res)
       serveApi(req, res, info)
     }
     // node checks the deadlines every connectionsCheckingInterval (30 s by default): every second here.

@@ -36,9 +36,6 @@ export interface LrsDeps {
   readonly stats: RuntimeStats["Service"]
 }
 
-/** The caller's key id per request (node's IncomingMessage), for the request's own usage row. */
-export type KeyIdsOfRequests = WeakMap<object, string>
-
 /** A refusal or an answer: the handler's one result type. */
 type Answer = HttpServerResponse.HttpServerResponse
 
@@ -57,7 +54,7 @@ const rateLimitHeaders = (limit: number, remaining: number, resetSec: number, re
 /** `quota:<key id>:<YYYYMM>`: the cluster's monthly query counter as the rate limiter keeps it in the shared cache. */
 const queryCounterKey = (apiKeyId: string, month: string) => `quota:${apiKeyId}:${month}`
 
-export const lrsHandlers = (edge: Edge, deps: LrsDeps, keyIds: KeyIdsOfRequests) =>
+export const lrsHandlers = (edge: Edge, deps: LrsDeps) =>
   HttpApiBuilder.group(LrsListenerApi, "lrs", (handlers) => {
     const { stats } = deps
     const headersOf = (request: HttpServerRequest.HttpServerRequest) => edge.of(request.source)?.headers
@@ -83,11 +80,12 @@ export const lrsHandlers = (edge: Edge, deps: LrsDeps, keyIds: KeyIdsOfRequests)
         const auth = yield* authenticateKey(deps, apiKeyOf(state.info), now, state.info.keyMemo)
         if (auth._tag !== "Authorized") {
           stats.values[auth._tag === "Refused" && auth.code === "SYSTEM_BUSY" ? COUNTER.system_busy : COUNTER.auth_failures]!++
-          if (auth._tag === "Refused" && auth.keyId !== undefined) keyIds.set(request.source, auth.keyId)
+          if (auth._tag === "Refused" && auth.keyId !== undefined) state.apiKeyId = auth.keyId
           return refuse(request, auth._tag === "Refused" ? auth.code : "INVALID_API_KEY")
         }
         const key = auth.key
-        keyIds.set(request.source, key.id)
+        state.apiKeyId = key.id
+        state.asset = state.info.query.get("asset")?.slice(0, 200) ?? undefined
         if (!key.lrsEnabled || key.tier.lrsReportsPerMonth === 0) {
           return refuse(request, "LRS_NOT_ENABLED", `reports are not enabled on this key (tier ${key.tier.tier})`)
         }
