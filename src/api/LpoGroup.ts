@@ -3,7 +3,7 @@
  * not routed through HttpApi, but declared here so the OpenAPI document describes them.
  */
 import { Schema } from "effect"
-import { HttpApiEndpoint, HttpApiGroup, OpenApi } from "effect/http-api"
+import { HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "effect/http-api"
 import { Error400, Error401, Error403, Error404, Error429, Error503, OkEnvelope } from "./envelopes.ts"
 
 const Source = Schema.Struct({
@@ -39,6 +39,27 @@ const Probe = Schema.Struct({
   problem: Schema.optional(Schema.String).annotate({ description: "Why the node is not ready, and what to do about it." })
 }).annotate({ identifier: "Probe" })
 
+const seq = Schema.Int.annotate({ description: "Rises by one per server message on the connection: a gap means a lost message." })
+
+/** What the partner stream sends (WebSocket text frames; SSE `data:` with `event:` = type, `id:` = seq). */
+export const StreamMessage = Schema.Union([
+  Schema.Struct({
+    type: Schema.Literal("response"),
+    status: Schema.Literals(["success", "error"]),
+    code: Schema.String.annotate({ description: "OK, an envelope error code, or RECONNECT (lifetime or shutdown: reconnect)." }),
+    message: Schema.String,
+    assets: Schema.Array(Schema.String),
+    seq
+  }).annotate({ identifier: "StreamResponse" }),
+  Schema.Struct({ type: Schema.Literal("price_update"), asset: Schema.String, quote: Schema.String, price: Schema.Number, ts: Schema.Int, age_ms: Schema.Int, seq })
+    .annotate({ identifier: "StreamPriceUpdate" }),
+  Schema.Struct({ type: Schema.Literal("stale"), asset: Schema.String, quote: Schema.String, age_ms: Schema.NullOr(Schema.Int), seq })
+    .annotate({ identifier: "StreamStale" }),
+  Schema.Struct({ type: Schema.Literal("heartbeat"), seq, ts: Schema.Int }).annotate({ identifier: "StreamHeartbeat" })
+])
+
+const streamErrors = [Error400, Error401, Error403, Error404, Error429, Error503] as const
+
 export class LpoGroup extends HttpApiGroup.make("lpo").add(
   HttpApiEndpoint.get("price", "/price", {
     query: { asset: Schema.String, quote, source: Schema.optional(Schema.String).annotate({ description: "One exchange instead of the consensus." }), lang },
@@ -50,6 +71,25 @@ export class LpoGroup extends HttpApiGroup.make("lpo").add(
     success: OkEnvelope(Schema.Struct({ prices: Schema.Array(PriceData), missing: Schema.Array(Schema.String) })),
     error: priceErrors
   }).annotate(OpenApi.Description, "Several prices in one request: one usage row, one query per asset against the quota."),
+  HttpApiEndpoint.get("ws", "/ws", {
+    query: { lang },
+    success: HttpApiSchema.Empty(101).annotate({ description: "Switching Protocols: the WebSocket." }),
+    error: streamErrors
+  }).annotate(
+    OpenApi.Description,
+    "Partner stream (tiers with partner_ws), WebSocket. Key in X-API-Key / Authorization: Bearer, or as the first message " +
+      "{\"type\":\"auth\",\"key\":\"…\"} within 5 s. Client: {\"type\":\"subscribe\"|\"unsubscribe\",\"assets\":[\"BTC\",\"ETH/USDT\"]}. " +
+      "Server messages: StreamResponse, StreamPriceUpdate, StreamStale, StreamHeartbeat (see GET /stream). A key refused before the upgrade gets the envelope."
+  ),
+  HttpApiEndpoint.get("stream", "/stream", {
+    query: { assets: Schema.String.annotate({ description: "Comma-separated assets, e.g. BTC,ETH/USDT." }), lang },
+    success: HttpApiSchema.StreamSse({ data: StreamMessage }),
+    error: streamErrors
+  }).annotate(
+    OpenApi.Description,
+    "Partner stream as Server-Sent Events: the WebSocket's messages as data:, event: = type, id: = seq; a comment line every 15 s; " +
+      "Last-Event-ID is accepted (the snapshot is sent again)."
+  ),
   HttpApiEndpoint.get("health", "/health", { query: { lang }, success: OkEnvelope(Probe) })
     .annotate(OpenApi.Description, "200 while the process can serve; no key needed."),
   HttpApiEndpoint.get("ready", "/ready", { query: { lang }, success: OkEnvelope(Probe), error: Error503 })

@@ -3,6 +3,7 @@ import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http"
 import type { Socket } from "node:net"
+import type { Duplex } from "node:stream"
 import { routesOf } from "../../api/routeTable.ts"
 import { TrinityApi } from "../../api/TrinityApi.ts"
 import { corsPolicyOf } from "../../domain/cors.ts"
@@ -29,6 +30,7 @@ import { makeApiListener } from "../http/apiListener.ts"
 import { lrsOnOtherListener } from "../lrs/lrsElsewhere.ts"
 import { docsHandlers } from "../http/docsHandlers.ts"
 import { makeEdge } from "../http/edge.ts"
+import { makeStreamHub } from "../stream/streamHub.ts"
 import { handlePriceHttp, type PriceHttpDeps } from "./priceHttp.ts"
 import { readinessProblem } from "./readiness.ts"
 
@@ -136,8 +138,11 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
         if (path === "/price" || path === "/prices") state.usageRecorded = true
         getRoute(path)!((status, headers, body) => resume(Effect.succeed(responseOf(status, headers, body))), state.info)
       })
+    // The stream routes are taken before the HttpApi (onRequest, 'upgrade'): these never run.
+    const streamElsewhere = () => Effect.die(new Error("stream route reached the HttpApi"))
     return handlers.handleRaw("price", replay("/price")).handleRaw("prices", replay("/prices"))
       .handleRaw("health", replay("/health")).handleRaw("ready", replay("/ready"))
+      .handleRaw("ws", streamElsewhere).handleRaw("stream", streamElsewhere)
   })
   const apiLayer = HttpApiBuilder.layer(TrinityApi).pipe(
     Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version), lrsOnOtherListener(edge)])
@@ -159,12 +164,18 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     }
   }
 
+  // The partner stream: GET /ws (WebSocket upgrade) and GET /stream (SSE, a long response that
+  // does not count as in flight: shutdown ends it with a RECONNECT rather than waiting for it).
+  const streams = makeStreamHub(deps)
+  const isStreamRoute = (info: RequestInfo) => (info.method === "GET" || info.method === "HEAD") && (info.path === "/stream" || info.path === "/ws")
+
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    const info = parseRequest(req)
+    countRequest()
+    if (isStreamRoute(info)) return streams.request(req, res, info)
     inFlight++
     res.once("close", () => void inFlight--)
     if (draining) res.setHeader("connection", "close")
-    const info = parseRequest(req)
-    countRequest()
     const handler = info.method === "GET" || info.method === "HEAD" ? getRoute(info.path) : undefined
     if (handler !== undefined) return handler(nodeReply(res), info)
     serveApi(req, res, info)
@@ -182,7 +193,11 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   // The fallback never listens (the fast server accepts and hands connections over), so node's own
   // request timers never run: the fast server enforces the head and body deadlines for both.
   // Its keep-alive hint matches the head deadline, after which an idle connection is closed.
-  const fallback = createServer({ keepAliveTimeout: HEAD_DEADLINE_MS }, onRequest)
+  const fallback = createServer({ keepAliveTimeout: HEAD_DEADLINE_MS, shouldUpgradeCallback: streams.wantsUpgrade }, onRequest)
+  fallback.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    countRequest()
+    streams.upgrade(req, socket, head, parseRequest(req))
+  })
   // node:http's own refusals (a handed-over connection whose bytes llhttp rejects): its request line
   // is not known here, so the answer is a bare 400 (431 for an oversized head) and close.
   fallback.on("clientError", (error: NodeJS.ErrnoException, socket: Socket) => {
@@ -198,7 +213,9 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   })
   const port = yield* listenHttp(fast, fallback, config.lpoHttpPort, config.bindHost, config.shutdownTimeoutMs / 2, () => inFlight).pipe(
     Effect.mapError((e) => cannotListen("LPO_HTTP_PORT", config.bindHost, config.lpoHttpPort, e)),
-    Effect.tap(() => Effect.addFinalizer(() => Effect.sync(() => void (draining = true))))
+    Effect.tap(() => Effect.addFinalizer(() => Effect.sync(() => void (draining = true)))),
+    // Runs before the listener drains: stream connections are told to reconnect and closed.
+    Effect.tap(() => Effect.addFinalizer(() => streams.shutdown))
   )
   yield* Effect.logInfo("LPO HTTP listening", { port, host: config.bindHost, docs: `http://127.0.0.1:${port}/docs` }).pipe(withModule("lpo-http"))
   yield* Effect.acquireRelease(
