@@ -5,9 +5,12 @@ import { Redis } from "ioredis"
 import { randomUUID } from "node:crypto"
 import { afterAll } from "vitest"
 import type { UsageRow } from "../src/domain/usage.ts"
+import { unpackSketch } from "../src/domain/latencySketch.ts"
 import {
-  API_KEY_FIELDS, DAY_MS, dayIndexExpiresAt, DAYS_KEY, indexKeysOf, SYNC_STATE_KEY, timeIndexKey, usageRowFromHash, utcDay
+  API_KEY_FIELDS, DAY_MS, dayIndexExpiresAt, DAYS_KEY, decodeRollupCell, indexKeysOf, rollupField, rollupKey, SYNC_STATE_KEY,
+  timeIndexKey, usageRowFromHash, utcDay
 } from "../src/domain/usageMirrorKeys.ts"
+import { refreshUsageRollupDays } from "../src/layers/rollup/UsageRollupLive.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { nonEmptyRows } from "../src/layers/sqlRows.ts"
 import { runSync, type SyncOptions } from "../src/programs/sync/syncJob.ts"
@@ -58,7 +61,7 @@ const insertRows = (rows: ReadonlyArray<UsageRow>) =>
 
 const resetAll = Effect.gen(function*() {
   const sql = yield* SqlClient.SqlClient
-  yield* sql`TRUNCATE usage_logs`
+  yield* sql`TRUNCATE usage_logs, usage_daily_rollup, usage_daily_rollup_dim, usage_daily_rollup_days`
   yield* sql`UPDATE application_parameters SET value = '93' WHERE name = 'sync_row_days'`
   yield* Effect.promise(() => redis.flushdb())
 })
@@ -78,7 +81,7 @@ const keysMatching = (pattern: string) =>
 
 /** The mirror as data: rows by id, and each index key's members with scores. */
 const mirror = Effect.gen(function*() {
-  const hashKeys = (yield* keysMatching("usage:*")).filter((k) => !k.startsWith("usage:idx:") && !k.startsWith("usage:sync"))
+  const hashKeys = (yield* keysMatching("usage:*")).filter((k) => !k.startsWith("usage:idx:") && !k.startsWith("usage:sync") && !k.startsWith("usage:rollup:"))
   const rows = new Map<string, UsageRow | undefined>()
   for (const k of hashKeys) rows.set(k.slice("usage:".length), usageRowFromHash(yield* Effect.promise(() => redis.hgetall(k))))
   const indexes = new Map<string, ReadonlyArray<string>>()
@@ -256,6 +259,46 @@ describe("tb sync (in process) against PostgreSQL and Redis", () => {
         }
         const days = yield* Effect.promise(() => redis.zrange(DAYS_KEY, "0", "-1"))
         assert.strictEqual(days[0], utcDay(cutoff))
+      }))
+
+    it.effect("copies the daily rollup (usage_daily_rollup_dim) to usage:rollup:<key>:<day>, and a day refreshed again after late rows is copied again", () =>
+      Effect.gen(function*() {
+        yield* resetAll
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`TRUNCATE usage_daily_rollup, usage_daily_rollup_dim, usage_daily_rollup_days`
+        const today = Math.floor(Date.now() / DAY_MS) * DAY_MS
+        const days = [today - 3 * DAY_MS, today - 2 * DAY_MS, today - DAY_MS]
+        yield* insertRows(days.flatMap((d) => Array.from({ length: 120 }, (_, n) => row(d + n * 600_000 + 1, n))))
+        yield* refreshUsageRollupDays(days)
+        const first = yield* runSync(redis, OPTIONS)
+        assert.strictEqual(first.rollupDays, 3)
+
+        const copied = Effect.gen(function*() {
+          const stored = yield* sql<{ api_key_id: string | null; day: string; dimension: string; value: string | null; requests: number; errors: number; bytes_out: number; latency_sketch: Uint8Array }>`
+            SELECT api_key_id::text AS api_key_id, to_char(day, 'YYYY-MM-DD') AS day, dimension, value,
+              requests::float8 AS requests, errors::float8 AS errors, bytes_out::float8 AS bytes_out, latency_sketch
+            FROM usage_daily_rollup_dim`
+          assert.isAbove(stored.length, 20)
+          for (const r of stored) {
+            const cell = decodeRollupCell((yield* Effect.promise(() => redis.hget(rollupKey(r.api_key_id, r.day), rollupField(r.dimension, r.value)))) ?? "")
+            assert.isDefined(cell, `${r.api_key_id} ${r.day} ${r.dimension}:${r.value}`)
+            assert.deepStrictEqual([cell!.requests, cell!.errors, cell!.bytes_out], [r.requests, r.errors, r.bytes_out])
+            assert.deepStrictEqual(cell!.sketch, unpackSketch(r.latency_sketch))
+          }
+          const fields = yield* Effect.forEach(yield* keysMatching("usage:rollup:*:????-??-??"), (k) => Effect.promise(() => redis.hlen(k)))
+          assert.strictEqual(fields.reduce((a, b) => a + b, 0), stored.length, "no field beyond the table's rows")
+          return stored
+        })
+        yield* copied
+        assert.deepStrictEqual(yield* Effect.promise(() => redis.zrange("usage:rollup:days", "0", "-1")), days.map(utcDay))
+
+        // Late rows for the first day, the day rolled up again, the next sync copies it again.
+        yield* insertRows(Array.from({ length: 30 }, (_, n) => row(days[0]! + 5_000 + n, 500 + n)))
+        yield* refreshUsageRollupDays([days[0]!])
+        const second = yield* runSync(redis, OPTIONS)
+        assert.isAtLeast(second.rollupDays, 1)
+        const total = (yield* copied).filter((r) => r.dimension === "day" && r.day === utcDay(days[0]!)).reduce((a, r) => a + r.requests, 0)
+        assert.strictEqual(total, 150)
       }))
 
     it.effect("refreshes API keys (apikey:<hash>, no secret) and app:config", () =>

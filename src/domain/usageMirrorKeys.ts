@@ -1,3 +1,4 @@
+import { decodeSketch, encodeSketch, type LatencySketch } from "./latencySketch.ts"
 import { isUsageProtocol, isUsageService, USAGE_COLUMNS, type UsageRow } from "./usage.ts"
 
 /**
@@ -49,9 +50,10 @@ export const SYNC_STATE_KEY = "usage:sync"
  * - `row_days`: the window the last run kept (sync_row_days); `lag_ms`: its late-row lag.
  * - `last_started_at`, `last_finished_at`, `last_rows`, `last_batches`, `last_mode` (full|incremental).
  * - `full_through`, `full_row_days`: only while a full run is unfinished (killed): where the next run goes on.
+ * - `rollup_through`: the newest usage_daily_rollup_days.refreshed_at copied (ms).
  */
 export const SYNC_STATE_FIELDS = [
-  "complete_through", "synced_through", "row_days", "lag_ms", "full_through", "full_row_days",
+  "complete_through", "synced_through", "row_days", "lag_ms", "full_through", "full_row_days", "rollup_through",
   "last_started_at", "last_finished_at", "last_rows", "last_batches", "last_mode"
 ] as const
 export type SyncStateField = (typeof SYNC_STATE_FIELDS)[number]
@@ -137,4 +139,41 @@ export const indexKeysOf = (row: { readonly api_key_id: string | null; readonly 
   if (row.api_key_id !== null) keys.push(keyIndexKey(row.api_key_id, day))
   if (row.asset !== null) keys.push(assetIndexKey(row.asset, day))
   return keys
+}
+
+/*
+ * The daily rollup (usage_daily_rollup_dim, helper ROLLUP's table) as the sync copies it:
+ * `usage:rollup:<api_key_id or ->:<YYYY-MM-DD>`, a hash per key and UTC day, field `<dimension>`
+ * (the day's total) or `<dimension>:<value>` (asset, source, service, endpoint, status), value
+ * `requests,errors,bytes_out,latency_sum,last_at_ms,<latency sketch as encodeSketch writes it>`.
+ * Expires at the day's end + usage_retention_days (the summaries keep 93 days whatever
+ * sync_row_days says). `usage:rollup:days`: sorted set of the days copied (score: the day's start).
+ */
+export const rollupKey = (apiKeyId: string | null, day: string): string => `usage:rollup:${apiKeyId ?? "-"}:${day}`
+export const ROLLUP_DAYS_KEY = "usage:rollup:days"
+export const rollupField = (dimension: string, value: string | null): string => (value === null ? dimension : `${dimension}:${value}`)
+export const rollupExpiresAt = (day: string, retentionDays: number): number => dayStartOf(day) + DAY_MS + retentionDays * DAY_MS
+
+export interface RollupCell {
+  readonly requests: number
+  readonly errors: number
+  readonly bytes_out: number
+  readonly latency_sum: number
+  readonly last_at: number
+  readonly sketch: LatencySketch
+}
+
+export const encodeRollupCell = (c: RollupCell): string =>
+  `${c.requests},${c.errors},${c.bytes_out},${c.latency_sum},${c.last_at},${encodeSketch(c.sketch)}`
+
+/** A cell `encodeRollupCell` wrote, or undefined. */
+export const decodeRollupCell = (text: string): RollupCell | undefined => {
+  const parts = text.split(",")
+  if (parts.length < 6) return undefined
+  const numbers = parts.slice(0, 5).map(Number)
+  if (numbers.some((n) => !Number.isFinite(n))) return undefined
+  const sketch = decodeSketch(parts.slice(5).join(","))
+  if (sketch === undefined) return undefined
+  const [requests, errors, bytes_out, latency_sum, last_at] = numbers as [number, number, number, number, number]
+  return { requests, errors, bytes_out, latency_sum, last_at, sketch }
 }

@@ -184,13 +184,13 @@ export const readSyncState = (redis: Redis): Effect.Effect<Readonly<Record<strin
   )
 
 /**
- * Set state fields; the two marks only ever move forward (a slower concurrent run, or a full run
+ * Set state fields; the marks (complete_through, synced_through, rollup_through) only ever move forward (a slower concurrent run, or a full run
  * that starts older, never moves them back).
  */
 const ADVANCE_SCRIPT = `
 for i = 1, #ARGV, 2 do
   local field, value = ARGV[i], ARGV[i + 1]
-  if field == 'complete_through' or field == 'synced_through' then
+  if field == 'complete_through' or field == 'synced_through' or field == 'rollup_through' then
     local old = tonumber(redis.call('HGET', KEYS[1], field) or '')
     if old == nil or tonumber(value) > old then redis.call('HSET', KEYS[1], field, value) end
   else

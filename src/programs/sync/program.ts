@@ -58,7 +58,7 @@ const terminalProgress = () => {
 export const summaryLine = (r: SyncResult): string =>
   `synced ${r.rows} rows in ${r.batches} batches in ${r.seconds.toFixed(1)} s (${r.mode}${r.fullReason === null ? "" : `: ${r.fullReason}`}; ` +
   `${new Date(r.from).toISOString()} to ${new Date(r.to).toISOString()}; complete through ${new Date(r.completeThrough).toISOString()}; ` +
-  `pruned ${r.pruned.entries} index entries, ${r.pruned.days} days; ${r.apiKeys} API keys, ${r.parameters} parameters)`
+  `pruned ${r.pruned.entries} index entries, ${r.pruned.days} days; ${r.apiKeys} API keys, ${r.parameters} parameters, ${r.rollupDays} rollup days)`
 
 export const summaryJson = (r: SyncResult) => ({
   rows: r.rows,
@@ -75,7 +75,9 @@ export const summaryJson = (r: SyncResult) => ({
   lag_hours: r.lagMs / 3_600_000,
   pruned: r.pruned,
   api_keys: r.apiKeys,
-  parameters: r.parameters
+  parameters: r.parameters,
+  rollup_days: r.rollupDays,
+  rollup_keys: r.rollupKeys
 })
 
 /**

@@ -7,6 +7,7 @@ import {
   clearUnfinishedFull, type Pruned, pruneUsageMirror, readSyncState, SyncError, writeApiKeys, writeAppConfig, writeSyncState, writeUsageRows
 } from "../../layers/sync/usageMirrorValkey.ts"
 import { openRespPipelineLike } from "../../layers/sync/respPipeline.ts"
+import { copyRollup } from "../../layers/sync/rollupCopy.ts"
 import { daySlices, partitionRowEstimates, readApiKeys, readParameters, streamUsageRows } from "../../layers/sync/usageSource.ts"
 import { ReaderSql } from "../../services/Database.ts"
 
@@ -53,13 +54,16 @@ export interface SyncResult {
   readonly pruned: Pruned
   readonly apiKeys: number
   readonly parameters: number
+  /** Days of usage_daily_rollup_dim copied to `usage:rollup:*`, and the key × day hashes written. */
+  readonly rollupDays: number
+  readonly rollupKeys: number
 }
 
 const databaseFailed = (e: { readonly message: string }) => new SyncError({ reason: "Database", message: e.message })
 
 /**
- * One sync run: usage_logs rows from the reader into the Valkey mirror, then prune, then API keys
- * and `app:config`.
+ * One sync run: usage_logs rows from the reader into the Valkey mirror, then prune, then API keys,
+ * `app:config` and the daily rollup days refreshed since the last run.
  *
  * Late rows: the run reads created_at from the last run's `complete_through` up to its own start
  * (`now`), and sets `complete_through` to `now − lag` at most; the next run reads again from
@@ -149,6 +153,10 @@ export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncR
     const pruned = yield* pruneUsageMirror(redis, keepFrom, narrowed)
     const apiKeys = yield* readApiKeys(reader).pipe(Effect.mapError(databaseFailed), Effect.flatMap((keys) => writeApiKeys(redis, keys)))
     const parameterCount = yield* writeAppConfig(redis, APP_CONFIG_KEY, parameters)
+    // The daily rollup: the days refreshed since the last copy (all of them in a full run).
+    const retentionDays = Number(mergeParams(DEFAULT_PARAMS, parameters).usage_retention_days)
+    const rollup = yield* copyRollup(reader, redis, mode === "full" ? undefined : state["rollup_through"], now, retentionDays)
+    if (rollup.through !== undefined) yield* writeSyncState(redis, { rollup_through: rollup.through })
     const finishedAt = yield* Clock.currentTimeMillis
     // row_days only once a full run for it has finished: a run cut short leaves full_through, and the next run goes on with it.
     yield* writeSyncState(redis, {
@@ -159,6 +167,6 @@ export const runSync = (redis: Redis, options: SyncOptions): Effect.Effect<SyncR
     return {
       mode, fullReason, rows, batches, seconds: (finishedAt - startedAt) / 1000, from, to: now, slices: slices.length,
       completeThrough: after["complete_through"] ?? Math.min(from, completeBound), rowDays, lagMs: options.lagMs,
-      pruned, apiKeys, parameters: parameterCount
+      pruned, apiKeys, parameters: parameterCount, rollupDays: rollup.days, rollupKeys: rollup.keys
     }
   }).pipe(Effect.scoped, Effect.withSpan("Sync.run"))
