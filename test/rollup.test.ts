@@ -14,6 +14,8 @@ const DAY = 86_400_000
 const HOUR = 3_600_000
 const NOW = Date.now()
 const TODAY = Math.floor(NOW / DAY) * DAY
+/** The Monday of a whole closed week of test rows, 8 to 14 days back (1970-01-01 was a Thursday). */
+const WEEK = (Math.floor((TODAY - 8 * DAY) / DAY) - ((Math.floor((TODAY - 8 * DAY) / DAY) + 3) % 7)) * DAY
 const KEY_A = randomUUID()
 const KEY_B = randomUUID()
 const dayName = (ms: number) => new Date(ms).toISOString().slice(0, 10)
@@ -111,13 +113,18 @@ describe("usage rollup refresh (real PostgreSQL)", () => {
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       yield* migrate
-      yield* insertRows(KEY_A, 6000, TODAY - 6 * DAY, NOW - (TODAY - 6 * DAY))
-      yield* insertRows(KEY_B, 2000, TODAY - 6 * DAY, NOW - (TODAY - 6 * DAY))
-      yield* insertRows(null, 500, TODAY - 6 * DAY, NOW - (TODAY - 6 * DAY))
+      yield* insertRows(KEY_A, 8000, TODAY - 15 * DAY, NOW - (TODAY - 15 * DAY))
+      yield* insertRows(KEY_B, 3000, TODAY - 15 * DAY, NOW - (TODAY - 15 * DAY))
+      yield* insertRows(null, 700, TODAY - 15 * DAY, NOW - (TODAY - 15 * DAY))
       const result = yield* refreshUsageRollup({ now: NOW })
       // First run: every day of the 93-day window, oldest first, today excluded.
       assert.strictEqual(result.days.length, 93)
       assert.strictEqual(result.days[92], dayName(TODAY - DAY))
+      // Every closed ISO week whose 7 days are rolled up (all of the 93 days' whole weeks).
+      assert.include(result.weeks, dayName(WEEK))
+      const closedWeeks: Array<string> = []
+      for (let w = WEEK - 20 * 7 * DAY; w + 7 * DAY <= TODAY; w += 7 * DAY) if (w >= TODAY - 93 * DAY) closedWeeks.push(dayName(w))
+      assert.deepStrictEqual(result.weeks, closedWeeks)
       assert.strictEqual(result.rows, (yield* sql<{ n: number }>`SELECT count(*)::float8 AS n FROM usage_logs WHERE created_at < ${new Date(TODAY).toISOString()}::timestamptz`)[0]?.n)
 
       const expected = yield* sql.unsafe<FineRow>(`
@@ -165,6 +172,32 @@ describe("usage rollup refresh (real PostgreSQL)", () => {
       }
     }).pipe(Effect.provide(PgLive)), 60_000)
 
+  it.live("week rows equal SQL over their 7 days' rows in every dimension but day", () =>
+    Effect.gen(function*() {
+      const sql = yield* SqlClient.SqlClient
+      const weeks = (yield* sql<{ week: string }>`SELECT to_char(week, 'YYYY-MM-DD') AS week FROM usage_weekly_rollup_weeks ORDER BY 1`).map((w) => w.week)
+      assert.include(weeks, dayName(WEEK))
+      for (const [dimension, column] of DIMENSION_COLUMNS.filter(([d]) => d !== "day")) {
+        const exact = yield* sql.unsafe<{ key: string | null; value: string | null; requests: number; errors: number; bytes_out: number; latencies: ReadonlyArray<number> }>(`
+          SELECT api_key_id::text AS key, ${column} AS value, count(*)::float8 AS requests,
+                 count(*) FILTER (WHERE status_code >= 400)::float8 AS errors, sum(bytes_out)::float8 AS bytes_out, array_agg(latency_us) AS latencies
+          FROM usage_logs WHERE created_at >= $1::timestamptz AND created_at < $2::timestamptz GROUP BY 1, 2`,
+          [new Date(WEEK).toISOString(), new Date(WEEK + 7 * DAY).toISOString()])
+        const rows = yield* sql<{ key: string | null; value: string | null; requests: number; errors: number; bytes_out: number; latency_sketch: Uint8Array }>`
+          SELECT api_key_id::text AS key, value, requests::float8 AS requests, errors::float8 AS errors, bytes_out::float8 AS bytes_out, latency_sketch
+          FROM usage_weekly_rollup_dim WHERE dimension = ${dimension} AND week = ${dayName(WEEK)}::date`
+        const byId = new Map(rows.map((r) => [JSON.stringify([r.key, r.value]), r]))
+        assert.strictEqual(rows.length, exact.length, dimension)
+        for (const e of exact) {
+          const id = JSON.stringify([e.key, e.value])
+          const r = byId.get(id)
+          assert.isDefined(r, `${dimension} ${id}`)
+          assert.deepStrictEqual([r!.requests, r!.errors, r!.bytes_out], [e.requests, e.errors, e.bytes_out], `${dimension} ${id}`)
+          assert.deepStrictEqual(unpackSketch(r!.latency_sketch), sketchOf(e.latencies), `${dimension} ${id}`)
+        }
+      }
+    }).pipe(Effect.provide(PgLive)))
+
   it.live("mv_usage_daily is the rollup per day × key × service × asset (errors: status ≥ 400)", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
@@ -208,6 +241,20 @@ describe("usage rollup refresh (real PostgreSQL)", () => {
       assert.deepStrictEqual((yield* refreshUsageRollup({ now: NOW, lagDays: 6 })).days, [dayName(old)])
       assert.strictEqual(yield* requestsOfDay(old), oldBefore + 1)
       assert.strictEqual(yield* requestsOfDay(old), yield* rawRequestsOfDay(old))
+    }).pipe(Effect.provide(TestLive)))
+
+  it.live("a late row in a built week: recomputing its day builds the week again, and summaries by asset count it", () =>
+    Effect.gen(function*() {
+      const bySource = Effect.flatMap(UsageSummaries, (s) => s.summary({ apiKeyId: KEY_A, from: WEEK, to: WEEK + 7 * DAY, groupBy: "source" })).pipe(
+        Effect.map((r) => r.groups.reduce((n, g) => n + g.requests, 0))
+      )
+      const before = yield* bySource
+      assert.strictEqual(before, yield* rawRequests(WEEK, WEEK + 7 * DAY))
+      yield* insertLateRow(WEEK + 2 * DAY + 1000, 123)
+      const result = yield* refreshUsageRollupDays([WEEK + 2 * DAY], { now: NOW })
+      assert.deepStrictEqual([result.days, result.weeks], [[dayName(WEEK + 2 * DAY)], [dayName(WEEK)]])
+      assert.strictEqual(yield* bySource, before + 1)
+      assert.deepStrictEqual((yield* refreshUsageRollup({ now: NOW, lagDays: 0 })).weeks, [], "nothing changed since")
     }).pipe(Effect.provide(TestLive)))
 
   it.live("two refreshes of the same days at once count every row once", () =>

@@ -18,6 +18,8 @@ const DAY = 86_400_000
 const HOUR = 3_600_000
 const NOW = Date.now()
 const TODAY = Math.floor(NOW / DAY) * DAY
+/** The Monday of a whole week of test rows, 8 to 14 days back (1970-01-01 was a Thursday). */
+const WEEK = (Math.floor((TODAY - 8 * DAY) / DAY) - ((Math.floor((TODAY - 8 * DAY) / DAY) + 3) % 7)) * DAY
 const KEY_A = randomUUID()
 const KEY_B = randomUUID()
 const KEY_EMPTY = randomUUID()
@@ -117,6 +119,8 @@ const WINDOWS: ReadonlyArray<readonly [string, number, number]> = [
   ["most of the last day", TODAY - 5 * DAY, TODAY - DAY - 2 * HOUR],
   ["up to now (today raw)", TODAY - 6 * DAY + 1, NOW + 1],
   ["today only", TODAY, NOW + 1],
+  ["a whole week (from its rollup) and edges", WEEK - DAY + 3 * HOUR, WEEK + 7 * DAY + 5 * HOUR],
+  ["exactly a whole week", WEEK, WEEK + 7 * DAY],
   ["all and beyond", TODAY - 20 * DAY, NOW + HOUR]
 ]
 
@@ -130,10 +134,12 @@ describe("UsageSummaries (real PostgreSQL)", () => {
   it.live("counts equal SQL and p50/p95/p99 are within 1 % of percentile_disc, for every grouping and window", () =>
     Effect.gen(function*() {
       yield* migrate
-      yield* insertRows(KEY_A, 30_000, TODAY - 9 * DAY, NOW - (TODAY - 9 * DAY))
-      yield* insertRows(KEY_B, 10_000, TODAY - 9 * DAY, NOW - (TODAY - 9 * DAY))
+      yield* insertRows(KEY_A, 40_000, TODAY - 16 * DAY, NOW - (TODAY - 16 * DAY))
+      yield* insertRows(KEY_B, 10_000, TODAY - 16 * DAY, NOW - (TODAY - 16 * DAY))
       const refreshed = yield* refreshUsageRollup({ now: NOW })
-      assert.isAtLeast(refreshed.days.length, 9)
+      assert.isAtLeast(refreshed.days.length, 16)
+      // At least one whole ISO week (Monday to Sunday) of rows is closed, so the week rows get built and read.
+      assert.include(refreshed.weeks, new Date(WEEK).toISOString().slice(0, 10))
       for (const [name, from, to] of WINDOWS) {
         for (const groupBy of SUMMARY_GROUPINGS) {
           const answer = yield* summary(KEY_A, from, to, groupBy)
@@ -158,14 +164,14 @@ describe("UsageSummaries (real PostgreSQL)", () => {
 
   it.live("by day lists every UTC day of the window, zero-filled, ascending", () =>
     Effect.gen(function*() {
-      const from = TODAY - 20 * DAY + 7 * HOUR
+      const from = TODAY - 25 * DAY + 7 * HOUR
       const answer = yield* summary(KEY_A, from, NOW + 1, "day")
-      const days = Array.from({ length: 21 }, (_, i) => new Date(TODAY - (20 - i) * DAY).toISOString().slice(0, 10))
+      const days = Array.from({ length: 26 }, (_, i) => new Date(TODAY - (25 - i) * DAY).toISOString().slice(0, 10))
       assert.deepStrictEqual(answer.groups.map((g) => g.group), days)
-      for (const g of answer.groups.slice(0, 11)) {
+      for (const g of answer.groups.slice(0, 9)) {
         assert.deepStrictEqual(g, { group: g.group, requests: 0, errors: 0, bytes_out: 0, p50_us: null, p95_us: null, p99_us: null })
       }
-      for (const g of answer.groups.slice(11)) assert.isAbove(g.requests, 0, g.group ?? "")
+      for (const g of answer.groups.slice(9)) assert.isAbove(g.requests, 0, g.group ?? "")
       const empty = yield* summary(KEY_EMPTY, TODAY - 2 * DAY, TODAY + 1, "day")
       expect(empty.groups.map((g) => [g.group, g.requests])).toEqual([
         [new Date(TODAY - 2 * DAY).toISOString().slice(0, 10), 0],

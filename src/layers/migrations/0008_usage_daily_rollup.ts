@@ -16,6 +16,10 @@ import { SqlClient } from "effect/sql"
  *   (`packedSketchSql`): read as raw bytes, ~10x cheaper for the client than two arrays.
  * - usage_daily_rollup_days: the days rolled up and how many usage rows they covered (a day not
  *   listed is read from usage_logs; a changed row count tells the refresh a late row came in).
+ * - usage_weekly_rollup_dim: usage_daily_rollup_dim merged over ISO weeks (Monday to Sunday, UTC)
+ *   for every dimension but day, so a 93-day summary by asset reads ~13 week rows per value, not 93;
+ *   usage_weekly_rollup_weeks: the weeks built, with the newest refreshed_at of their 7 days then
+ *   (a day refreshed later makes the refresh build its week again).
  *
  * mv_usage_daily (0001) is redefined over the rollup: same columns, plus bytes_out; `errors` now
  * follows the spec (status_code ≥ 400). It holds whole days only (the rollup has no today).
@@ -58,6 +62,21 @@ export default Effect.gen(function*() {
     day date PRIMARY KEY,
     source_rows bigint NOT NULL,
     refreshed_at timestamptz NOT NULL
+  )`
+  yield* sql.unsafe(`CREATE TABLE IF NOT EXISTS usage_weekly_rollup_dim (
+    api_key_id uuid,
+    dimension text NOT NULL CHECK (dimension IN ('asset', 'source', 'service', 'endpoint', 'status')),
+    week date NOT NULL,
+    value text,
+    ${measures},
+    latency_sketch bytea NOT NULL
+  )`)
+  yield* sql`CREATE UNIQUE INDEX IF NOT EXISTS usage_weekly_rollup_dim_group
+    ON usage_weekly_rollup_dim (api_key_id, dimension, week, value) NULLS NOT DISTINCT`
+  yield* sql`CREATE INDEX IF NOT EXISTS usage_weekly_rollup_dim_week ON usage_weekly_rollup_dim (week)`
+  yield* sql`CREATE TABLE IF NOT EXISTS usage_weekly_rollup_weeks (
+    week date PRIMARY KEY,
+    days_refreshed_at timestamptz NOT NULL
   )`
   yield* sql`DROP MATERIALIZED VIEW IF EXISTS mv_usage_daily`
   yield* sql`CREATE MATERIALIZED VIEW mv_usage_daily AS

@@ -35,6 +35,8 @@ export interface RollupRefreshResult {
   readonly busy: ReadonlyArray<string>
   /** usage_logs rows the recomputed days hold. */
   readonly rows: number
+  /** Weeks (their Mondays, `YYYY-MM-DD`) built again from their days. */
+  readonly weeks: ReadonlyArray<string>
 }
 
 export const DEFAULT_LAG_DAYS = 3
@@ -42,6 +44,7 @@ export const DEFAULT_RETENTION_DAYS = 93
 
 /** Advisory lock class of the rollup (the second key is the day number), apart from the migrations' lock. */
 const ROLLUP_LOCK = 7_261_535
+const WEEK_LOCK = 7_261_536
 
 const MEASURES = "requests, errors, bytes_out, latency_sum, last_at"
 
@@ -89,6 +92,72 @@ const bind = (statement: string, names: ReadonlyArray<string>) =>
 
 const DAY_INSERT_BOUND = bind(DAY_INSERT, ["start", "end", "day"])
 
+/** One dimension's week rows, from the week's per-bucket rows in `buckets` (measures on each fine row's first bucket). */
+const weekDimensionSelect = (dimension: keyof typeof DIMENSION_VALUE_SQL) => `
+  SELECT api_key_id, '${dimension}', $week::date, value,
+         sum(requests)::bigint, sum(errors)::bigint, sum(bytes_out)::bigint, sum(latency_sum)::bigint, max(last_at),
+         ${packedSketchSql("bucket", "n")}
+  FROM (SELECT api_key_id, ${DIMENSION_VALUE_SQL[dimension]} AS value, bucket, sum(n)::bigint AS n,
+               sum(requests)::bigint AS requests, sum(errors)::bigint AS errors, sum(bytes_out)::bigint AS bytes_out,
+               sum(latency_sum)::bigint AS latency_sum, max(last_at) AS last_at
+        FROM buckets GROUP BY 1, 2, 3) g
+  GROUP BY api_key_id, value`
+
+/**
+ * A week's rows merged from its 7 days of the fine rollup (not usage_logs: those days are rolled
+ * up already), in one statement; the week records the newest refreshed_at of its days it saw.
+ */
+export const WEEK_INSERT = `
+  WITH buckets AS MATERIALIZED (
+    SELECT f.api_key_id, f.asset, f.source, f.service, f.endpoint, f.status_code, u.bucket, u.n,
+           CASE WHEN u.ord = 1 THEN f.requests ELSE 0 END AS requests,
+           CASE WHEN u.ord = 1 THEN f.errors ELSE 0 END AS errors,
+           CASE WHEN u.ord = 1 THEN f.bytes_out ELSE 0 END AS bytes_out,
+           CASE WHEN u.ord = 1 THEN f.latency_sum ELSE 0 END AS latency_sum,
+           f.last_at
+    FROM usage_daily_rollup f, unnest(f.latency_buckets, f.latency_counts) WITH ORDINALITY AS u(bucket, n, ord)
+    WHERE f.day >= $week::date AND f.day < $week::date + 7
+  ), dims AS (
+    INSERT INTO usage_weekly_rollup_dim (api_key_id, dimension, week, value, ${MEASURES}, latency_sketch)
+    ${DIMENSIONS.filter((d) => d !== "day").map(weekDimensionSelect).join("\n    UNION ALL")}
+  )
+  INSERT INTO usage_weekly_rollup_weeks (week, days_refreshed_at)
+  SELECT $week::date, max(refreshed_at) FROM usage_daily_rollup_days WHERE day >= $week::date AND day < $week::date + 7
+  ON CONFLICT (week) DO UPDATE SET days_refreshed_at = excluded.days_refreshed_at`
+
+const WEEK_INSERT_BOUND = bind(WEEK_INSERT, ["week"])
+
+/** Build one week's rows again; false when another node holds that week's lock. */
+const computeWeek = (sql: SqlClient.SqlClient, weekMs: number): Effect.Effect<boolean, SqlError.SqlError> =>
+  sql.withTransaction(Effect.gen(function*() {
+    const locked = yield* sql<{ ok: boolean }>`SELECT pg_try_advisory_xact_lock(${WEEK_LOCK}::int, ${weekMs / DAY_MS}::int) AS ok`
+    if (locked[0]?.ok !== true) return false
+    yield* sql`DELETE FROM usage_weekly_rollup_dim WHERE week = ${dayName(weekMs)}::date`
+    yield* sql.unsafe(WEEK_INSERT_BOUND, [dayName(weekMs)])
+    return true
+  }))
+
+/**
+ * Every closed week inside the retention window whose 7 days are rolled up and whose week rows are
+ * missing or older than one of its days' refresh: built again from the fine rollup.
+ */
+const refreshWeeks = (sql: SqlClient.SqlClient, today: number, oldest: number) =>
+  Effect.gen(function*() {
+    const due = yield* sql<{ week: string }>`
+      SELECT to_char(w.week, 'YYYY-MM-DD') AS week FROM (
+        SELECT day - (extract(isodow FROM day)::int - 1) AS week, count(*) AS days, max(refreshed_at) AS newest
+        FROM usage_daily_rollup_days GROUP BY 1) w
+      LEFT JOIN usage_weekly_rollup_weeks k ON k.week = w.week
+      WHERE w.days = 7 AND w.week >= ${dayName(oldest)}::date AND w.week + 7 <= ${dayName(today)}::date
+        AND (k.week IS NULL OR k.days_refreshed_at < w.newest)
+      ORDER BY 1`
+    const built: Array<string> = []
+    for (const { week } of due) {
+      if (yield* computeWeek(sql, Date.parse(`${week}T00:00:00Z`))) built.push(week)
+    }
+    return built
+  })
+
 /** Recompute one UTC day (starting at `dayMs`); undefined when another node holds that day's lock. */
 const computeDay = (sql: SqlClient.SqlClient, dayMs: number): Effect.Effect<number | undefined, SqlError.SqlError> =>
   sql.withTransaction(Effect.gen(function*() {
@@ -103,8 +172,11 @@ const computeDay = (sql: SqlClient.SqlClient, dayMs: number): Effect.Effect<numb
     return written[0]?.rows ?? 0
   }))
 
-/** Recompute the given UTC days (epoch ms inside each), whatever their state: an operator's backfill. */
-export const refreshUsageRollupDays = (days: ReadonlyArray<number>) =>
+/**
+ * Recompute the given UTC days (epoch ms inside each), whatever their state (an operator's
+ * backfill), then build again every week whose days changed.
+ */
+export const refreshUsageRollupDays = (days: ReadonlyArray<number>, options: Pick<RollupRefreshOptions, "now" | "retentionDays"> = {}) =>
   Effect.gen(function*() {
     const sql = yield* SqlClient.SqlClient
     const done: Array<string> = []
@@ -118,7 +190,9 @@ export const refreshUsageRollupDays = (days: ReadonlyArray<number>) =>
         rows += counted
       }
     }
-    return { days: done, busy, rows } satisfies RollupRefreshResult
+    const today = dayStart(options.now ?? Date.now())
+    const weeks = yield* refreshWeeks(sql, today, today - (options.retentionDays ?? DEFAULT_RETENTION_DAYS) * DAY_MS)
+    return { days: done, busy, rows, weeks } satisfies RollupRefreshResult
   })
 
 /** One refresh run (see the module doc): never-rolled-up days, changed recent days, pruning. */
@@ -144,10 +218,12 @@ export const refreshUsageRollup = (options: RollupRefreshOptions = {}) =>
       const rows = rolledRows.get(day)
       if (rows === undefined || (dayMs >= lagFrom && (recentRows.get(day) ?? 0) !== rows)) due.push(dayMs)
     }
-    const result = yield* refreshUsageRollupDays(due)
+    const result = yield* refreshUsageRollupDays(due, options)
     yield* sql`DELETE FROM usage_daily_rollup WHERE day < ${dayName(oldest)}::date`
     yield* sql`DELETE FROM usage_daily_rollup_dim WHERE day < ${dayName(oldest)}::date`
     yield* sql`DELETE FROM usage_daily_rollup_days WHERE day < ${dayName(oldest)}::date`
+    yield* sql`DELETE FROM usage_weekly_rollup_dim WHERE week < ${dayName(oldest)}::date`
+    yield* sql`DELETE FROM usage_weekly_rollup_weeks WHERE week < ${dayName(oldest)}::date`
     return result
   }).pipe(Effect.withSpan("UsageRollup.refresh"))
 

@@ -10,7 +10,7 @@ import {
   UsageSummariesError,
   type UsageSummary
 } from "../../services/UsageSummaries.ts"
-import { DAY_MS, DIMENSION_VALUE_SQL, dayName, dayStart } from "./dimensions.ts"
+import { DAY_MS, DIMENSION_VALUE_SQL, dayName, dayStart, WEEK_MS, weekStart } from "./dimensions.ts"
 
 /**
  * One group's totals while they are being added up (from rollup rows and raw buckets). Bucket
@@ -78,13 +78,24 @@ const RAW_BUCKETS = (groupBy: SummaryGroupBy) => `
   FROM usage_logs WHERE api_key_id = $1::uuid AND created_at >= $2::timestamptz AND created_at < $3::timestamptz
   GROUP BY 1, 2`
 
-/** The rolled-up days of [first, end): every one listed, with this key's rows of the dimension when it has any. */
+/**
+ * The rolled-up days of [first, end) outside the weeks already read ($5): every one listed, with
+ * this key's rows of the dimension when it has any.
+ */
 const ROLLUP_ROWS = `
   SELECT to_char(d.day, 'YYYY-MM-DD') AS day, r.value, r.requests::float8 AS requests, r.errors::float8 AS errors,
          r.bytes_out::float8 AS bytes_out, r.last_at, r.latency_sketch
   FROM usage_daily_rollup_days d
   LEFT JOIN usage_daily_rollup_dim r ON r.api_key_id = $1::uuid AND r.dimension = $2 AND r.day = d.day
-  WHERE d.day >= $3::date AND d.day < $4::date`
+  WHERE d.day >= $3::date AND d.day < $4::date AND d.day - (extract(isodow FROM d.day)::int - 1) <> ALL($5::date[])`
+
+/** The built weeks inside [first, end) (Mondays), with this key's week rows of the dimension when it has any. */
+const WEEK_ROWS = `
+  SELECT to_char(w.week, 'YYYY-MM-DD') AS day, r.value, r.requests::float8 AS requests, r.errors::float8 AS errors,
+         r.bytes_out::float8 AS bytes_out, r.last_at, r.latency_sketch
+  FROM usage_weekly_rollup_weeks w
+  LEFT JOIN usage_weekly_rollup_dim r ON r.api_key_id = $1::uuid AND r.dimension = $2 AND r.week = w.week
+  WHERE w.week >= $3::date AND w.week + 7 <= $4::date`
 
 /**
  * The key's row count on one day (epoch ms bounds $2, $3) and its newest created_at in the part
@@ -161,7 +172,21 @@ export const makeSummary = (sql: SqlClient.SqlClient) => (query: SummaryQuery): 
       yield* sql`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY`
       const firstDay = dayStart(from)
       const endDay = dayStart(to) === to ? to : dayStart(to) + DAY_MS
-      const rows = yield* sql.unsafe<RollupRow>(ROLLUP_ROWS, [apiKeyId, groupBy, dayName(firstDay), dayName(endDay)])
+      // Whole ISO weeks inside the window (not for day): one merged row per value instead of seven.
+      const weeks = new Set<number>()
+      const firstWhole = Math.ceil(from / DAY_MS) * DAY_MS
+      const firstWeek = weekStart(firstWhole) === firstWhole ? firstWhole : weekStart(firstWhole) + WEEK_MS
+      if (groupBy !== "day" && firstWeek + WEEK_MS <= dayStart(to)) {
+        const weekRows = yield* sql.unsafe<RollupRow>(WEEK_ROWS, [apiKeyId, groupBy, dayName(firstWeek), dayName(dayStart(to))])
+        for (const row of weekRows) {
+          weeks.add(Date.parse(`${row.day}T00:00:00Z`))
+          addRollupRow(row, 1)
+          seen(row.last_at)
+        }
+      }
+      const rows = yield* sql.unsafe<RollupRow>(ROLLUP_ROWS, [
+        apiKeyId, groupBy, dayName(firstDay), dayName(endDay), `{${[...weeks].map(dayName).join(",")}}`
+      ])
       const rolled = new Map<string, Array<RollupRow>>()
       for (const row of rows) {
         const list = rolled.get(row.day) ?? []
@@ -170,6 +195,7 @@ export const makeSummary = (sql: SqlClient.SqlClient) => (query: SummaryQuery): 
       }
       const rawRanges: Array<readonly [number, number]> = []
       for (let day = firstDay; day < endDay; day += DAY_MS) {
+        if (weeks.has(weekStart(day))) continue
         const start = Math.max(from, day)
         const end = Math.min(to, day + DAY_MS)
         const dayRows = rolled.get(dayName(day))

@@ -22,3 +22,11 @@ export const dayName = (ms: number): string => new Date(ms).toISOString().slice(
 
 /** The UTC midnight at or before `ms`. */
 export const dayStart = (ms: number): number => Math.floor(ms / DAY_MS) * DAY_MS
+
+export const WEEK_MS = 7 * DAY_MS
+
+/** The Monday (UTC) of the ISO week holding `ms` (1970-01-01 was a Thursday). */
+export const weekStart = (ms: number): number => {
+  const day = Math.floor(ms / DAY_MS)
+  return (day - ((day + 3) % 7)) * DAY_MS
+}
