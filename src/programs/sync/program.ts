@@ -109,7 +109,16 @@ export const syncProgram = (flags: SyncFlags) =>
         lagMs: Math.round(lagHours * 3_600_000),
         batchSize,
         ...(progress === undefined ? {} : { onProgress: progress.update })
-      }).pipe(Effect.ensuring(Effect.sync(() => progress?.end())))
+      }).pipe(
+        Effect.ensuring(Effect.sync(() => progress?.end())),
+        // Stopped (SIGTERM, the task stopped) before the end: not done. The next run goes on from the last whole slice.
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            console.error("sync interrupted before the end; the next run goes on from the last whole slice")
+            process.exitCode = 1
+          })
+        )
+      )
       yield* Effect.logInfo("sync done", summaryJson(result))
       yield* Console.log(flags.json ? JSON.stringify(summaryJson(result)) : summaryLine(result))
     }).pipe(
