@@ -85,6 +85,8 @@ export interface StreamHubStats {
   readonly connections: number
   readonly opened: number
   readonly slowConsumerCloses: number
+  /** The most a connection had unsent when it was closed as a slow consumer. */
+  readonly slowConsumerUnsentMax: number
   readonly messagesSent: number
 }
 
@@ -158,7 +160,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
   const sessions = new Set<Session>()
   const perKey = new Map<string, number>()
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_CLIENT_MESSAGE_BYTES, perMessageDeflate: false, clientTracking: false })
-  const counts = { opened: 0, slowConsumerCloses: 0, messagesSent: 0 }
+  const counts = { opened: 0, slowConsumerCloses: 0, slowConsumerUnsentMax: 0, messagesSent: 0 }
   /** Price update text shared by every connection sent the same event. */
   const heads = new WeakMap<PriceEvent, string>()
   let sweepTimer: ReturnType<typeof setInterval> | undefined
@@ -344,6 +346,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
   const slowConsumer = (s: Session) => {
     if (s.closed) return
     counts.slowConsumerCloses++
+    counts.slowConsumerUnsentMax = Math.max(counts.slowConsumerUnsentMax, s.transport.unsent())
     closeSession(s, CLOSE.slowConsumer, "slow consumer")
   }
 
