@@ -219,6 +219,7 @@ if (argv[0] === "stress") {
     }, timeout + 1000).unref()
   })
   NodeRuntime.runMain(program, {
-    teardown: (exit, onExit) => Runtime.defaultTeardown(exit, (code) => onExit(code === 130 ? 0 : code))
+    // An interrupt (SIGTERM) is a clean stop, unless the program set its own exit code (tb sync: 1 when cut short).
+    teardown: (exit, onExit) => Runtime.defaultTeardown(exit, (code) => onExit(code === 130 ? (typeof process.exitCode === "number" ? process.exitCode : 0) : code))
   })
 }
