@@ -1,7 +1,6 @@
 import { Effect, Layer } from "effect"
 import type { ServerType } from "../config/AppConfig.ts"
 import { FeedsLive } from "../layers/feeds/FeedsLive.ts"
-import { withModule } from "../layers/Logging.ts"
 import { PartitionMaintenance } from "../layers/MigrationsLive.ts"
 import { PriceCacheMemory } from "../layers/PriceCacheMemory.ts"
 import { RateLimiterLive } from "../layers/RateLimiterLive.ts"
@@ -15,6 +14,7 @@ import { LpoHttpServer } from "./lpo/LpoHttpServer.ts"
 import { LpoUdpServer } from "./lpo/LpoUdpServer.ts"
 import { LrsListeners, LrsServicesLive } from "./lrs/layer.ts"
 import { publishStats } from "./lpo/statsPublisher.ts"
+import { WebhookDeliveryLive } from "./webhook/layer.ts"
 import { AppConfig } from "../config/AppConfig.ts"
 
 /**
@@ -52,13 +52,19 @@ export const LrsLive = serving(LrsListeners, { feeds: false, reports: true })
  */
 export const LpoLrsLive = serving(LrsListeners.pipe(Layer.provideMerge(LpoListeners)), { feeds: true, reports: true })
 
+/** Webhook delivery alone (WEBHOOK_SERVER): feeds and delivery, no listener. */
+export const WebhookLive = serving(WebhookDeliveryLive, { feeds: true, reports: false })
+
+/** Everything (ALL): LPO, LRS and webhook delivery; delivery stops first at shutdown. */
+export const AllLive = serving(WebhookDeliveryLive.pipe(Layer.provideMerge(LrsListeners.pipe(Layer.provideMerge(LpoListeners)))), { feeds: true, reports: true })
+
 /** The parts of a server type this build does not have yet. */
 const NOT_BUILT: Readonly<Record<ServerType, ReadonlyArray<string>>> = {
   APP_SERVER: [],
   APP_REPORT_SERVER: [],
-  ALL: ["webhook delivery"],
+  ALL: [],
   REPORT_SERVER: [],
-  WEBHOOK_SERVER: ["webhook delivery"]
+  WEBHOOK_SERVER: []
 }
 
 /** The one line `tb serve` ends with (exit 2) for a server type with nothing built yet. */
@@ -78,13 +84,8 @@ export const serveLayer = (mode: ServerType) => {
     case "APP_REPORT_SERVER":
       return LpoLrsLive
     case "ALL":
-      return Layer.mergeAll(
-        LpoLrsLive,
-        Layer.effectDiscard(
-          Effect.logWarning(`server type ${mode} serves the LPO and the LRS; not built yet: ${NOT_BUILT[mode].join(", ")}`).pipe(withModule("serve"))
-        )
-      )
+      return AllLive
     case "WEBHOOK_SERVER":
-      return undefined
+      return WebhookLive
   }
 }
