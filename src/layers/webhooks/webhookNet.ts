@@ -72,6 +72,7 @@ export const makeHttpSender = (options: SenderOptions): HttpSender => {
     new Promise((resolve) => {
       const started = performance.now()
       let settled = false
+      let timer: ReturnType<typeof setTimeout> | undefined
       const done = (status: number, error: string | undefined) => {
         if (settled) return
         settled = true
@@ -98,7 +99,7 @@ export const makeHttpSender = (options: SenderOptions): HttpSender => {
         res.on("error", () => done(res.statusCode ?? 0, undefined))
         res.on("close", () => done(res.statusCode ?? 0, undefined))
       })
-      const timer = setTimeout(() => {
+      timer = setTimeout(() => {
         req.destroy()
         done(0, `no answer within ${timeoutMs} ms`)
       }, timeoutMs)
@@ -121,27 +122,33 @@ export interface UdpSender {
 }
 
 export const makeUdpSender = (options: SenderOptions): UdpSender => {
-  const guarded = guardedLookup(options.allowPrivate)
-  // dgram asks for one address (no `all`).
-  const lookup = (hostname: string, opts: LookupOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void) =>
-    guarded(hostname, { ...opts, all: false }, (err, address, family) => callback(err, typeof address === "string" ? address : "", family ?? 4))
+  const lookup = guardedLookup(options.allowPrivate)
   let v4: UdpSocket | undefined
   let v6: UdpSocket | undefined
+  // The address is resolved and checked here for each datagram, and the datagram goes to exactly
+  // that address (a socket's own lookup would also be asked for its bind address).
   const socketFor = (family: 4 | 6) => {
-    if (family === 4) return (v4 ??= createSocket({ type: "udp4", lookup }).unref())
-    return (v6 ??= createSocket({ type: "udp6", lookup }).unref())
+    const make = (type: "udp4" | "udp6") => {
+      const socket = createSocket(type).unref()
+      socket.on("error", () => {})
+      return socket
+    }
+    return family === 4 ? (v4 ??= make("udp4")) : (v6 ??= make("udp6"))
   }
-  const sendTo = (socket: UdpSocket, host: string, port: number, datagram: string) =>
-    new Promise<string | undefined>((resolve) => socket.send(datagram, port, host, (e) => resolve(e === null || e === undefined ? undefined : e instanceof ForbiddenTargetError ? e.message : ((e as NodeJS.ErrnoException).code ?? e.message))))
+  const describe = (e: Error) => (e instanceof ForbiddenTargetError ? e.message : ((e as NodeJS.ErrnoException).code ?? e.message))
+  const resolveOne = (host: string) =>
+    new Promise<{ readonly address: string; readonly family: 4 | 6 } | string>((resolve) => {
+      const family = isIP(host)
+      if (family !== 0) return resolve(!options.allowPrivate && isForbiddenAddress(host) ? refusal(host, host).message : { address: host, family: family === 6 ? 6 : 4 })
+      lookup(host, { all: false }, (err, address, fam) =>
+        resolve(err !== null ? describe(err) : typeof address === "string" ? { address, family: fam === 6 ? 6 : 4 } : `${host}: no address`))
+    })
   return {
     send: async (host, port, datagram) => {
-      const family = isIP(host)
-      if (family !== 0) {
-        if (!options.allowPrivate && isForbiddenAddress(host)) return refusal(host, host).message
-        return sendTo(socketFor(family === 6 ? 6 : 4), host, port, datagram)
-      }
-      // A name: resolved (and checked) by the socket's own lookup; IPv4 first, as most receivers listen there.
-      return sendTo(socketFor(4), host, port, datagram)
+      const target = await resolveOne(host)
+      if (typeof target === "string") return target
+      return new Promise<string | undefined>((resolve) =>
+        socketFor(target.family).send(datagram, port, target.address, (e) => resolve(e === null || e === undefined ? undefined : describe(e))))
     },
     close: () => {
       v4?.close()
