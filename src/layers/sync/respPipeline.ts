@@ -1,6 +1,6 @@
 import { Effect, type Scope } from "effect"
 import type { Redis } from "ioredis"
-import { connect as netConnect, type Socket } from "node:net"
+import { isIP, connect as netConnect, type Socket } from "node:net"
 import { connect as tlsConnect } from "node:tls"
 
 /**
@@ -100,7 +100,8 @@ export const openRespPipelineLike = (client: Redis, timeoutMs: number): Effect.E
   return openRespPipeline({
     host: o.host ?? "127.0.0.1",
     port: o.port ?? 6379,
-    tls: o.tls !== undefined,
+    // `rediss://` makes ioredis set tls (true, or the caller's TLS options).
+    tls: o.tls !== undefined && o.tls !== null && (o.tls as unknown) !== false,
     username: o.username,
     password: o.password,
     db: o.db ?? 0
@@ -120,7 +121,8 @@ export const openRespPipeline = (target: RespTarget, timeoutMs: number): Effect.
 const connectPipeline = (target: RespTarget, timeoutMs: number): Promise<RespPipeline> =>
   new Promise((resolveOpen, rejectOpen) => {
     const { host, port } = target
-    const socket: Socket = target.tls ? tlsConnect({ host, port, servername: host }) : netConnect({ host, port })
+    // SNI takes host names only (RFC 6066): none for an IP address.
+    const socket: Socket = target.tls ? tlsConnect({ host, port, ...(isIP(host) === 0 ? { servername: host } : {}) }) : netConnect({ host, port })
     socket.setNoDelay(true)
     const queue: Array<Pending> = []
     let buffer: Buffer = Buffer.alloc(0)
