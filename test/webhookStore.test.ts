@@ -39,7 +39,7 @@ describe("WebhookStore (real PostgreSQL)", () => {
       const created = yield* store.configure(keyId, settings(), now)
       assert.match(created.secret ?? "", /^whsec_[A-Za-z0-9+/]{43}=$/)
       assert.strictEqual(Buffer.from(created.secret!.slice(6), "base64").length, 32)
-      assert.deepStrictEqual(created.webhook.secrets, [created.secret])
+      assert.deepStrictEqual(created.webhook.secrets, [created.secret!])
       assert.strictEqual(created.webhook.status, "pending_verification")
       assert.deepStrictEqual(created.webhook.assets, [{ asset: "BTC", quote: "USD" }, { asset: "ETH", quote: "USDT" }])
       // The dump: no secret in any column.
@@ -54,7 +54,7 @@ describe("WebhookStore (real PostgreSQL)", () => {
       const again = yield* store.configure(keyId, settings({ heartbeatS: 30 }), now)
       assert.isUndefined(again.secret)
       assert.strictEqual(again.webhook.id, created.webhook.id)
-      assert.deepStrictEqual(again.webhook.secrets, [created.secret])
+      assert.deepStrictEqual(again.webhook.secrets, [created.secret!])
       assert.strictEqual(again.webhook.status, "active")
       assert.strictEqual(again.webhook.heartbeatS, 30)
       assert.notStrictEqual(again.webhook.version, created.webhook.version)
@@ -76,12 +76,12 @@ describe("WebhookStore (real PostgreSQL)", () => {
       const rotated = yield* store.configure(keyId, settings({ rotateSecret: true }), now)
       assert.match(rotated.secret ?? "", /^whsec_/)
       assert.notStrictEqual(rotated.secret, first.secret)
-      assert.deepStrictEqual(rotated.webhook.secrets, [rotated.secret, first.secret])
+      assert.deepStrictEqual(rotated.webhook.secrets, [rotated.secret!, first.secret!])
       const until = (yield* sql<{ ms: number }>`SELECT (extract(epoch FROM previous_secret_until) * 1000)::float8 AS ms FROM webhooks WHERE api_key_id = ${keyId}::uuid`)[0]!.ms
       assert.approximately(until, now + ROTATION_OVERLAP_MS, 1)
       // The overlap over: the old secret signs no more.
       yield* sql`UPDATE webhooks SET previous_secret_until = now() - interval '1 second' WHERE api_key_id = ${keyId}::uuid`
-      assert.deepStrictEqual((yield* store.byKey(keyId))!.secrets, [rotated.secret])
+      assert.deepStrictEqual((yield* store.byKey(keyId))!.secrets, [rotated.secret!])
     }).pipe(Effect.provide(PgLive)), 60_000)
 
   it.live("delivery facts: last attempt, consecutive failures and since when, the highest seq; a success clears the failures", () =>

@@ -1,10 +1,10 @@
 /**
  * WebhookStore over the `webhooks` table (migration 0010). Secrets are sealed with the webhook
- * secret key (secretBox.ts) before they reach SQL; the key comes from Secrets when it holds
- * WEBHOOK_SECRET_KEY, else from DATA_DIR/webhook-secret-key (generated once, mode 0600), which
- * every node of a cluster must then share.
+ * secret key (secretBox.ts) before they reach SQL; the key is WEBHOOK_SECRET_KEY from the Secrets
+ * service when set, else DATA_DIR/webhook-secret-key (generated once, mode 0600, like the admin
+ * token), which every node of a cluster must then share.
  */
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Option, Redacted } from "effect"
 import { SqlClient } from "effect/sql"
 import { randomBytes } from "node:crypto"
 import { join } from "node:path"
@@ -12,6 +12,7 @@ import { AppConfig } from "../../config/AppConfig.ts"
 import { messageOf } from "../../domain/errorMessage.ts"
 import { pgArrayLiteral } from "../../domain/pgArrayLiteral.ts"
 import { assetName, newSigningSecret, parseWebhookAsset, ROTATION_OVERLAP_MS, type WebhookAsset, type WebhookStatus } from "../../domain/webhook.ts"
+import { Secrets, SecretsError } from "../../services/Secrets.ts"
 import { unreachableDependency } from "../../services/StartupError.ts"
 import { type Webhook, WebhookStore, WebhookStoreError } from "../../services/Webhooks.ts"
 import { withModule } from "../Logging.ts"
@@ -46,13 +47,13 @@ const COLUMNS = `id::text AS id, api_key_id::text AS api_key_id, url, udp, array
   (extract(epoch FROM last_delivery_at) * 1000)::float8 AS last_delivery_ms, last_status, last_latency_ms, consecutive_failures,
   (extract(epoch FROM failing_since) * 1000)::float8 AS failing_since_ms, (extract(epoch FROM updated_at) * 1000000)::float8 AS version`
 
-/** The webhook secret key: WEBHOOK_SECRET_KEY from the environment, else the one kept in DATA_DIR. */
+/** The webhook secret key: WEBHOOK_SECRET_KEY from Secrets (env or DB_SECRET_NAME), else the one kept in DATA_DIR. */
 export const webhookSecretKey = (dataDir: string) =>
   Effect.gen(function*() {
-    const configured = process.env["WEBHOOK_SECRET_KEY"]
-    if (configured !== undefined && configured !== "") {
-      const key = parseSecretKey(configured)
-      if (key === undefined) return yield* Effect.die(new Error("WEBHOOK_SECRET_KEY: expected 64 hex digits or base64 of 32 bytes"))
+    const configured = yield* (yield* Secrets).get("WEBHOOK_SECRET_KEY")
+    if (Option.isSome(configured)) {
+      const key = parseSecretKey(Redacted.value(configured.value))
+      if (key === undefined) return yield* new SecretsError({ reason: "Malformed", message: "WEBHOOK_SECRET_KEY must be 64 hex digits or base64 of 32 bytes" })
       return key
     }
     const file = join(dataDir, "webhook-secret-key")

@@ -2,8 +2,8 @@
  * The webhook management routes' handlers (on the LPO's listener, envelope service WEBHOOK). Each
  * request: the key (X-API-Key or Bearer, as the LPO reads it), the tier's rate limit, then the
  * route. Targets are checked when configured (https, host resolving to allowed addresses) and again
- * at every connection (webhookNet.ts). Each answer is one usage row with the caller's key; each
- * verify delivery attempt one more (endpoint `webhook.verify`).
+ * at every connection (webhookNet.ts). Each answer is one usage row (the edge's, with the caller's
+ * key); each verify delivery attempt one more (endpoint `webhook.verify`).
  */
 import { Clock, Effect, Layer } from "effect"
 import type { HttpServerRequest } from "effect/http"
@@ -11,13 +11,13 @@ import { HttpApiBuilder } from "effect/http-api"
 import type { ErrorEnvelope } from "../../api/envelopes.ts"
 import { WebhookApi } from "../../api/WebhookGroup.ts"
 import { rfc3339 } from "../../domain/envelope.ts"
-import { type ErrorCode, statusOf } from "../../domain/errorCodes.ts"
+import type { ErrorCode } from "../../domain/errorCodes.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import {
   assetName, DEFAULT_DEVIATION_BPS, DEFAULT_HEARTBEAT_S, DELIVERY_TIMEOUT_MS, parseUdpTarget, parseWebhookAsset, parseWebhookUrl, secretKeyBytes,
   standardSignature, udpDatagram, verifyBody, type WebhookAsset
 } from "../../domain/webhook.ts"
-import { apiKeyOf, latencyUs } from "../../layers/http/httpKit.ts"
+import { apiKeyOf } from "../../layers/http/httpKit.ts"
 import { checkHost, makeHttpSender, makeUdpSender } from "../../layers/webhooks/webhookNet.ts"
 import { WebhookStoreLive } from "../../layers/webhooks/WebhookStoreLive.ts"
 import { ApiKeys, type ApiKeyRecord } from "../../services/ApiKeys.ts"
@@ -72,27 +72,18 @@ export const webhookHandlers = (edge: Edge) =>
       const udp = makeUdpSender({ allowPrivate })
       yield* Effect.addFinalizer(() => Effect.sync(() => (http.close(), udp.close())))
 
-      /** This request's usage row, with the caller's key (the edge would write one without it). */
-      const recordRow = (request: Request, keyId: string | undefined, code: ErrorCode | "OK", status: number, body: object) => {
-        const state = edge.of(request.source)
-        if (state === undefined || state.usageRecorded) return
-        state.usageRecorded = true
-        usage.record({
-          requestId: state.info.requestId, apiKeyId: keyId, service: "WEBHOOK", protocol: "http", endpoint: state.info.path.slice(0, 200),
-          code, status, latencyUs: latencyUs(state.info), clientIp: state.info.clientIp, bytesOut: JSON.stringify(body).length, createdAt: state.info.receivedAt
-        })
-      }
       const fail = (request: Request, keyId: string | undefined, code: ErrorCode, detail?: string): Effect.Effect<never, ErrorEnvelope> =>
         Effect.suspend(() => {
           stats.values[code === "INTERNAL" || code === "SYSTEM_BUSY" ? COUNTER.server_errors : COUNTER.client_errors]!++
-          const envelope = edge.fail(request.source, "WEBHOOK", code, detail)
-          recordRow(request, keyId, code, statusOf(code), envelope)
-          return Effect.fail(envelope)
+          // The edge's usage row carries the caller's key.
+          const state = edge.of(request.source)
+          if (state !== undefined && keyId !== undefined) state.apiKeyId = keyId
+          return Effect.fail(edge.fail(request.source, "WEBHOOK", code, detail))
         })
-      const ok = <D>(request: Request, key: ApiKeyRecord, data: D, status = 200) => {
-        const envelope = edge.ok(request.source, "WEBHOOK", data)
-        recordRow(request, key.id, "OK", status, envelope)
-        return envelope
+      const ok = <D>(request: Request, key: ApiKeyRecord, data: D) => {
+        const state = edge.of(request.source)
+        if (state !== undefined) state.apiKeyId = key.id
+        return edge.ok(request.source, "WEBHOOK", data)
       }
       const storageFailed = (request: Request, key: ApiKeyRecord) => (e: { readonly message: string }) =>
         Effect.logError("webhook store failed", e.message).pipe(Effect.andThen(fail(request, key.id, "SYSTEM_BUSY", "the webhook store did not answer; try again")))
@@ -155,7 +146,7 @@ export const webhookHandlers = (edge: Edge) =>
               rotateSecret: before !== undefined && payload.rotate_secret === true
             }, now).pipe(Effect.catch(storageFailed(request, key)))
             yield* changed(result.webhook.id)
-            return ok(request, key, webhookData(result.webhook, result.secret), 201)
+            return ok(request, key, webhookData(result.webhook, result.secret))
           }).pipe(Effect.withSpan("Webhook.configure")))
         .handle("verify", ({ request }) =>
           Effect.gen(function*() {
