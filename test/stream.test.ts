@@ -4,7 +4,7 @@
  * Prices come from ticks ingested straight into the PriceCache, so nothing depends on live feeds;
  * keys come from an in-memory ApiKeys over the seed tiers.
  */
-import { Effect, Layer } from "effect"
+import { Effect } from "effect"
 import { createServer, get as httpGet, type IncomingMessage, type Server } from "node:http"
 import { connect, type Socket } from "node:net"
 import type { Duplex } from "node:stream"
