@@ -144,7 +144,7 @@ describe("tb sync (the CLI)", () => {
     await compareWithSql(Date.now() - 93 * DAY_MS + 60_000)
   })
 
-  it("killed (SIGKILL) at any point and run again: Valkey holds every row of SQL once, late rows included", async () => {
+  it("killed (SIGKILL) at any point and run again: Valkey holds every row of SQL once, late rows included; stopped by SIGTERM: exit 1, resumed", async () => {
     await redis.flushdb()
     psql("TRUNCATE usage_logs")
     makePartitions(95)
@@ -178,5 +178,23 @@ describe("tb sync (the CLI)", () => {
     expect(await redis.hexists("usage:sync", "full_through")).toBe(0)
     const rows = await compareWithSql(Date.now() - 93 * DAY_MS + 60_000)
     expect(rows).toBe(240_050)
-  }, 240_000)
+
+    // SIGTERM (the task stopped) part-way through a full run: one line, exit 1; the next run resumes.
+    const stopped = startSync(["--full", "--batch-size", "500"])
+    const startedAt = Date.now()
+    let begunFrom: string | undefined
+    while (stopped.child.exitCode === null && Date.now() - startedAt < 60_000) {
+      const through = await redis.hget("usage:sync", "full_through")
+      begunFrom ??= through ?? undefined
+      if (through !== null && begunFrom !== undefined && through !== begunFrom) break
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    stopped.child.kill("SIGTERM")
+    const exit = await stopped.exited
+    expect(exit.code, stopped.output()).toBe(1)
+    expect(stopped.output()).toContain("sync interrupted before the end")
+    const resumed = await runCli(["sync", "--json"], env())
+    expect(JSON.parse(resumed.stdout)).toMatchObject({ mode: "full", full_reason: "resuming an unfinished full run" })
+    expect(await compareWithSql(Date.now() - 93 * DAY_MS + 60_000)).toBe(240_050)
+  }, 300_000)
 })
