@@ -41,6 +41,7 @@ interface Harness {
   readonly prices: PriceCache["Service"]
   readonly rows: Array<UsageFacts>
   readonly keyOf: (tier: string) => { readonly key: string; readonly id: string }
+  readonly addKey: (key: string, tier: string) => void
   readonly revoke: (id: string) => void
   readonly setParams: (changes: Partial<Record<ParamName, string>>) => void
   readonly close: () => Promise<void>
@@ -87,9 +88,13 @@ const startHarness = async (options: Partial<StreamOptions> = {}, params: Partia
     : revoked.has(record.id) ? { _tag: "Refused", code: "KEY_REVOKED", keyId: record.id }
     : { _tag: "Authorized", key: record }
   const apiKeys = ApiKeys.of({
-    authenticate: (plain) => (plain === undefined ? { _tag: "Refused", code: "MISSING_API_KEY", keyId: undefined } : authOf(records.get(plain))),
+    // Keys named "…slow…" are not in the node's cache: a 150 ms lookup, as for a key made on another node.
+    authenticate: (plain) =>
+      plain === undefined ? { _tag: "Refused", code: "MISSING_API_KEY", keyId: undefined }
+      : plain.includes("slow") ? { _tag: "Unknown", hash: `hash-${plain}` }
+      : authOf(records.get(plain)),
     authenticateHash: (hash) => authOf([...records.values()].find((r) => r.hash === hash)),
-    authenticateSlow: () => Effect.die("not used"),
+    authenticateSlow: (hash) => Effect.sleep("150 millis").pipe(Effect.as(authOf([...records.values()].find((r) => r.hash === hash)))),
     create: () => Effect.die("not used"),
     list: Effect.die("not used"),
     revoke: () => Effect.die("not used"),
@@ -123,10 +128,11 @@ const startHarness = async (options: Partial<StreamOptions> = {}, params: Partia
     port, hub, prices, rows,
     keyOf: (tier) => {
       const key = `tb_test_${tier}_${n++}`
-      const id = `id-${key}`
-      records.set(key, { id, hash: `hash-${key}`, prefix: key.slice(0, 8), tier: tierOf(tier), lrsEnabled: false, status: "active", expiresAt: undefined, email: undefined, createdAt: 0 })
-      return { key, id }
+      harness.addKey(key, tier)
+      return { key, id: `id-${key}` }
     },
+    addKey: (key, tier) =>
+      void records.set(key, { id: `id-${key}`, hash: `hash-${key}`, prefix: key.slice(0, 8), tier: tierOf(tier), lrsEnabled: false, status: "active", expiresAt: undefined, email: undefined, createdAt: 0 }),
     revoke: (id) => void revoked.add(id),
     setParams: (changes) => void (values = { ...values, ...changes }),
     close: async () => {
@@ -348,6 +354,18 @@ describe("partner stream over WebSocket", () => {
     expect((await listener.closed).code).toBe(1008)
     await waitUntil(() => h.rows.filter((r) => r.code !== "OK").length === 4)
     expect(h.rows.filter((r) => r.code !== "OK").map((r) => r.code).sort()).toEqual(["INVALID_API_KEY", "MISSING_API_KEY", "MISSING_API_KEY", NOT_PARTNER_CODE].sort())
+  })
+
+  it("keeps messages sent right behind a first-message key until the key is looked up", async () => {
+    const h = await startHarness()
+    const slow = "tb_test_slow_lookup"
+    h.addKey(slow, "partner")
+    const c = await openWs(h.port)
+    c.send({ type: "auth", key: slow })
+    c.send({ type: "subscribe", assets: ["BTC"] })
+    expect(await c.next()).toMatchObject({ type: "response", status: "success", code: "OK", seq: 1 })
+    expect(await c.next()).toMatchObject({ type: "response", status: "success", assets: ["BTC"], seq: 2 })
+    expect(await c.next()).toMatchObject({ type: "price_update", asset: "BTC", seq: 3 })
   })
 
   it("refuses a header key before the upgrade: without partner_ws 403, unknown 401, with the envelope", async () => {

@@ -145,6 +145,8 @@ interface Session {
   awaitingPong: boolean
   nextCommentAt: number
   authDeadline: number | undefined
+  /** Messages that came while the first-message key was being looked up, handled after it. */
+  waiting: Array<{ readonly data: unknown; readonly isBinary: boolean }> | undefined
   /** Refused at authentication (its one usage row is written): no closing row. */
   refused: boolean
   closed: boolean
@@ -270,7 +272,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
       seq: 0, bytesOut: 0, lastSentAt: now, subs: new Map(), heldCount: 0, heldTimer: undefined, heldDueAt: 0,
       subscription: undefined, scope: undefined, fiber: undefined, clearAt: now,
       nextPingAt: now + options.pingIntervalMs, awaitingPong: false, nextCommentAt: now + options.sseCommentMs,
-      authDeadline: key === undefined ? now + options.authTimeoutMs : undefined, refused: false, closed: false, closeRecorded: false
+      authDeadline: key === undefined ? now + options.authTimeoutMs : undefined, waiting: undefined, refused: false, closed: false, closeRecorded: false
     }
     sessions.add(s)
     counts.opened++
@@ -510,7 +512,10 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
   /** The first message of a WebSocket without a header key. */
   const authenticateByMessage = (s: Session, plainKey: string) => {
     s.authDeadline = Number.POSITIVE_INFINITY // a lookup in progress is not a timeout
+    s.waiting = []
     authenticateThen(deps, plainKey, Date.now(), (auth) => {
+      const waiting = s.waiting ?? []
+      s.waiting = undefined
       if (s.closed) return
       if (auth._tag !== "Authorized") {
         const { code, keyId } = refusalOf(auth)
@@ -523,11 +528,20 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
       s.authDeadline = undefined
       record(s, s.endpoint, auth.key.id, "OK", { status: 101 })
       respondCode(s, "OK", [])
+      for (const m of waiting) onClientMessage(s, m.data, m.isBinary)
     })
   }
 
-  const onClientMessage = (s: Session, data: unknown, isBinary: boolean) => {
+  /** Messages sent right behind the auth message (a subscribe, typically) wait for its answer. */
+  const MAX_WAITING_MESSAGES = 16
+
+  const onClientMessage = (s: Session, data: unknown, isBinary: boolean): void => {
     if (s.closed) return
+    if (s.waiting !== undefined) {
+      if (s.waiting.length >= MAX_WAITING_MESSAGES) return refuseSession(s, "BAD_REQUEST", undefined, "wait for the auth response", "too many messages before authentication")
+      s.waiting.push({ data, isBinary })
+      return
+    }
     const text = isBinary ? "" : Buffer.isBuffer(data) ? data.toString("utf8") : String(data)
     const message = parseClientMessage(text)
     const key = s.key
@@ -537,7 +551,6 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
     }
     if (message.type === "auth") {
       if (key !== undefined) return respondCode(s, "BAD_REQUEST", [], "already authenticated")
-      if (s.authDeadline === Number.POSITIVE_INFINITY) return // one auth at a time
       return authenticateByMessage(s, message.key)
     }
     if (key === undefined) return refuseSession(s, "MISSING_API_KEY", undefined, `the first message is {"type":"auth","key":"…"}`, "authentication required")
