@@ -45,6 +45,8 @@ interface Worker {
   webhook: Webhook
   keys: ReadonlyArray<WebhookAsset>
   signingKeys: ReadonlyArray<Buffer>
+  /** The webhook's url, parsed once per settings change. */
+  url: URL | undefined
   readonly last: Map<string, LastDelivered>
   readonly wake: Latch.Latch
   failingSince: number | undefined
@@ -171,16 +173,17 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
             const error = yield* Effect.promise(() => deps.udp.send(udp.host, udp.port, datagram))
             record(w, { messageId, protocol: "udp", endpoint: "price.update", asset, price: price.price, status: error === undefined ? 200 : 0, latencyMs: performance.now() - started, bytes: Buffer.byteLength(datagram), at: now, target: w.webhook.udp! })
           }
-          if (w.webhook.url === undefined) {
+          const url = w.url
+          if (url === undefined) {
             w.last.set(key, { price: price.price, at: now })
             return true
           }
           const timestampS = Math.floor(now / 1000)
           const headers = { "webhook-id": messageId, "webhook-timestamp": String(timestampS), "webhook-signature": standardSignature(w.signingKeys, messageId, timestampS, body) }
-          const outcome = yield* Effect.promise(() => deps.http.post(new URL(w.webhook.url!), headers, body, DELIVERY_TIMEOUT_MS))
+          const outcome = yield* Effect.promise(() => deps.http.post(url, headers, body, DELIVERY_TIMEOUT_MS))
           const at = yield* Clock.currentTimeMillis
           const ok = outcome.status >= 200 && outcome.status < 300
-          record(w, { messageId, protocol: "http", endpoint: "price.update", asset, price: price.price, status: outcome.status, latencyMs: outcome.latencyMs, bytes: Buffer.byteLength(body), at: now, target: new URL(w.webhook.url).host })
+          record(w, { messageId, protocol: "http", endpoint: "price.update", asset, price: price.price, status: outcome.status, latencyMs: outcome.latencyMs, bytes: Buffer.byteLength(body), at: now, target: url.host })
           w.unwritten = { at, status: outcome.status, latencyMs: outcome.latencyMs, ok, seq }
           if (ok) {
             w.failingSince = undefined
@@ -244,6 +247,7 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
       w.webhook = webhook
       w.signingKeys = webhook.secrets.map(secretKeyBytes)
       w.keys = webhook.assets
+      w.url = webhook.url === undefined ? undefined : new URL(webhook.url)
     }
 
     const upsert = (webhook: Webhook) =>
@@ -263,7 +267,7 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
         // Continue the sequence from the row if the shared counter was lost.
         yield* deps.cache.setIfAbsent(seqKey(webhook.id), String(webhook.lastSeq), SEQ_TTL_MS).pipe(Effect.ignore)
         const w: Worker = {
-          webhook, keys: [], signingKeys: [], last: new Map(), wake: Latch.makeUnsafe(false),
+          webhook, keys: [], signingKeys: [], url: undefined, last: new Map(), wake: Latch.makeUnsafe(false),
           failingSince: webhook.failingSince, unwritten: undefined, fiber: undefined
         }
         settle(w, webhook)
