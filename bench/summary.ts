@@ -11,6 +11,8 @@
  *   [now − 93 days, now), as a default-ish request asks, so the partial first day and today are
  *   read from usage_logs too. Each grouping is called `--calls` times after a few warm-up calls,
  *   one at a time; p50/p99 of the call's wall time.
+ * - /reports/usage's first page (100 rows, newest first) of the same key through the LRS's database
+ *   implementation (`UsageReportsDatabase`), for a 24 h and a 93-day window.
  * Run on its own: `npm run build && node dist/bench/summary.js [--rows 10000000] [--calls 200] [--keep] [--reuse]`
  * (--reuse: keep the database of an earlier --keep run with the same --rows, skip the load).
  */
@@ -21,7 +23,10 @@ import { execFileSync } from "node:child_process"
 import { pathToFileURL } from "node:url"
 import { migrateLocked } from "../src/layers/MigrationsLive.ts"
 import { refreshUsageRollup } from "../src/layers/rollup/UsageRollupLive.ts"
+import { UsageReportsDatabase } from "../src/layers/reports/UsageReportsDatabase.ts"
 import { makeSummary } from "../src/layers/rollup/UsageSummariesLive.ts"
+import { ReaderSql } from "../src/services/Database.ts"
+import { UsageReports } from "../src/services/UsageReports.ts"
 import type { SummaryGroupBy } from "../src/services/UsageSummaries.ts"
 import type { BenchReport, BenchRow, Benchmark, TargetCheck } from "./run.ts"
 
@@ -35,6 +40,8 @@ const P99_TARGET_MS = 100
 const GROUP = "report summary (93 days)"
 const GROUPINGS: ReadonlyArray<SummaryGroupBy> = ["day", "asset", "status"]
 const WARMUP_CALLS = 5
+/** How long one subject's timed calls may take: a slow subject is measured with fewer calls, not for an hour. */
+const MEASURE_BUDGET_MS = 30_000
 
 const psqlAdmin = (sql: string) => execFileSync("psql", [ADMIN_URL, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], { encoding: "utf8" })
 
@@ -86,11 +93,15 @@ export const runSummaryBenchmark = async (options: SummaryBenchOptions): Promise
     psqlAdmin(`DROP DATABASE IF EXISTS ${DATABASE} WITH (FORCE)`)
     psqlAdmin(`CREATE DATABASE ${DATABASE}`)
   }
-  const runtime = ManagedRuntime.make(PgClient.layer({ url: Redacted.make(DATABASE_URL), maxConnections: 4 }).pipe(Layer.orDie))
+  const runtime = ManagedRuntime.make(UsageReportsDatabase.pipe(
+    Layer.provideMerge(Layer.effect(ReaderSql, Effect.map(SqlClient.SqlClient, (sql) => sql))),
+    Layer.provideMerge(PgClient.layer({ url: Redacted.make(DATABASE_URL), maxConnections: 4 })),
+    Layer.orDie
+  ))
   const rows: Array<BenchRow> = []
   const checks: Array<TargetCheck> = []
   try {
-    const run = <A, E>(effect: Effect.Effect<A, E, SqlClient.SqlClient>): Promise<A> => runtime.runPromise(effect)
+    const run = <A, E>(effect: Effect.Effect<A, E, SqlClient.SqlClient | UsageReports>): Promise<A> => runtime.runPromise(effect)
     const query = <A extends object>(text: string) =>
       run(Effect.gen(function*() {
         const sql = yield* SqlClient.SqlClient
@@ -119,8 +130,8 @@ export const runSummaryBenchmark = async (options: SummaryBenchOptions): Promise
       const refreshStart = performance.now()
       const refreshed = await run(refreshUsageRollup({ now }))
       const refreshS = (performance.now() - refreshStart) / 1000
-      await query("VACUUM ANALYZE usage_daily_rollup, usage_daily_rollup_dim, usage_daily_rollup_days")
-      console.log(`rollup refresh: ${refreshed.days.length} days, ${refreshed.rows.toLocaleString("en-US")} rows in ${refreshS.toFixed(1)} s`)
+      await query("VACUUM ANALYZE usage_daily_rollup, usage_daily_rollup_dim, usage_daily_rollup_days, usage_weekly_rollup_dim, usage_weekly_rollup_weeks")
+      console.log(`rollup refresh: ${refreshed.days.length} days, ${refreshed.weeks.length} weeks, ${refreshed.rows.toLocaleString("en-US")} rows in ${refreshS.toFixed(1)} s`)
       rows.push({ group: GROUP, subject: `first rollup refresh (${refreshed.days.length} days)`, rate: refreshed.rows / refreshS, unit: "rows/s", note: `${refreshS.toFixed(1)} s` })
     } else {
       await run(refreshUsageRollup({ now }))
@@ -128,10 +139,42 @@ export const runSummaryBenchmark = async (options: SummaryBenchOptions): Promise
     const sizes = await query<{ t: string; rows: string; mb: string }>(`
       SELECT t, (SELECT reltuples::bigint FROM pg_class WHERE relname = t)::text AS rows,
              round(pg_total_relation_size(t::regclass) / 1048576.0)::text AS mb
-      FROM unnest(ARRAY['usage_daily_rollup', 'usage_daily_rollup_dim']) AS t`)
+      FROM unnest(ARRAY['usage_daily_rollup', 'usage_daily_rollup_dim', 'usage_weekly_rollup_dim']) AS t`)
     for (const s of sizes) console.log(`${s.t}: ~${s.rows} rows, ${s.mb} MB`)
     const heavy = await query<{ n: string }>(`SELECT count(*)::text AS n FROM usage_logs WHERE api_key_id = '${HEAVY_KEY}'`)
     console.log(`heavy key: ${heavy[0]?.n} rows in the window`)
+
+    /**
+     * `calls` timed calls of `call` after the warm-up ones, one at a time, or fewer when they take
+     * longer than MEASURE_BUDGET_MS (at least 3): p50, p99, mean (ms), the calls made and the last answer.
+     */
+    const measure = async <A>(call: () => Promise<A>) => {
+      const started = performance.now()
+      let answer = await call()
+      for (let i = 1; i < WARMUP_CALLS && performance.now() - started < MEASURE_BUDGET_MS / 10; i++) answer = await call()
+      const times: Array<number> = []
+      const timed = performance.now()
+      for (let i = 0; i < options.calls && (i < 3 || performance.now() - timed < MEASURE_BUDGET_MS); i++) {
+        const t0 = performance.now()
+        answer = await call()
+        times.push(performance.now() - t0)
+      }
+      times.sort((a, b) => a - b)
+      const mean = times.reduce((a, b) => a + b, 0) / times.length
+      return { p50: quantileOf(times, 0.5), p99: quantileOf(times, 0.99), mean, calls: times.length, answer }
+    }
+
+    // /reports/usage's first page (page_size 100, newest first) through the LRS's database implementation.
+    for (const [name, from] of [["24 h", now - DAY_MS], ["93 days", first]] as const) {
+      const page = () => run(Effect.flatMap(UsageReports, (reports) => reports.rows({
+        apiKeyId: HEAVY_KEY, from, to: now, asset: undefined, service: undefined, pageSize: 100, offset: 0, after: undefined
+      })))
+      const m = await measure(page)
+      rows.push({
+        group: "report usage rows", subject: `first page of 100, window ${name}`, rate: 1000 / m.mean, unit: "calls/s",
+        p50Ms: m.p50, p99Ms: m.p99, note: `${m.calls} calls, ${m.answer.rows.length} rows, more: ${m.answer.next !== undefined}`
+      })
+    }
 
     const summary = makeSummary(await runtime.runPromise(Effect.map(SqlClient.SqlClient, (sql) => sql)))
     const windows: ReadonlyArray<readonly [string, number, number]> = [
@@ -140,27 +183,17 @@ export const runSummaryBenchmark = async (options: SummaryBenchOptions): Promise
     ]
     for (const [name, from, to] of windows) {
       for (const groupBy of GROUPINGS) {
-        const call = () => runtime.runPromise(summary({ apiKeyId: HEAVY_KEY, from, to, groupBy }))
-        for (let i = 0; i < WARMUP_CALLS; i++) await call()
-        const times: Array<number> = []
-        let answer = await call()
-        for (let i = 0; i < options.calls; i++) {
-          const t0 = performance.now()
-          answer = await call()
-          times.push(performance.now() - t0)
-        }
-        times.sort((a, b) => a - b)
-        const p50 = quantileOf(times, 0.5)
-        const p99 = quantileOf(times, 0.99)
+        const m = await measure(() => runtime.runPromise(summary({ apiKeyId: HEAVY_KEY, from, to, groupBy })))
+        const { p50, p99, answer } = m
         const requests = answer.groups.reduce((n, g) => n + g.requests, 0)
         rows.push({
           group: GROUP,
           subject: `${name}, group_by=${groupBy}`,
-          rate: 1000 / (times.reduce((a, b) => a + b, 0) / times.length),
+          rate: 1000 / m.mean,
           unit: "calls/s",
           p50Ms: p50,
           p99Ms: p99,
-          note: `${answer.groups.length} groups, ${requests.toLocaleString("en-US")} rows`
+          note: `${m.calls} calls, ${answer.groups.length} groups, ${requests.toLocaleString("en-US")} rows`
         })
         if (name === "whole days") {
           checks.push({ name: `summary p99 < ${P99_TARGET_MS} ms from the rollup (group_by=${groupBy})`, pass: p99 < P99_TARGET_MS, detail: `p99 ${p99.toFixed(1)} ms` })
@@ -175,7 +208,7 @@ export const runSummaryBenchmark = async (options: SummaryBenchOptions): Promise
 }
 
 export const summaryBenchmark: Benchmark = {
-  name: "report summary: one key over 93 days of 10 million rows (rollup + usage_logs)",
+  name: "report summary and usage first page: one key over 93 days of 10 million rows (rollup + usage_logs)",
   run: () => runSummaryBenchmark({ rows: 10_000_000, calls: 200, keep: false, reuse: false })
 }
 
