@@ -6,7 +6,7 @@
  */
 import { Effect } from "effect"
 import { createServer, get as httpGet, type IncomingMessage, type Server } from "node:http"
-import { connect, type Socket } from "node:net"
+import { connect, Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { afterEach, describe, expect, it } from "vitest"
 import { WebSocket } from "ws"
@@ -15,7 +15,7 @@ import type { Exchange, Tick } from "../src/domain/price.ts"
 import { COUNTER_NAMES } from "../src/domain/runtimeCounters.ts"
 import { TIER_SEED } from "../src/domain/seedData.ts"
 import type { UsageFacts } from "../src/domain/usageChunk.ts"
-import { makeFastHttpServer } from "../src/layers/http/fastHttp.ts"
+import { makeFastHttpServer, takeUpgradedSocket } from "../src/layers/http/fastHttp.ts"
 import { makeSendEnvelope, parseRequest } from "../src/layers/http/httpKit.ts"
 import { makePriceCacheMemory } from "../src/layers/PriceCacheMemory.ts"
 import type { PriceHttpDeps } from "../src/programs/lpo/priceHttp.ts"
@@ -546,6 +546,38 @@ describe("partner stream over WebSocket", () => {
     await Effect.runPromise(h.hub.shutdown)
     expect(await c.next()).toMatchObject({ type: "response", status: "error", code: "RECONNECT" })
     expect((await c.closed).code).toBe(1001)
+  })
+})
+
+describe("the fast server's hand-over of an upgrade", () => {
+  it("gives the upgrade its raw socket, with the bytes sent right behind the request", async () => {
+    const seen: Array<{ raw: boolean; head: string; later: string }> = []
+    const fallback = createServer({ shouldUpgradeCallback: () => true })
+    fallback.on("upgrade", (_req: IncomingMessage, duplex: Duplex, head: Buffer) => {
+      const taken = takeUpgradedSocket(duplex, head)
+      const entry = { raw: taken?.socket instanceof Socket, head: taken?.head.toString() ?? "", later: "" }
+      seen.push(entry)
+      taken?.socket.on("data", (d: Buffer) => void (entry.later += d.toString()))
+      taken?.socket.write("HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\nconnection: upgrade\r\n\r\nhello")
+    })
+    const fast = makeFastHttpServer({ route: () => undefined, fallback })
+    const port = await new Promise<number>((resolve) => fast.server.listen(0, "127.0.0.1", () => resolve((fast.server.address() as { port: number }).port)))
+    try {
+      const client = connect({ host: "127.0.0.1", port })
+      let received = ""
+      client.on("data", (d: Buffer) => void (received += d.toString()))
+      client.write("GET /x HTTP/1.1\r\nhost: a\r\nconnection: upgrade\r\nupgrade: x\r\n\r\nfirst bytes")
+      await waitUntil(() => received.endsWith("hello"))
+      // More than the wrapper would hold: it is detached, so nothing fills it and pauses the socket.
+      const more = ` and more${"x".repeat(256 * 1024)}`
+      client.write(more)
+      await waitUntil(() => seen[0]?.later.length === more.length)
+      expect(seen).toEqual([{ raw: true, head: "first bytes", later: more }])
+      client.destroy()
+    } finally {
+      fast.closeAll()
+      await new Promise((r) => fast.server.close(r))
+    }
   })
 })
 

@@ -229,13 +229,45 @@ const handOver = (socket: Socket, buffered: Buffer | undefined, fallback: HttpSe
   Object.defineProperty(duplex, "remoteAddress", { get: () => socket.remoteAddress })
   Object.defineProperty(duplex, "remotePort", { get: () => socket.remotePort })
   if (buffered !== undefined && buffered.length > 0) duplex.push(buffered)
-  socket.on("data", (chunk: Buffer) => {
+  const onData = (chunk: Buffer) => {
     if (!duplex.push(chunk)) socket.pause()
+  }
+  const onEnd = () => duplex.push(null)
+  const onClose = () => duplex.destroy()
+  socket.on("data", onData)
+  socket.on("end", onEnd)
+  socket.on("close", onClose)
+  wrapped.set(duplex, {
+    socket,
+    detach: () => {
+      socket.off("data", onData)
+      socket.off("end", onEnd)
+      socket.off("close", onClose)
+    }
   })
-  socket.on("end", () => duplex.push(null))
-  socket.on("close", () => duplex.destroy())
   fallback.emit("connection", duplex)
   return duplex
+}
+
+const wrapped = new WeakMap<Duplex, { readonly socket: Socket; readonly detach: () => void }>()
+
+/**
+ * The connection itself, for an upgrade node:http has let go of (a WebSocket): the wrapper is
+ * detached, so the upgraded protocol writes to the socket directly (the wrapper passes one chunk
+ * per write and would cost a system call per message). `head` (the bytes node:http read past the
+ * request) comes back with anything the wrapper still held behind it. Undefined for a socket this
+ * server did not hand over (the caller keeps what it has).
+ */
+export const takeUpgradedSocket = (duplex: Duplex, head: Buffer): { readonly socket: Socket; readonly head: Buffer } | undefined => {
+  const entry = wrapped.get(duplex)
+  if (entry === undefined) return undefined
+  wrapped.delete(duplex)
+  entry.detach()
+  const held: Array<Buffer> = [head]
+  for (let chunk: unknown = duplex.read(); chunk !== null; chunk = duplex.read()) if (Buffer.isBuffer(chunk)) held.push(chunk)
+  // Reading resumes with whoever takes the socket now (it was paused if the wrapper filled up).
+  entry.socket.resume()
+  return { socket: entry.socket, head: held.length === 1 ? head : Buffer.concat(held) }
 }
 
 /** node:http let go of the connection (an upgrade or CONNECT took it): no longer ours to time. */

@@ -30,7 +30,7 @@ import {
   staleMessage,
   withSeq
 } from "../../domain/streamMessages.ts"
-import { formatResponse } from "../../layers/http/fastHttp.ts"
+import { formatResponse, takeUpgradedSocket } from "../../layers/http/fastHttp.ts"
 import { apiKeyOf, latencyUs, type RequestInfo } from "../../layers/http/httpKit.ts"
 import type { ApiKeyRecord, AuthResult } from "../../services/ApiKeys.ts"
 import type { PriceEvent, PriceSubscription, WatchResult } from "../../services/PriceCache.ts"
@@ -106,6 +106,9 @@ interface Transport {
   /** Queues one message; answers the bytes it puts on the wire. */
   readonly send: (text: string, type: string, seq: number) => number
   readonly unsent: () => number
+  /** Messages sent until `flush` leave together (one write), not one system call each. */
+  readonly hold: () => void
+  readonly flush: () => void
   /** Ends the connection (a WebSocket close code; SSE just ends the response). */
   readonly end: (code: number, reason: string) => void
   readonly destroy: () => void
@@ -217,6 +220,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
     const now = Date.now()
     const interval = deps.params.int("stream_min_interval_ms")
     let nextDue = Number.POSITIVE_INFINITY
+    s.transport.hold()
     for (const sub of s.subs.values()) {
       const held = sub.held
       if (held === undefined) continue
@@ -225,10 +229,11 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
         sub.held = undefined
         s.heldCount--
         sendEvent(s, sub, held, now)
-        if (s.closed) return
+        if (s.closed) break
       } else if (due < nextDue) nextDue = due
     }
-    if (s.heldCount > 0) scheduleHeld(s, nextDue, now)
+    s.transport.flush()
+    if (!s.closed && s.heldCount > 0) scheduleHeld(s, nextDue, now)
   }
 
   const scheduleHeld = (s: Session, due: number, now: number) => {
@@ -241,6 +246,12 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
   /** Changes from the PriceCache: sent now, or held until the asset's interval has passed (the newest wins). */
   const onEvents = (s: Session, events: ReadonlyArray<PriceEvent>) => {
     if (s.closed) return
+    s.transport.hold()
+    sendEvents(s, events)
+    s.transport.flush()
+  }
+
+  const sendEvents = (s: Session, events: ReadonlyArray<PriceEvent>) => {
     const now = Date.now()
     const interval = deps.params.int("stream_min_interval_ms")
     for (const e of events) {
@@ -455,6 +466,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
     const unknown = assets.filter((a) => deps.prices.lookup(a.asset, a.quote, undefined, now)._tag === "UnknownAsset")
     if (unknown.length > 0) return finish("UNKNOWN_ASSET", unknown.map(streamAssetName))
     const states = subscriptionOf(s).watch(assets)
+    s.transport.hold()
     finish("OK", assets.map(streamAssetName))
     states.forEach((state: WatchResult, i) => {
       const a = assets[i]!
@@ -471,6 +483,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
       // The snapshot: the current price, or stale (an asset the map lists without a fresh price).
       if (state._tag !== "UnknownAsset") sendEvent(s, sub, state, now)
     })
+    s.transport.flush()
     return "OK"
   }
 
@@ -560,20 +573,23 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
 
   // --- WebSocket -----------------------------------------------------------------------------
 
-  const wsTransport = (ws: WebSocket): Transport => ({
+  const wsTransport = (ws: WebSocket, socket: Duplex): Transport => ({
     send: (text, type) => {
       ws.send(text)
       // Price updates, stale events and heartbeats are ASCII; responses may carry localised text.
       return wsFrameBytes(type === "response" ? Buffer.byteLength(text) : text.length)
     },
     unsent: () => ws.bufferedAmount,
+    // ws corks and uncorks around each frame; an outer cork keeps a batch's frames for one writev.
+    hold: () => socket.cork(),
+    flush: () => socket.uncork(),
     end: (code, reason) => ws.close(code, reason),
     destroy: () => ws.terminate()
   })
 
   const openWs = (req: IncomingMessage, socket: Duplex, head: Buffer, info: RequestInfo, key: ApiKeyRecord | undefined) => {
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const s = newSession("ws", wsTransport(ws), ws, info, key)
+      const s = newSession("ws", wsTransport(ws, socket), ws, info, key)
       ws.on("message", (data, isBinary) => onClientMessage(s, data, isBinary))
       ws.on("pong", () => void (s.awaitingPong = false))
       ws.on("error", () => ws.terminate())
@@ -591,7 +607,11 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
     record({ protocol: "ws", clientIp: info.clientIp }, "/ws", keyId, code, { requestId: info.requestId, bytesOut: bytes, latencyUs: latencyUs(info) })
   }
 
-  const upgrade = (req: IncomingMessage, socket: Duplex, head: Buffer, info: RequestInfo) => {
+  const upgrade = (req: IncomingMessage, handed: Duplex, handedHead: Buffer, info: RequestInfo) => {
+    // The raw connection when the fast server handed it over: frames go to it without a wrapper.
+    const taken = takeUpgradedSocket(handed, handedHead)
+    const socket: Duplex = taken?.socket ?? handed
+    const head = taken?.head ?? handedHead
     socket.on("error", () => socket.destroy())
     const plainKey = apiKeyOf(info)
     // Browsers cannot set headers: without a key the first message authenticates.
@@ -613,16 +633,26 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
 
   // --- Server-Sent Events --------------------------------------------------------------------
 
-  const sseTransport = (res: ServerResponse): Transport => ({
-    send: (text, type, seq) => {
-      const frame = type === "" ? text : `event: ${type}\nid: ${seq}\ndata: ${text}\n\n`
-      res.write(frame)
-      return type === "response" ? Buffer.byteLength(frame) : frame.length
-    },
-    unsent: () => res.writableLength + (res.socket?.writableLength ?? 0),
-    end: () => void res.end(),
-    destroy: () => void res.destroy()
-  })
+  const sseTransport = (res: ServerResponse): Transport => {
+    let batch: string | undefined
+    return {
+      send: (text, type, seq) => {
+        const frame = type === "" ? text : `event: ${type}\nid: ${seq}\ndata: ${text}\n\n`
+        if (batch === undefined) res.write(frame)
+        else batch += frame
+        return type === "response" ? Buffer.byteLength(frame) : frame.length
+      },
+      unsent: () => res.writableLength + (res.socket?.writableLength ?? 0) + (batch?.length ?? 0),
+      hold: () => void (batch ??= ""),
+      flush: () => {
+        const text = batch
+        batch = undefined
+        if (text !== undefined && text !== "" && !res.writableEnded && !res.destroyed) res.write(text)
+      },
+      end: () => void res.end(),
+      destroy: () => void res.destroy()
+    }
+  }
 
   const sse = (req: IncomingMessage, res: ServerResponse, info: RequestInfo) => {
     const reply = (status: number, headers: ReadonlyArray<string | number>, body: string) => {
