@@ -3,9 +3,10 @@
  * (`webhook:lease:<id>` = this node's token, TTL `leaseTtlMs`), renewed every sweep. Every sweep a
  * node reads the active webhooks, renews what it holds (and stops what it lost), and takes free
  * ones: at once those it is the preferred owner of (rendezvous hashing over the live nodes in
- * `webhook:nodes`), the others only once they stayed free for a whole sweep, so nodes split the
- * webhooks between them and a dead node's webhooks move within TTL + two sweeps (≤ 25 s with the
- * defaults). A node that cannot renew for longer than the TTL stops delivering (another may own
+ * `webhook:nodes`), the others only once they stayed free for a whole sweep; a node gives back
+ * a webhook whose preferred owner is another node it has seen live for a sweep, so nodes that
+ * start or join later share the webhooks. A dead node's webhooks move within TTL + two sweeps
+ * (≤ 25 s with the defaults). A node that cannot renew for longer than the TTL stops delivering (another may own
  * them by then). On shutdown a node gives its leases back, so the others take over at their next sweep.
  */
 import { Clock, Effect, Latch } from "effect"
@@ -47,6 +48,8 @@ export const runLeases = (deps: { readonly cache: Cache["Service"]; readonly sto
     // Unique per process: two processes with one NODE_ID must not both think they hold a lease.
     const token = `${options.nodeId}#${randomBytes(6).toString("hex")}`
     const freeSince = new Map<string, number>()
+    /** Since when this node has seen each live node (a newcomer gets webhooks only once it stayed a sweep). */
+    const seenSince = new Map<string, number>()
     let lastRenewed = Number.NEGATIVE_INFINITY
 
     const sweep = Effect.gen(function*() {
@@ -54,6 +57,8 @@ export const runLeases = (deps: { readonly cache: Cache["Service"]; readonly sto
       yield* cache.zadd(NODES_KEY, [{ score: now, member: token }])
       yield* cache.zremRangeByScore(NODES_KEY, 0, now - 4 * options.leaseTtlMs)
       const nodes = yield* cache.zrangeByScore(NODES_KEY, now - options.leaseTtlMs, Number.POSITIVE_INFINITY)
+      for (const n of nodes) if (!seenSince.has(n)) seenSince.set(n, now)
+      for (const n of seenSince.keys()) if (!nodes.includes(n)) seenSince.delete(n)
       const active: ReadonlyArray<Webhook> = yield* store.active
       const byId = new Map(active.map((w) => [w.id, w]))
       const holders = active.length === 0 ? [] : yield* cache.getMany(active.map((w) => leaseKey(w.id)))
@@ -64,6 +69,14 @@ export const runLeases = (deps: { readonly cache: Cache["Service"]; readonly sto
         if (i === -1 || holders[i] !== token) {
           yield* engine.stop(id)
           if (i === -1 && (yield* cache.get(leaseKey(id))) === token) yield* cache.del([leaseKey(id)])
+          continue
+        }
+        // Another live node is its preferred owner (it joined after this node took it): hand it over,
+        // once this node has seen that node for a whole sweep; it takes it at its next sweep.
+        const preferred = preferredOwner(nodes, id)
+        if (preferred !== token && preferred !== undefined && seenSince.has(preferred) && now - seenSince.get(preferred)! >= options.sweepMs) {
+          yield* engine.stop(id)
+          yield* cache.del([leaseKey(id)])
           continue
         }
         yield* cache.set(leaseKey(id), token, options.leaseTtlMs)
