@@ -28,6 +28,7 @@ import { UsageSink } from "../../services/UsageSink.ts"
 import { adminAuthLayer, adminHandlers } from "../admin/adminApi.ts"
 import { makeApiListener } from "../http/apiListener.ts"
 import { lrsOnOtherListener } from "../lrs/lrsElsewhere.ts"
+import { webhookHandlers } from "../webhook/webhookApi.ts"
 import { docsHandlers } from "../http/docsHandlers.ts"
 import { makeEdge } from "../http/edge.ts"
 import { makeStreamHub } from "../stream/streamHub.ts"
@@ -145,7 +146,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
       .handleRaw("ws", streamElsewhere).handleRaw("stream", streamElsewhere)
   })
   const apiLayer = HttpApiBuilder.layer(TrinityApi).pipe(
-    Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version), lrsOnOtherListener(edge)])
+    Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version), lrsOnOtherListener(edge), webhookHandlers(edge)])
   )
   const serviceOf = (path: string): ServiceName =>
     path.startsWith("/admin/") ? "ADMIN" : path === "/webhook" || path.startsWith("/webhook/") ? "WEBHOOK" : "LPO"

@@ -37,11 +37,8 @@ import type { PriceEvent, PriceSubscription, WatchResult } from "../../services/
 import { authenticateThen } from "../lpo/priceQuery.ts"
 import type { PriceHttpDeps } from "../lpo/priceHttp.ts"
 
-/**
- * The 403 code for a key whose tier has no partner stream. The spec names no code for it; this one
- * is a placeholder until `STREAM_NOT_ENABLED` exists (requested in notes/requests.md).
- */
-export const NOT_PARTNER_CODE: ErrorCode = "LRS_NOT_ENABLED"
+/** The 403 code for a key whose tier has no partner stream (the spec names only the status). */
+export const NOT_PARTNER_CODE: ErrorCode = "STREAM_NOT_ENABLED"
 const NOT_PARTNER_DETAIL = "the partner stream needs a key of a tier with partner_ws (partner)"
 
 /** Limits and timings; the defaults are the spec's. Tests shorten them. */
