@@ -163,6 +163,15 @@ export const handPrices = () => {
         pending.set(key(asset, quote), e)
         ready.openUnsafe()
       }
+    },
+    /** No fresh source left for the key. */
+    stale: (asset: string, quote: string) => {
+      const e: PriceEvent = { _tag: "Stale", asset, quote, ts: undefined, at: Date.now() }
+      state.set(key(asset, quote), e)
+      if (watched.has(key(asset, quote))) {
+        pending.set(key(asset, quote), e)
+        ready.openUnsafe()
+      }
     }
   }
 }

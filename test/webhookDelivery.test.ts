@@ -89,6 +89,23 @@ describe("webhook delivery", () => {
       assert.deepStrictEqual(rows.map((r) => [r.service, r.protocol, r.endpoint, r.status, r.code]), Array.from({ length: 3 }, () => ["WEBHOOK", "http", "price.update", 200, "OK"]))
     }))
 
+  it.effect("no heartbeat while the asset has no fresh price; the next fresh price is delivered at once", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const rx = yield* Effect.acquireRelease(Effect.promise(() => receiver()), (r) => Effect.promise(r.close))
+      const { prices, rows } = yield* setup([webhookOf({ id: "wh-stale", url: rx.url, heartbeatS: 10 })])
+      prices.set("BTC", "USD", 100)
+      yield* until("first delivery", () => rows.length === 1)
+      prices.stale("BTC", "USD")
+      yield* realWait(50)
+      yield* TestClock.adjust("35 seconds")
+      yield* realWait(150)
+      assert.strictEqual(rx.received.length, 1)
+      prices.set("BTC", "USD", 100)
+      yield* Effect.promise(() => rx.waitFor(2))
+      assert.deepInclude(bodyOf(rx.received[1]!), { seq: 2, reason: "heartbeat" })
+    }))
+
   it.effect("a failed delivery is retried after 5 s and 30 s with the same seq and webhook-id and the newest price", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())

@@ -82,7 +82,8 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
       latest.set(key, { price: e.price, ts: e.ts })
       for (const w of watchers.get(key) ?? []) {
         const last = w.last.get(key)
-        if (last !== undefined && dueReason(last, e.price, now, w.webhook.deviationBps, Infinity) === undefined) continue
+        // Due by deviation, or by a heartbeat that passed while the asset had no fresh price.
+        if (last !== undefined && dueReason(last, e.price, now, w.webhook.deviationBps, w.webhook.heartbeatS * 1000) === undefined) continue
         w.wake.openUnsafe()
       }
     }
