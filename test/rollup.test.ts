@@ -281,27 +281,38 @@ describe("usage rollup refresh (real PostgreSQL)", () => {
       assert.strictEqual(yield* requestsOfDay(day), rolled)
     }).pipe(Effect.provide(TestLive)))
 
-  it.live("UsageRollupSchedule refreshes on its schedule, then mv_usage_daily", () =>
+  it.live("UsageRollupSchedule refreshes on its schedule; mv_usage_daily on its first run and when the rollup changed", () =>
     Effect.gen(function*() {
       const sql = yield* SqlClient.SqlClient
       const yesterday = TODAY - DAY
       const viewRequests = sql<{ n: number }>`SELECT coalesce(sum(requests), 0)::float8 AS n FROM mv_usage_daily
         WHERE day = ${new Date(yesterday).toISOString()}::timestamptz AND api_key_id = ${KEY_A}::uuid`.pipe(Effect.map((r) => r[0]?.n ?? -1))
+      const waitForView = (expected: number) =>
+        Effect.gen(function*() {
+          let seen = -1
+          for (let i = 0; i < 100 && seen !== expected; i++) {
+            yield* Effect.sleep("100 millis")
+            seen = yield* viewRequests
+          }
+          assert.strictEqual(seen, expected)
+        })
+      // A change only the view's refresh can show (the refresh does not see it as a changed day).
+      const tamper = sql`UPDATE usage_daily_rollup SET requests = requests + 1000 WHERE ctid IN (
+        SELECT ctid FROM usage_daily_rollup WHERE day = ${dayName(yesterday)}::date AND api_key_id = ${KEY_A}::uuid LIMIT 1)`
       yield* refreshUsageDailyView
       const before = yield* viewRequests
+      yield* tamper
       yield* Layer.build(UsageRollupSchedule({ interval: "100 millis", lagDays: 2 }))
-      // Two late rows one after the other: the second is counted only by a later run than the first.
-      let expected = before
-      for (const latency of [5, 6]) {
-        yield* insertLateRow(yesterday + 2000, latency)
-        expected += 1
-        let seen = -1
-        for (let i = 0; i < 100 && seen !== expected; i++) {
-          yield* Effect.sleep("100 millis")
-          seen = yield* viewRequests
-        }
-        assert.strictEqual(seen, expected)
-      }
+      yield* waitForView(before + 1000)
+      // Nothing changed for the refresh: five runs later the view has not been refreshed again.
+      yield* tamper
+      yield* Effect.sleep("500 millis")
+      assert.strictEqual(yield* viewRequests, before + 1000)
+      // Two late rows one after the other: each is counted by a later run (recomputing the day also undoes the tampering).
+      yield* insertLateRow(yesterday + 2000, 5)
+      yield* waitForView(before + 1)
+      yield* insertLateRow(yesterday + 3000, 6)
+      yield* waitForView(before + 2)
     }).pipe(Effect.provide(PgLive)), 30_000)
 
   it.live("keeps the retention window's days and deletes older ones", () =>

@@ -37,6 +37,8 @@ export interface RollupRefreshResult {
   readonly rows: number
   /** Weeks (their Mondays, `YYYY-MM-DD`) built again from their days. */
   readonly weeks: ReadonlyArray<string>
+  /** Days deleted past the retention window (0 from `refreshUsageRollupDays`). */
+  readonly pruned: number
 }
 
 export const DEFAULT_LAG_DAYS = 3
@@ -192,7 +194,7 @@ export const refreshUsageRollupDays = (days: ReadonlyArray<number>, options: Pic
     }
     const today = dayStart(options.now ?? Date.now())
     const weeks = yield* refreshWeeks(sql, today, today - (options.retentionDays ?? DEFAULT_RETENTION_DAYS) * DAY_MS)
-    return { days: done, busy, rows, weeks } satisfies RollupRefreshResult
+    return { days: done, busy, rows, weeks, pruned: 0 } satisfies RollupRefreshResult
   })
 
 /** One refresh run (see the module doc): never-rolled-up days, changed recent days, pruning. */
@@ -221,10 +223,10 @@ export const refreshUsageRollup = (options: RollupRefreshOptions = {}) =>
     const result = yield* refreshUsageRollupDays(due, options)
     yield* sql`DELETE FROM usage_daily_rollup WHERE day < ${dayName(oldest)}::date`
     yield* sql`DELETE FROM usage_daily_rollup_dim WHERE day < ${dayName(oldest)}::date`
-    yield* sql`DELETE FROM usage_daily_rollup_days WHERE day < ${dayName(oldest)}::date`
+    const pruned = yield* sql`DELETE FROM usage_daily_rollup_days WHERE day < ${dayName(oldest)}::date RETURNING day`
     yield* sql`DELETE FROM usage_weekly_rollup_dim WHERE week < ${dayName(oldest)}::date`
     yield* sql`DELETE FROM usage_weekly_rollup_weeks WHERE week < ${dayName(oldest)}::date`
-    return result
+    return { ...result, pruned: pruned.length } satisfies RollupRefreshResult
   }).pipe(Effect.withSpan("UsageRollup.refresh"))
 
 /** mv_usage_daily again from the rollup, without blocking its readers. */
@@ -239,14 +241,24 @@ export interface RollupScheduleOptions extends Omit<RollupRefreshOptions, "now">
 }
 
 /**
- * The rollup refreshed on a Schedule by a fiber scoped to the Layer, then mv_usage_daily. A failed
- * run is logged and the next one tries again. Needs the writer (`SqlClient`) and a migrated schema.
+ * The rollup refreshed on a Schedule by a fiber scoped to the Layer, then mv_usage_daily: on the
+ * first run (a previous process may have stopped between the two) and whenever a run changed the
+ * rollup (a refresh of the view re-aggregates the whole fine rollup: ~30 s at 10 M usage rows, too
+ * much to repeat for nothing). A failed run is logged and the next one tries again. Needs the
+ * writer (`SqlClient`) and a migrated schema.
  */
 export const UsageRollupSchedule = (options: RollupScheduleOptions = {}): Layer.Layer<never, never, SqlClient.SqlClient> =>
   Layer.effectDiscard(Effect.gen(function*() {
-    const run = Effect.suspend(() => refreshUsageRollup(options)).pipe(
-      Effect.tap((r) => r.days.length > 0 ? Effect.logInfo("usage rollup refreshed", { days: r.days.length, rows: r.rows }) : Effect.void),
-      Effect.andThen(refreshUsageDailyView),
+    let viewCurrent = false
+    const run = Effect.gen(function*() {
+      const r = yield* refreshUsageRollup(options)
+      if (r.days.length > 0) yield* Effect.logInfo("usage rollup refreshed", { days: r.days.length, weeks: r.weeks.length, rows: r.rows })
+      if (!viewCurrent || r.days.length > 0 || r.pruned > 0) {
+        viewCurrent = false
+        yield* refreshUsageDailyView
+        viewCurrent = true
+      }
+    }).pipe(
       Effect.catchCause((cause) => Effect.logWarning("usage rollup refresh failed", cause)),
       withModule("rollup")
     )
