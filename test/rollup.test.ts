@@ -279,6 +279,9 @@ describe("usage rollup refresh (real PostgreSQL)", () => {
       yield* sql`DELETE FROM usage_logs WHERE created_at >= ${new Date(day).toISOString()}::timestamptz
         AND created_at < ${new Date(day + DAY).toISOString()}::timestamptz`
       assert.strictEqual(yield* requestsOfDay(day), rolled)
+      // Fewer rows than rolled up (dropped, not late): the refresh keeps the rollup as it is.
+      assert.notInclude((yield* refreshUsageRollup({ now: NOW, lagDays: 6 })).days, dayName(day))
+      assert.strictEqual(yield* requestsOfDay(day), rolled)
     }).pipe(Effect.provide(TestLive)))
 
   it.live("UsageRollupSchedule refreshes on its schedule; mv_usage_daily on its first run and when the rollup changed", () =>

@@ -10,9 +10,9 @@ import { DAY_MS, DIMENSION_VALUE_SQL, DIMENSIONS, dayName, dayStart } from "./di
  * never count a row twice.
  *
  * Which days a run computes: every closed day (yesterday and older) of the retention window that
- * was never rolled up, and every day of the last `lagDays` whose usage_logs row count differs from
- * the count it was rolled up with (usage_logs only gains rows, so a changed count means a late row:
- * the queued writer's backlog, a spool replay).
+ * was never rolled up, and every day of the last `lagDays` whose usage_logs row count is above the
+ * count it was rolled up with (usage_logs only gains rows, so a higher count means a late row: the
+ * queued writer's backlog, a spool replay; a lower one means dropped rows, and the rollup keeps them).
  *
  * Limit: a row arriving more than `lagDays` days after its UTC day ended (created_at older than
  * that) is kept in usage_logs and served by /reports/usage, but the rollup (and so the summaries
@@ -218,7 +218,9 @@ export const refreshUsageRollup = (options: RollupRefreshOptions = {}) =>
     for (let dayMs = oldest; dayMs < today; dayMs += DAY_MS) {
       const day = dayName(dayMs)
       const rows = rolledRows.get(day)
-      if (rows === undefined || (dayMs >= lagFrom && (recentRows.get(day) ?? 0) !== rows)) due.push(dayMs)
+      // More rows than rolled up: a late row. Fewer: rows dropped (a partition past usage retention), and
+      // recomputing would lose what the rollup still knows of them.
+      if (rows === undefined || (dayMs >= lagFrom && (recentRows.get(day) ?? 0) > rows)) due.push(dayMs)
     }
     const result = yield* refreshUsageRollupDays(due, options)
     yield* sql`DELETE FROM usage_daily_rollup WHERE day < ${dayName(oldest)}::date`
