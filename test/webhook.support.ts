@@ -126,11 +126,14 @@ export const handPrices = () => {
   const state = new Map<string, PriceEvent>()
   const pending = new Map<string, PriceEvent>()
   const watched = new Set<string>()
+  /** Keys no market trades: `watch` answers UnknownAsset and does not watch them (as PriceCache). */
+  const unknown = new Set<string>()
   const ready = Latch.makeUnsafe(false)
   const key = (asset: string, quote: string) => `${asset}/${quote}`
   const subscription: PriceSubscription = {
     watch: (keys) =>
       keys.map((k): WatchResult => {
+        if (unknown.has(key(k.asset, k.quote))) return { _tag: "UnknownAsset", asset: k.asset, quote: k.quote }
         watched.add(key(k.asset, k.quote))
         return state.get(key(k.asset, k.quote)) ?? { _tag: "Stale", asset: k.asset, quote: k.quote, ts: undefined, at: Date.now() }
       }),
@@ -156,6 +159,7 @@ export const handPrices = () => {
   return {
     subscribe: Effect.succeed(subscription),
     watched,
+    unknown,
     set: (asset: string, quote: string, price: number, ts = Date.now()) => {
       const e: PriceEvent = { _tag: "Price", asset, quote, price, ts, sources: 3, at: Date.now() }
       state.set(key(asset, quote), e)

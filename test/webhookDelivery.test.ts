@@ -106,6 +106,31 @@ describe("webhook delivery", () => {
       assert.deepInclude(bodyOf(rx.received[1]!), { seq: 2, reason: "heartbeat" })
     }))
 
+  it.live("an asset no market trades yet is asked for again at the next sweep, and delivered once it trades", () =>
+    Effect.gen(function*() {
+      const rx = yield* Effect.acquireRelease(Effect.promise(() => receiver()), (r) => Effect.promise(r.close))
+      const webhook = webhookOf({ id: "wh-new", url: rx.url, assets: [{ asset: "NEWCOIN", quote: "USD" }] })
+      const prices = handPrices()
+      prices.unknown.add("NEWCOIN/USD")
+      const { store } = memoryStore([webhook])
+      const http = makeHttpSender({ allowPrivate: true })
+      const udp = makeUdpSender({ allowPrivate: true })
+      yield* Effect.addFinalizer(() => Effect.sync(() => (http.close(), udp.close())))
+      const engine = yield* makeDeliveryEngine({
+        store, cache: makeMemoryCache(), usage: { record: () => {}, stats: () => ZERO_USAGE_STATS },
+        params: Context.get(yield* Layer.build(testParams({})), Params), subscribe: prices.subscribe, http, udp
+      })
+      yield* engine.upsert(webhook)
+      prices.set("NEWCOIN", "USD", 1.5)
+      yield* realWait(100)
+      assert.strictEqual(rx.received.length, 0)
+      // The asset map now has it; the lease sweep hands the same webhook over again.
+      prices.unknown.delete("NEWCOIN/USD")
+      yield* engine.upsert(webhook)
+      yield* Effect.promise(() => rx.waitFor(1))
+      assert.deepInclude(bodyOf(rx.received[0]!), { asset: "NEWCOIN", price: 1.5, seq: 1 })
+    }), 20_000)
+
   it.effect("a failed delivery is retried after 5 s and 30 s with the same seq and webhook-id and the newest price", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())

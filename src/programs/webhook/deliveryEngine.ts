@@ -72,6 +72,9 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
     const latest = new Map<string, { readonly price: number; readonly ts: number }>()
     const watchers = new Map<string, Set<Worker>>()
     const workers = new Map<string, Worker>()
+    const unknown = new Set<string>()
+    /** Webhooks whose secret this node cannot open, already logged (once per settings version). */
+    const unreadable = new Set<string>()
 
     const onEvent = (e: PriceEvent | { readonly _tag: "UnknownAsset"; readonly asset: string; readonly quote: string }, now: number) => {
       const key = keyOf(e)
@@ -94,10 +97,15 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
         const key = keyOf(k)
         let set = watchers.get(key)
         if (set === undefined) watchers.set(key, (set = new Set()))
-        if (set.size === 0) fresh.push({ asset: k.asset, quote: k.quote })
+        if (set.size === 0 || unknown.has(key)) fresh.push({ asset: k.asset, quote: k.quote })
         set.add(w)
       }
-      for (const state of fresh.length === 0 ? [] : sub.watch(fresh)) onEvent(state, now)
+      for (const state of fresh.length === 0 ? [] : sub.watch(fresh)) {
+        // No market trades it (yet): not watched; asked again at the next sweep (an asset map reload may add it).
+        if (state._tag === "UnknownAsset") unknown.add(keyOf(state))
+        else unknown.delete(keyOf(state))
+        onEvent(state, now)
+      }
     }
     const unwatch = (w: Worker, keys: ReadonlyArray<WebhookAsset>) => {
       const gone: Array<PriceKey> = []
@@ -107,6 +115,7 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
         set.delete(w)
         if (set.size === 0) {
           watchers.delete(keyOf(k))
+          unknown.delete(keyOf(k))
           latest.delete(keyOf(k))
           gone.push({ asset: k.asset, quote: k.quote })
         }
@@ -256,7 +265,10 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
         const now = yield* Clock.currentTimeMillis
         const known = workers.get(webhook.id)
         if (known !== undefined) {
-          if (known.webhook.version === webhook.version) return
+          if (known.webhook.version === webhook.version) {
+            if (known.keys.some((k) => unknown.has(keyOf(k)))) watch(known, known.keys.filter((k) => unknown.has(keyOf(k))), now)
+            return
+          }
           const before = known.keys
           settle(known, webhook)
           unwatch(known, before.filter((a) => !webhook.assets.some((b) => keyOf(a) === keyOf(b))))
@@ -264,7 +276,11 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
           known.wake.openUnsafe()
           return
         }
-        if (webhook.secrets.length === 0) return yield* Effect.logError("webhook has no usable secret (WEBHOOK_SECRET_KEY differs from the one it was sealed with?)", { webhook_id: webhook.id })
+        if (webhook.secrets.length === 0) {
+          if (unreadable.has(`${webhook.id}@${webhook.version}`)) return
+          unreadable.add(`${webhook.id}@${webhook.version}`)
+          return yield* Effect.logError("webhook has no usable secret (WEBHOOK_SECRET_KEY differs from the one it was sealed with?)", { webhook_id: webhook.id })
+        }
         // Continue the sequence from the row if the shared counter was lost.
         yield* deps.cache.setIfAbsent(seqKey(webhook.id), String(webhook.lastSeq), SEQ_TTL_MS).pipe(Effect.ignore)
         const w: Worker = {
