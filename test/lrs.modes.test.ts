@@ -70,6 +70,16 @@ const serve = async (mode: string, env: Record<string, string>, readyUrl: string
   throw new Error(`${mode} did not serve (exit ${child.exitCode}):\n${stderr.slice(-3000)}`)
 }
 
+/** Wait until `url` answers 200 (90 s at most). */
+const untilAnswers = async (url: string): Promise<void> => {
+  const deadline = Date.now() + 90_000
+  while (Date.now() < deadline) {
+    if ((await fetch(url).catch(() => undefined))?.status === 200) return
+    await new Promise((r) => setTimeout(r, 200))
+  }
+  throw new Error(`${url} did not answer`)
+}
+
 const reports = (env: Record<string, string>, path: string, key: string) =>
   fetch(`http://127.0.0.1:${env["LRS_HTTP_PORT"]}${path}`, { headers: { "x-api-key": key } })
 
@@ -93,6 +103,8 @@ describe("server types with the report server", () => {
       cli(["migrate"], env)
       const { key } = createKey(env, "associate")
       const started = await serve("APP_REPORT_SERVER", env, `http://127.0.0.1:${env["LPO_HTTP_PORT"]}/ready`)
+      // The report server's listener starts after the LPO's.
+      await untilAnswers(`http://127.0.0.1:${env["LRS_HTTP_PORT"]}/openapi.json`)
       const price = await fetch(`http://127.0.0.1:${env["LPO_HTTP_PORT"]}/price?asset=BTC`, { headers: { "x-api-key": key, "x-request-id": "mode-price-1" } })
       expect(price.status).toBe(200)
       const rows = await rowsUntil(env, key, "service=LPO", (r) => r.some((x) => x["request_id"] === "mode-price-1"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
 import { ConfigProvider, Console, Effect, Layer, Logger, Option, Runtime } from "effect"
-import { Argument, Command, Flag } from "effect/cli"
+import { Argument, CliError, Command, Flag } from "effect/cli"
 import { SqlClient } from "effect/sql"
 import cluster from "node:cluster"
 import { appConfig, packageVersion, SERVER_TYPES, type ServerType } from "../config/AppConfig.ts"
@@ -170,6 +170,13 @@ if (argv[0] === "stress") {
   void stressCli(argv.slice(1)).then((code) => process.exit(code))
 } else {
   const program = Effect.flatMap(packageVersion, (version) => Command.run(tb, { version })).pipe(
+    // A command line the CLI cannot take (unknown flag, a value not among the choices, a missing
+    // option): it has printed what is wrong; that is bad usage (2), not a failure (1).
+    Effect.catchIf(CliError.isCliError, (e) =>
+      Effect.sync(() => {
+        // ShowHelp carries the parse errors it was shown for; none: --help was asked for.
+        process.exitCode = e._tag === "ShowHelp" && e.errors.length === 0 ? 0 : 2
+      })),
     // A bad setting ends start-up with one line naming the variable, never a half-started server.
     Effect.catchTag("ConfigError", (e) =>
       Effect.sync(() => {
