@@ -41,6 +41,9 @@ export const readRowsPage = (sql: SqlClient.SqlClient, q: UsageRowsQuery, upTo?:
     if (q.after !== undefined) {
       clauses.push(sql`(created_at, id) < (to_timestamp(0) + ${String(q.after.createdAtUs)}::bigint * interval '1 microsecond', ${q.after.id}::uuid)`)
     }
+    // ORDER BY names the table's columns: the output columns of the same names (the text of id and
+    // created_at) would make PostgreSQL sort every row of the key before LIMIT instead of reading
+    // the unique index backwards (15 s against ~11 ms for a 93-day first page at 5 M rows, bench/README.md).
     const rows = yield* sql<RowWithPosition>`
       SELECT id::text AS id, request_id, service, protocol, endpoint, asset, quote, source, price, status_code, error_code,
              latency_us, client_ip, node, region, bytes_out,
@@ -48,7 +51,7 @@ export const readRowsPage = (sql: SqlClient.SqlClient, q: UsageRowsQuery, upTo?:
              (extract(epoch FROM created_at) * 1000000)::bigint::text AS created_us
       FROM usage_logs
       WHERE ${sql.and(clauses)}
-      ORDER BY created_at DESC, id DESC
+      ORDER BY usage_logs.created_at DESC, usage_logs.id DESC
       LIMIT ${q.pageSize + 1} OFFSET ${q.after === undefined ? q.offset : 0}`
     const page = rows.slice(0, q.pageSize)
     const lastRow = page[page.length - 1]
