@@ -173,3 +173,52 @@ describe("webhooks end to end (tb serve, ALL)", () => {
     expect(Number(psql(`SELECT count(*) FROM usage_logs WHERE api_key_id = '${key_id}' AND service = 'WEBHOOK' AND endpoint = 'price.update'`))).toBe(rx.received.length - 1)
   }, 120_000)
 })
+
+describe("webhook targets with WEBHOOK_ALLOW_PRIVATE unset (tb serve, APP_SERVER)", () => {
+  const dbUrl = freshDatabase("webhook_api_ssrf")
+  let child: ChildProcess
+  let lpo = ""
+  const adminToken = `admin-${crypto.randomUUID()}`
+  afterAll(() => {
+    if (child.exitCode === null) child.kill("SIGKILL")
+    dropDatabase(dbUrl)
+  })
+
+  it("refuses loopback, private and unspecified targets (a name resolving to 127.0.0.1 too) and plain http://", async () => {
+    const [lpoHttp, lpoUdp] = [await freePort(), await freePort()]
+    lpo = `http://127.0.0.1:${lpoHttp}`
+    child = spawn(process.execPath, [CLI, "serve", "--mode", "APP_SERVER"], {
+      env: {
+        ...process.env, DATABASE_URL: dbUrl, FEEDS: "simulated", LOG_LEVEL: "Warn", BIND_HOST: "127.0.0.1", ADMIN_TOKEN: adminToken, WEBHOOK_ALLOW_PRIVATE: "",
+        DATA_DIR: mkdtempSync(join(tmpdir(), "tb-webhook-ssrf-")), LPO_HTTP_PORT: String(lpoHttp), LPO_UDP_PORT: String(lpoUdp)
+      },
+      stdio: ["ignore", "ignore", "ignore"]
+    })
+    const deadline = Date.now() + 60_000
+    while ((await fetch(`${lpo}/ready`).catch(() => undefined))?.status !== 200) {
+      if (Date.now() > deadline) throw new Error("server not ready")
+      await new Promise((r) => setTimeout(r, 200))
+    }
+    const created = await fetch(`${lpo}/admin/keys`, { method: "POST", headers: { "x-admin-token": adminToken }, body: JSON.stringify({ tier: "partner" }) })
+    const key = ((await created.json()) as { data: { key: string } }).data.key
+    const configure = async (target: Record<string, string>) => {
+      const res = await fetch(`${lpo}/webhook/configure`, { method: "POST", headers: { "x-api-key": key }, body: JSON.stringify({ ...target, assets: ["BTC"] }) })
+      return { status: res.status, body: await res.json() as { code: string; data: { error?: string } | null } }
+    }
+    for (const [target, why] of [
+      [{ url: "https://localhost:8443/hook" }, /localhost resolves to .*loopback/],
+      [{ url: "https://127.0.0.1/hook" }, /loopback/],
+      [{ url: "https://[::ffff:10.0.0.1]/hook" }, /private/],
+      [{ url: "https://169.254.169.254/latest" }, /link-local/],
+      [{ url: "https://0.0.0.0/" }, /unspecified/],
+      [{ url: "http://example.com/hook" }, /https:\/\//],
+      [{ udp: "localhost:9000" }, /loopback/],
+      [{ udp: "[::1]:9000" }, /loopback/]
+    ] as const) {
+      const r = await configure(target)
+      expect([r.status, r.body.code], JSON.stringify(target)).toEqual([400, "BAD_REQUEST"])
+      expect(r.body.data?.error, JSON.stringify(target)).toMatch(why)
+    }
+    child.kill("SIGTERM")
+  }, 90_000)
+})
