@@ -27,6 +27,7 @@ import { STAND_IN_AWS_ENV } from "../src/simulators/awsJsonProtocol.ts"
 import { SQS_STATS_PATH } from "../src/simulators/sqsStandIn.ts"
 import { feedIngestBenchmark } from "./feedIngest.ts"
 import { queuedWriterBenchmark } from "./queuedWriter.ts"
+import { summaryBenchmark } from "./summary.ts"
 import { syncBenchmark } from "./sync.ts"
 import { canMeasureCpu, cpuBetween, sampleCpu, type CpuSample } from "./processCpu.ts"
 import { median } from "../src/domain/consensus.ts"
@@ -844,7 +845,7 @@ const udpHandlerBenchmark: Benchmark = {
  * Benchmark reports rows in its own unit (feed ingest: ticks/s through parser + price cache next to
  * a JSON.parse-only baseline) and the targets it checks.
  */
-export const benchmarks: Array<Benchmark> = [lpoSingleProcess, lpoWorkerPerCore, udpHandlerBenchmark, feedIngestBenchmark, queuedWriterBenchmark, syncBenchmark]
+export const benchmarks: Array<Benchmark> = [lpoSingleProcess, lpoWorkerPerCore, udpHandlerBenchmark, feedIngestBenchmark, queuedWriterBenchmark, syncBenchmark, summaryBenchmark]
 
 // ---------------------------------------------------------------------------------------------
 // Report
