@@ -531,13 +531,27 @@ describe("partner stream over WebSocket", () => {
     b.res.destroy()
   })
 
-  it("closes a connection whose key is revoked (checked at each ping)", async () => {
-    const h = await startHarness({ pingIntervalMs: 200, sweepMs: 20 })
+  it("closes a connection whose key is revoked (checked every keyCheckMs)", async () => {
+    const h = await startHarness({ keyCheckMs: 200, sweepMs: 20 })
     const { key, id } = h.keyOf("partner")
     const c = await openWs(h.port, { "x-api-key": key })
     h.revoke(id)
     expect(await c.next((m) => m.type === "response", 2000)).toMatchObject({ status: "error", code: "KEY_REVOKED" })
     expect((await c.closed).code).toBe(1008)
+  })
+
+  it("refuses client messages past the per-second limit, once, without a usage row each", async () => {
+    const h = await startHarness({ maxClientMessagesPerSecond: 5 })
+    const c = await openWs(h.port, { "x-api-key": h.keyOf("partner").key })
+    for (let i = 0; i < 12; i++) c.send({ type: "unsubscribe", assets: ["BTC"] })
+    await c.next((m) => m["code"] === "RATE_LIMITED")
+    await new Promise((r) => setTimeout(r, 100))
+    expect(c.messages.filter((m) => m.type === "response").map((m) => m["code"])).toEqual(["OK", "OK", "OK", "OK", "OK", "RATE_LIMITED"])
+    expect(h.rows.filter((r) => r.endpoint === "/ws:unsubscribe")).toHaveLength(5)
+    // A new second, new messages.
+    await new Promise((r) => setTimeout(r, 1000))
+    c.send({ type: "unsubscribe", assets: ["BTC"] })
+    expect(await c.next((m) => m.type === "response")).toMatchObject({ code: "OK" })
   })
 
   it("tells every connection to reconnect at shutdown", async () => {

@@ -61,6 +61,10 @@ export interface StreamOptions {
   readonly closeGraceMs: number
   /** How often the hub's sweep runs (heartbeats, pings, lifetimes, blocked sends). */
   readonly sweepMs: number
+  /** How often a connection's key is checked again (a revocation ends its streams within this). */
+  readonly keyCheckMs: number
+  /** Client messages a connection may send per second; past it they are refused (each would be a usage row). */
+  readonly maxClientMessagesPerSecond: number
 }
 
 export const DEFAULT_STREAM_OPTIONS: StreamOptions = {
@@ -72,7 +76,9 @@ export const DEFAULT_STREAM_OPTIONS: StreamOptions = {
   maxBlockedMs: 5000,
   sseCommentMs: 15_000,
   closeGraceMs: 5000,
-  sweepMs: 200
+  sweepMs: 200,
+  keyCheckMs: 1000,
+  maxClientMessagesPerSecond: 20
 }
 
 /** The largest client message accepted (Hermes caps at 1 MiB; a subscribe of 500 assets is ~5 KiB). */
@@ -142,6 +148,10 @@ interface Session {
   /** Last time the transport had nothing unsent (slow-consumer rule). */
   clearAt: number
   nextPingAt: number
+  nextKeyCheckAt: number
+  /** Client messages in the current one-second window, and when it started. */
+  messages: number
+  messagesSince: number
   awaitingPong: boolean
   nextCommentAt: number
   authDeadline: number | undefined
@@ -279,7 +289,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
       protocol, endpoint: protocol === "ws" ? "/ws" : "/stream", clientIp: info.clientIp, lang: info.lang, openedAt: now, transport, ws, key,
       seq: 0, bytesOut: 0, lastSentAt: now, subs: new Map(), heldCount: 0, heldTimer: undefined, heldDueAt: 0,
       subscription: undefined, scope: undefined, fiber: undefined, clearAt: now,
-      nextPingAt: now + options.pingIntervalMs, awaitingPong: false, nextCommentAt: now + options.sseCommentMs,
+      nextPingAt: now + options.pingIntervalMs, nextKeyCheckAt: now + options.keyCheckMs, messages: 0, messagesSince: now, awaitingPong: false, nextCommentAt: now + options.sseCommentMs,
       authDeadline: key === undefined ? now + options.authTimeoutMs : undefined, waiting: undefined, refused: false, closed: false, closeRecorded: false
     }
     sessions.add(s)
@@ -392,10 +402,13 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
           release(s)
           continue
         }
-        if (!keyStillValid(s, now)) continue
         s.awaitingPong = true
         s.nextPingAt = now + options.pingIntervalMs
         s.ws.ping()
+      }
+      if (now >= s.nextKeyCheckAt) {
+        s.nextKeyCheckAt = now + options.keyCheckMs
+        if (!keyStillValid(s, now)) continue
       }
       if (s.protocol === "http" && now >= s.nextCommentAt) {
         s.nextCommentAt = now + options.sseCommentMs
@@ -409,7 +422,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
     }
   }
 
-  /** A key revoked or expired since the connection opened ends it (checked at each ping). */
+  /** A key revoked or expired since the connection opened ends it (checked every keyCheckMs). */
   const keyStillValid = (s: Session, now: number): boolean => {
     if (s.key === undefined) return true
     const auth = deps.apiKeys.authenticateHash(s.key.hash, now)
@@ -550,6 +563,16 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
     if (s.waiting !== undefined) {
       if (s.waiting.length >= MAX_WAITING_MESSAGES) return refuseSession(s, "BAD_REQUEST", undefined, "wait for the auth response", "too many messages before authentication")
       s.waiting.push({ data, isBinary })
+      return
+    }
+    const now = Date.now()
+    if (now - s.messagesSince >= 1000) {
+      s.messagesSince = now
+      s.messages = 0
+    }
+    if (++s.messages > options.maxClientMessagesPerSecond) {
+      // Said once per window; the rest of the window's messages are dropped unanswered.
+      if (s.messages === options.maxClientMessagesPerSecond + 1) respondCode(s, "RATE_LIMITED", [], `at most ${options.maxClientMessagesPerSecond} messages a second`)
       return
     }
     const text = isBinary ? "" : Buffer.isBuffer(data) ? data.toString("utf8") : String(data)
