@@ -27,6 +27,8 @@ export interface Receiver {
   readonly received: Array<Received>
   /** Status to answer for the next requests (shifted per request; the last one stays). */
   answers: Array<number>
+  /** Headers sent with every answer. */
+  answerHeaders: Record<string, string>
   /** Most requests open at once. */
   maxInFlight: number
   /** Never answer (a dead endpoint that accepts and stalls). */
@@ -59,6 +61,7 @@ export const receiver = (options: { readonly tls?: boolean } = {}): Promise<Rece
       port: 0,
       received,
       answers: [200],
+      answerHeaders: {},
       maxInFlight: 0,
       hang: false,
       waitFor: (n, ms = 10_000) =>
@@ -94,7 +97,7 @@ export const receiver = (options: { readonly tls?: boolean } = {}): Promise<Rece
         // Answer a moment later, so overlapping deliveries (if any) would show in maxInFlight.
         setTimeout(() => {
           inFlight--
-          res.writeHead(status, { "content-type": "text/plain" }).end("ok")
+          res.writeHead(status, { "content-type": "text/plain", ...r.answerHeaders }).end("ok")
         }, 2)
       })
     }

@@ -170,6 +170,24 @@ describe("webhook delivery", () => {
       assert.isAbove(outcomes.length, 0)
     }))
 
+  it.effect("a 429 with Retry-After waits as asked (longer than the 5 s step)", () =>
+    Effect.gen(function*() {
+      yield* TestClock.setTime(Date.now())
+      const rx = yield* Effect.acquireRelease(Effect.promise(() => receiver()), (r) => Effect.promise(r.close))
+      rx.answers = [429, 200]
+      rx.answerHeaders = { "retry-after": "60" }
+      const { prices, rows } = yield* setup([webhookOf({ id: "wh-429", url: rx.url })])
+      prices.set("BTC", "USD", 10)
+      yield* until("first attempt answered", () => rows.length === 1)
+      yield* realWait(20)
+      yield* TestClock.adjust("59 seconds")
+      yield* realWait(150)
+      assert.strictEqual(rx.received.length, 1)
+      yield* TestClock.adjust("1 second")
+      yield* Effect.promise(() => rx.waitFor(2))
+      assert.deepStrictEqual(rx.received.map((r) => bodyOf(r)["seq"]), [1, 1])
+    }))
+
   it.effect("410 Gone disables the webhook at once", () =>
     Effect.gen(function*() {
       yield* TestClock.setTime(Date.now())

@@ -49,6 +49,8 @@ export interface HttpOutcome {
   readonly latencyMs: number
   /** Why there is no status (a timeout, a refused target, a connection error). */
   readonly error: string | undefined
+  /** The receiver's Retry-After in ms (seconds form), when it sent one. */
+  readonly retryAfterMs?: number | undefined
 }
 
 export interface HttpSender {
@@ -73,11 +75,12 @@ export const makeHttpSender = (options: SenderOptions): HttpSender => {
       const started = performance.now()
       let settled = false
       let timer: ReturnType<typeof setTimeout> | undefined
+      let retryAfterMs: number | undefined
       const done = (status: number, error: string | undefined) => {
         if (settled) return
         settled = true
         clearTimeout(timer)
-        resolve({ status, latencyMs: performance.now() - started, error })
+        resolve({ status, latencyMs: performance.now() - started, error, retryAfterMs })
       }
       const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname
       if (!options.allowPrivate && isIP(host) !== 0 && isForbiddenAddress(host)) return done(0, refusal(host, host).message)
@@ -89,6 +92,8 @@ export const makeHttpSender = (options: SenderOptions): HttpSender => {
         agent: isHttps ? https : http,
         headers: { ...headers, "content-type": "application/json", "content-length": String(payload.length), "user-agent": "trinity-beast-webhook/1" }
       }, (res) => {
+        const retryAfter = res.headers["retry-after"]
+        if (retryAfter !== undefined && /^\d{1,9}$/.test(retryAfter.trim())) retryAfterMs = Number(retryAfter.trim()) * 1000
         // The status is what counts; the body is read and dropped (at most 64 KiB, then the connection goes).
         let read = 0
         res.on("data", (chunk: Buffer) => {

@@ -4,8 +4,9 @@
  * only ever holds its own fiber. Price changes come from PriceCache's subscription (never polled):
  * a change that moves an asset `deviation_bps` from its last delivered price wakes the webhook's
  * fiber; heartbeats are the fiber's own timer. A failed HTTPS attempt blocks that endpoint (so
- * order holds) and is retried after 5 s, 30 s, 2 min, 10 min, 30 min (then every 30 min) with the
- * same `seq` and `webhook-id` and the newest price of its asset; 410 disables at once, and failing
+ * order holds) and is retried after 5 s, 30 s, 2 min, 10 min, 30 min (then every 30 min; longer
+ * when the receiver's Retry-After asks, up to 30 min) with the same `seq` and `webhook-id` and the
+ * newest price of its asset; 410 disables at once, and failing
  * for `webhook_disable_after_h` disables with the reason. Every attempt is one usage row.
  *
  * Ownership across WEBHOOK_SERVER nodes is a lease per webhook in the shared cache (webhookLease.ts);
@@ -15,7 +16,7 @@
 import { Clock, Effect, Fiber, Latch, type Scope } from "effect"
 import { randomUUID } from "node:crypto"
 import {
-  DELIVERY_TIMEOUT_MS, type DeliveryReason, dueReason, type LastDelivered, parseUdpTarget, priceUpdateBody, retryDelayMs,
+  DELIVERY_TIMEOUT_MS, type DeliveryReason, dueReason, type LastDelivered, parseUdpTarget, priceUpdateBody, RETRY_DELAYS_MS, retryDelayMs,
   secretKeyBytes, standardSignature, udpDatagram, type WebhookAsset
 } from "../../domain/webhook.ts"
 import type { HttpSender, UdpSender } from "../../layers/webhooks/webhookNet.ts"
@@ -213,7 +214,9 @@ export const makeDeliveryEngine = (deps: DeliveryDeps) =>
             return false
           }
           attempt++
-          yield* Effect.sleep(retryDelayMs(attempt))
+          // A receiver asking for more time (429, 503 with Retry-After) gets it, up to the longest step.
+          const asked = outcome.status === 429 || outcome.status >= 500 ? (outcome.retryAfterMs ?? 0) : 0
+          yield* Effect.sleep(Math.max(retryDelayMs(attempt), Math.min(asked, RETRY_DELAYS_MS[RETRY_DELAYS_MS.length - 1]!)))
         }
       })
 
