@@ -27,8 +27,10 @@ import { STAND_IN_AWS_ENV } from "../src/simulators/awsJsonProtocol.ts"
 import { SQS_STATS_PATH } from "../src/simulators/sqsStandIn.ts"
 import { feedIngestBenchmark } from "./feedIngest.ts"
 import { queuedWriterBenchmark } from "./queuedWriter.ts"
+import { streamFanoutBenchmark } from "./streamFanout.ts"
 import { summaryBenchmark } from "./summary.ts"
 import { syncBenchmark } from "./sync.ts"
+import { webhookDeliveryBenchmark } from "./webhookDelivery.ts"
 import { canMeasureCpu, cpuBetween, sampleCpu, type CpuSample } from "./processCpu.ts"
 import { median } from "../src/domain/consensus.ts"
 import { messageOf } from "../src/domain/errorMessage.ts"
@@ -845,7 +847,7 @@ const udpHandlerBenchmark: Benchmark = {
  * Benchmark reports rows in its own unit (feed ingest: ticks/s through parser + price cache next to
  * a JSON.parse-only baseline) and the targets it checks.
  */
-export const benchmarks: Array<Benchmark> = [lpoSingleProcess, lpoWorkerPerCore, udpHandlerBenchmark, feedIngestBenchmark, queuedWriterBenchmark, syncBenchmark, summaryBenchmark]
+export const benchmarks: Array<Benchmark> = [lpoSingleProcess, lpoWorkerPerCore, udpHandlerBenchmark, feedIngestBenchmark, queuedWriterBenchmark, syncBenchmark, summaryBenchmark, streamFanoutBenchmark, webhookDeliveryBenchmark]
 
 // ---------------------------------------------------------------------------------------------
 // Report
