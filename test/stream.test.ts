@@ -17,7 +17,9 @@ import { TIER_SEED } from "../src/domain/seedData.ts"
 import type { UsageFacts } from "../src/domain/usageChunk.ts"
 import { makeFastHttpServer, takeUpgradedSocket } from "../src/layers/http/fastHttp.ts"
 import { makeSendEnvelope, parseRequest } from "../src/layers/http/httpKit.ts"
+import { makeMemoryCache } from "../src/layers/CacheMemory.ts"
 import { makePriceCacheMemory } from "../src/layers/PriceCacheMemory.ts"
+import { makeKeySlots } from "../src/programs/stream/keySlots.ts"
 import type { PriceHttpDeps } from "../src/programs/lpo/priceHttp.ts"
 import { DEFAULT_STREAM_OPTIONS, makeStreamHub, NOT_PARTNER_CODE, type StreamHub, type StreamOptions } from "../src/programs/stream/streamHub.ts"
 import { type ApiKeyRecord, ApiKeys, type AuthResult, type TierLimits } from "../src/services/ApiKeys.ts"
@@ -110,7 +112,9 @@ const startHarness = async (options: Partial<StreamOptions> = {}, params: Partia
     stats: { values: new Float64Array(COUNTER_NAMES.length), startedAt: Date.now(), snapshot: () => ({}) as never, reset: () => {} },
     usage: { record: (facts) => void rows.push(facts), stats: () => ({ buffered: 0, written: 0, batches: 0, failures: 0, spooled: 0, replayed: 0, lastBatchMs: 0 }) }
   }
-  const hub = makeStreamHub(deps, { ...DEFAULT_STREAM_OPTIONS, ...options })
+  // Slots through an in-process cache: claims answer asynchronously, as they do over Valkey.
+  const slots = makeKeySlots(makeMemoryCache(), "test-node", () => paramsService.int("stream_max_connections_per_key"))
+  const hub = makeStreamHub(deps, { ...DEFAULT_STREAM_OPTIONS, ...options }, slots)
 
   // As LpoHttpServer wires it: the fast server claims nothing here, node:http gets /stream and the upgrades.
   const fallback: Server = createServer({ shouldUpgradeCallback: hub.wantsUpgrade }, (req, res) => {
@@ -137,6 +141,7 @@ const startHarness = async (options: Partial<StreamOptions> = {}, params: Partia
     setParams: (changes) => void (values = { ...values, ...changes }),
     close: async () => {
       await Effect.runPromise(hub.shutdown)
+      slots.close()
       fast.closeAll()
       await new Promise((r) => fast.server.close(r))
     }
@@ -366,6 +371,12 @@ describe("partner stream over WebSocket", () => {
     expect(await c.next()).toMatchObject({ type: "response", status: "success", code: "OK", seq: 1 })
     expect(await c.next()).toMatchObject({ type: "response", status: "success", assets: ["BTC"], seq: 2 })
     expect(await c.next()).toMatchObject({ type: "price_update", asset: "BTC", seq: 3 })
+    // A key the node knows: looked up at once, admitted asynchronously (the connection slot).
+    const fast = await openWs(h.port)
+    fast.send({ type: "auth", key: h.keyOf("partner").key })
+    fast.send({ type: "subscribe", assets: ["ETH"] })
+    expect(await fast.next()).toMatchObject({ type: "response", status: "success", code: "OK", seq: 1 })
+    expect(await fast.next()).toMatchObject({ type: "response", status: "success", assets: ["ETH"], seq: 2 })
   })
 
   it("refuses a header key before the upgrade: without partner_ws 403, unknown 401, with the envelope", async () => {

@@ -17,6 +17,7 @@ import { AppConfig } from "../../config/AppConfig.ts"
 import { cannotListen } from "../../services/StartupError.ts"
 import { withModule } from "../../layers/Logging.ts"
 import { ApiKeys } from "../../services/ApiKeys.ts"
+import { Cache } from "../../services/Cache.ts"
 import { FeedStatus } from "../../services/FeedStatus.ts"
 import { Params } from "../../services/Params.ts"
 import { PriceCache } from "../../services/PriceCache.ts"
@@ -31,6 +32,7 @@ import { lrsOnOtherListener } from "../lrs/lrsElsewhere.ts"
 import { webhookHandlers } from "../webhook/webhookApi.ts"
 import { docsHandlers } from "../http/docsHandlers.ts"
 import { makeEdge } from "../http/edge.ts"
+import { makeKeySlots } from "../stream/keySlots.ts"
 import { makeStreamHub } from "../stream/streamHub.ts"
 import { handlePriceHttp, type PriceHttpDeps } from "./priceHttp.ts"
 import { readinessProblem } from "./readiness.ts"
@@ -94,6 +96,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     stats: yield* RuntimeStats, usage: yield* UsageSink, meta, sendEnvelope
   }
   const probes = yield* Probes
+  const cache = yield* Cache
   const feeds = yield* FeedStatus
   let inFlight = 0
   let draining = false
@@ -167,7 +170,12 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
 
   // The partner stream: GET /ws (WebSocket upgrade) and GET /stream (SSE, a long response that
   // does not count as in flight: shutdown ends it with a RECONNECT rather than waiting for it).
-  const streams = makeStreamHub(deps)
+  // Connections per key are counted across the cluster through the shared cache (Valkey).
+  const slots = yield* Effect.acquireRelease(
+    Effect.sync(() => makeKeySlots(cache, meta.node, () => deps.params.int("stream_max_connections_per_key"))),
+    (s) => Effect.sync(s.close)
+  )
+  const streams = makeStreamHub(deps, undefined, slots)
   const isStreamRoute = (info: RequestInfo) => (info.method === "GET" || info.method === "HEAD") && (info.path === "/stream" || info.path === "/ws")
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {

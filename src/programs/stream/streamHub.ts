@@ -35,6 +35,7 @@ import { apiKeyOf, latencyUs, type RequestInfo } from "../../layers/http/httpKit
 import type { ApiKeyRecord, AuthResult } from "../../services/ApiKeys.ts"
 import type { PriceEvent, PriceSubscription, WatchResult } from "../../services/PriceCache.ts"
 import { authenticateThen } from "../lpo/priceQuery.ts"
+import { type KeySlots, makeKeySlots } from "./keySlots.ts"
 import type { PriceHttpDeps } from "../lpo/priceHttp.ts"
 
 /** The 403 code for a key whose tier has no partner stream (the spec names only the status). */
@@ -168,9 +169,16 @@ const subKey = (asset: string, quote: string): string => `${asset}/${quote}`
 /** Bytes a WebSocket text frame of `length` payload bytes takes (server frames are unmasked). */
 const wsFrameBytes = (length: number): number => length + (length < 126 ? 2 : length < 65536 ? 4 : 10)
 
-export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFAULT_STREAM_OPTIONS): StreamHub => {
+/**
+ * `slots` counts connections per key (makeKeySlots: across the cluster through the shared cache);
+ * without it, per process.
+ */
+export const makeStreamHub = (
+  deps: PriceHttpDeps,
+  options: StreamOptions = DEFAULT_STREAM_OPTIONS,
+  slots: KeySlots = makeKeySlots(undefined, "local", () => deps.params.int("stream_max_connections_per_key"))
+): StreamHub => {
   const sessions = new Set<Session>()
-  const perKey = new Map<string, number>()
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_CLIENT_MESSAGE_BYTES, perMessageDeflate: false, clientTracking: false })
   const counts = { opened: 0, slowConsumerCloses: 0, slowConsumerUnsentMax: 0, messagesSent: 0 }
   /** Price update text shared by every connection sent the same event. */
@@ -309,18 +317,7 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
     return subscription
   }
 
-  /** Counts the connection against its key's cap; false when the key already holds as many as allowed. */
-  const claimKeySlot = (key: ApiKeyRecord): boolean => {
-    const held = perKey.get(key.id) ?? 0
-    if (held >= deps.params.int("stream_max_connections_per_key")) return false
-    perKey.set(key.id, held + 1)
-    return true
-  }
-  const releaseKeySlot = (key: ApiKeyRecord) => {
-    const held = (perKey.get(key.id) ?? 1) - 1
-    if (held <= 0) perKey.delete(key.id)
-    else perKey.set(key.id, held)
-  }
+  const releaseKeySlot = (key: ApiKeyRecord) => slots.release(key.id)
 
   /** Frees everything the session holds and writes its closing usage row; idempotent. */
   const release = (s: Session) => {
@@ -519,14 +516,17 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
 
   // --- authentication ------------------------------------------------------------------------
 
-  /** What refuses a key for the stream, after authentication: tier, maintenance, the per-key cap. */
-  const admissionProblem = (key: ApiKeyRecord): { readonly code: ErrorCode; readonly detail: string } | undefined => {
-    if (!key.tier.partnerWs) return { code: NOT_PARTNER_CODE, detail: NOT_PARTNER_DETAIL }
-    if (deps.params.current().system_mode === "maintenance") return { code: "MAINTENANCE", detail: "the stream is closed for maintenance" }
-    if (!claimKeySlot(key)) {
-      return { code: "RATE_LIMITED", detail: `at most ${deps.params.int("stream_max_connections_per_key")} stream connections per key` }
-    }
-    return undefined
+  type Problem = { readonly code: ErrorCode; readonly detail: string } | undefined
+
+  /**
+   * What refuses a key for the stream, after authentication: tier, maintenance, the per-key cap
+   * (a slot is claimed when there is none; the caller releases it if the connection is gone).
+   */
+  const admit = (key: ApiKeyRecord, k: (problem: Problem) => void): void => {
+    if (!key.tier.partnerWs) return k({ code: NOT_PARTNER_CODE, detail: NOT_PARTNER_DETAIL })
+    if (deps.params.current().system_mode === "maintenance") return k({ code: "MAINTENANCE", detail: "the stream is closed for maintenance" })
+    slots.claim(key.id, (granted) =>
+      k(granted ? undefined : { code: "RATE_LIMITED", detail: `at most ${deps.params.int("stream_max_connections_per_key")} stream connections per key` }))
   }
 
   const refusalOf = (auth: AuthResult): { readonly code: ErrorCode; readonly keyId: string | undefined } =>
@@ -535,23 +535,31 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
   /** The first message of a WebSocket without a header key. */
   const authenticateByMessage = (s: Session, plainKey: string) => {
     s.authDeadline = Number.POSITIVE_INFINITY // a lookup in progress is not a timeout
+    // Messages behind the auth message wait until the key is looked up and admitted (both may be asynchronous).
     s.waiting = []
-    authenticateThen(deps, plainKey, Date.now(), (auth) => {
-      const waiting = s.waiting ?? []
+    const refuse = (code: ErrorCode, keyId: string | undefined, detail: string | undefined, reason: string) => {
       s.waiting = undefined
+      refuseSession(s, code, keyId, detail, reason)
+    }
+    authenticateThen(deps, plainKey, Date.now(), (auth) => {
       if (s.closed) return
       if (auth._tag !== "Authorized") {
         const { code, keyId } = refusalOf(auth)
         deps.stats.values[code === "SYSTEM_BUSY" ? COUNTER.system_busy : COUNTER.auth_failures]!++
-        return refuseSession(s, code, keyId, undefined, "authentication failed")
+        return refuse(code, keyId, undefined, "authentication failed")
       }
-      const problem = admissionProblem(auth.key)
-      if (problem !== undefined) return refuseSession(s, problem.code, auth.key.id, problem.detail, "not allowed")
-      s.key = auth.key
-      s.authDeadline = undefined
-      record(s, s.endpoint, auth.key.id, "OK", { status: 101 })
-      respondCode(s, "OK", [])
-      for (const m of waiting) onClientMessage(s, m.data, m.isBinary)
+      const key = auth.key
+      admit(key, (problem) => {
+        if (problem !== undefined) return refuse(problem.code, key.id, problem.detail, "not allowed")
+        if (s.closed) return releaseKeySlot(key)
+        s.key = key
+        s.authDeadline = undefined
+        record(s, s.endpoint, key.id, "OK", { status: 101 })
+        respondCode(s, "OK", [])
+        const waiting = s.waiting ?? []
+        s.waiting = undefined
+        for (const m of waiting) onClientMessage(s, m.data, m.isBinary)
+      })
     })
   }
 
@@ -642,12 +650,14 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
         deps.stats.values[code === "SYSTEM_BUSY" ? COUNTER.system_busy : COUNTER.auth_failures]!++
         return refuseUpgrade(socket, info, code, keyId)
       }
-      const problem = admissionProblem(auth.key)
-      if (problem !== undefined) {
-        return refuseUpgrade(socket, info, problem.code, auth.key.id, problem.detail, problem.code === "RATE_LIMITED" ? ["retry-after", 5] : undefined)
-      }
-      if (socket.destroyed) return releaseKeySlot(auth.key)
-      openWs(req, socket, head, info, auth.key)
+      const key = auth.key
+      admit(key, (problem) => {
+        if (problem !== undefined) {
+          return refuseUpgrade(socket, info, problem.code, key.id, problem.detail, problem.code === "RATE_LIMITED" ? ["retry-after", 5] : undefined)
+        }
+        if (socket.destroyed) return releaseKeySlot(key)
+        openWs(req, socket, head, info, key)
+      })
     }, info.keyMemo)
   }
 
@@ -674,6 +684,13 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
     }
   }
 
+  const sseHeaders = (info: RequestInfo) => ({
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+    "x-request-id": info.requestId
+  })
+
   const sse = (req: IncomingMessage, res: ServerResponse, info: RequestInfo) => {
     const reply = (status: number, headers: ReadonlyArray<string | number>, body: string) => {
       res.writeHead(status, headers as unknown as Array<string>)
@@ -699,28 +716,30 @@ export const makeStreamHub = (deps: PriceHttpDeps, options: StreamOptions = DEFA
       const now = Date.now()
       const unknown = assets.filter((a) => deps.prices.lookup(a.asset, a.quote, undefined, now)._tag === "UnknownAsset")
       if (unknown.length > 0) return refuse("UNKNOWN_ASSET", key.id, `unknown asset ${unknown.map(streamAssetName).join(",")}`)
-      const problem = admissionProblem(key)
-      if (problem !== undefined) return refuse(problem.code, key.id, problem.detail, problem.code === "RATE_LIMITED" ? ["retry-after", 5] : undefined)
-      if (res.destroyed) return releaseKeySlot(key)
-      res.writeHead(200, {
-        "content-type": "text/event-stream; charset=utf-8",
-        "cache-control": "no-cache",
-        "x-accel-buffering": "no",
-        "x-request-id": info.requestId
-      })
       if (info.method === "HEAD") {
-        releaseKeySlot(key)
+        // What GET would answer, without opening a stream (so without taking a connection slot).
+        if (deps.params.current().system_mode === "maintenance") return refuse("MAINTENANCE", key.id, "the stream is closed for maintenance")
+        res.writeHead(200, sseHeaders(info))
         res.end()
         return record({ protocol: "http", clientIp: info.clientIp }, "/stream", key.id, "OK", { requestId: info.requestId, latencyUs: latencyUs(info) })
       }
-      res.flushHeaders()
-      const s = newSession("http", sseTransport(res), undefined, info, key)
-      res.on("close", () => release(s))
-      req.socket.on("error", () => res.destroy())
-      record(s, "/stream", key.id, "OK", { requestId: info.requestId, latencyUs: latencyUs(info), asset: raw })
-      // EventSource reconnects by itself, sending Last-Event-ID: the snapshot below makes it whole.
-      subscribe(s, key, assets.map(streamAssetName))
+      admit(key, (problem) => {
+        if (problem !== undefined) return refuse(problem.code, key.id, problem.detail, problem.code === "RATE_LIMITED" ? ["retry-after", 5] : undefined)
+        if (res.destroyed) return releaseKeySlot(key)
+        openSse(req, res, info, key, raw, assets)
+      })
     }, info.keyMemo)
+  }
+
+  const openSse = (req: IncomingMessage, res: ServerResponse, info: RequestInfo, key: ApiKeyRecord, raw: string, assets: ReadonlyArray<StreamAsset>) => {
+    res.writeHead(200, sseHeaders(info))
+    res.flushHeaders()
+    const s = newSession("http", sseTransport(res), undefined, info, key)
+    res.on("close", () => release(s))
+    req.socket.on("error", () => res.destroy())
+    record(s, "/stream", key.id, "OK", { requestId: info.requestId, latencyUs: latencyUs(info), asset: raw })
+    // EventSource reconnects by itself, sending Last-Event-ID: the snapshot below makes it whole.
+    subscribe(s, key, assets.map(streamAssetName))
   }
 
   const request = (req: IncomingMessage, res: ServerResponse, info: RequestInfo) => {
