@@ -30,7 +30,7 @@ export const PARAMS = {
   anonymous_rows_per_ip_per_s: { type: "int", default: "10", min: 0, description: "Usage rows written per client address per second for requests without a valid key; past it they are only counted." },
   webhook_disable_after_h: { type: "int", default: "24", min: 1, description: "A webhook whose every delivery attempt failed for this many hours is disabled (with the reason)." },
   stream_min_interval_ms: { type: "int", default: "100", min: 0, description: "Partner stream: at most one update per asset per connection this often (the newest price wins); 0 sends every change." },
-  stream_max_connections_per_key: { type: "int", default: "10", min: 1, description: "Partner stream: open connections (WebSocket and SSE together) one API key may hold on one node." },
+  stream_max_connections_per_key: { type: "int", default: "10", min: 1, description: "Partner stream: open connections (WebSocket and SSE together) one API key may hold across the cluster (each node alone while Valkey is away)." },
   system_mode: { type: "string", default: "normal", oneOf: ["normal", "maintenance"], description: "maintenance answers price queries with MAINTENANCE." }
 } as const satisfies Record<string, ParamSpec>
 
