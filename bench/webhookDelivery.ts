@@ -6,8 +6,8 @@
  * The engine side is the real delivery engine (src/programs/webhook/deliveryEngine.ts): seq from
  * the cache (in-process), Standard Webhooks signing, the SSRF-guarded sender, one usage row per
  * attempt (a counting sink here: the usage pipeline is measured elsewhere), deviation checks on
- * every price change. Its price source moves every watched asset by 0.1 % at every event-loop
- * turn, so every endpoint is always due. Rounds alternate baseline and engine; figures are medians.
+ * every price change. Each endpoint watches an asset of its own, which the price source moves by
+ * 0.1 % after each delivery attempt of it, so every endpoint is due again as soon as it is free. Rounds alternate baseline and engine; figures are medians.
  *
  *   npm run build && node dist/bench/webhookDelivery.js [--webhooks 50] [--seconds 5] [--rounds 3] [--json]
  */
@@ -90,37 +90,61 @@ const bareLoop = async (port: number, endpoints: number, ms: number): Promise<nu
   return done / ((Date.now() - started) / 1000)
 }
 
-/** Prices that move every watched key by 0.1 % at every turn of the event loop (a change is always waiting). */
-const movingPrices = (): PriceSubscription => {
+/**
+ * Prices of which an asset moves by 0.1 % right after each delivery attempt of it (`move`, called
+ * by the usage sink), so every endpoint is due again as soon as it is free: one event per
+ * delivery, as a busy feed would give, and no spinning.
+ */
+const movingPrices = () => {
   const watched = new Map<string, { asset: string; quote: string }>()
-  let price = 97_000
-  const events = (): ReadonlyArray<PriceEvent> => {
-    price *= 1.001
+  const prices = new Map<string, number>()
+  const moved = new Set<string>()
+  const ready = Latch.makeUnsafe(false)
+  const eventOf = (key: string, k: { asset: string; quote: string }): PriceEvent => {
+    const price = (prices.get(key) ?? 97_000) * 1.001
+    prices.set(key, price)
     const at = Date.now()
-    return [...watched.values()].map((k) => ({ _tag: "Price", asset: k.asset, quote: k.quote, price, ts: at, sources: 3, at }))
+    return { _tag: "Price", asset: k.asset, quote: k.quote, price, ts: at, sources: 3, at }
   }
-  return {
+  const pending = (): ReadonlyArray<PriceEvent> => {
+    const out: Array<PriceEvent> = []
+    for (const key of moved) {
+      const k = watched.get(key)
+      if (k !== undefined) out.push(eventOf(key, k))
+    }
+    moved.clear()
+    return out
+  }
+  const subscription: PriceSubscription = {
     watch: (keys) => keys.map((k) => {
       watched.set(`${k.asset}/${k.quote}`, k)
-      return { _tag: "Price", asset: k.asset, quote: k.quote, price, ts: Date.now(), sources: 3, at: Date.now() }
+      return eventOf(`${k.asset}/${k.quote}`, k)
     }),
     unwatch: (keys) => {
       for (const k of keys) watched.delete(`${k.asset}/${k.quote}`)
     },
     size: () => watched.size,
-    take: Effect.callback<ReadonlyArray<PriceEvent>>((resume) => void setImmediate(() => resume(Effect.succeed(events())))),
-    poll: events
+    take: ready.await.pipe(Effect.andThen(Effect.sync(() => {
+      ready.closeUnsafe()
+      return pending()
+    }))),
+    poll: pending
+  }
+  return {
+    subscription,
+    move: (asset: string, quote: string) => {
+      moved.add(`${asset}/${quote}`)
+      ready.openUnsafe()
+    }
   }
 }
-
-const ASSETS = ["BTC", "ETH", "SOL", "XRP", "ADA", "DOGE", "LTC", "DOT", "LINK", "AVAX"]
 
 /** The engine delivering to `endpoints` webhooks for `ms`: deliveries per second (attempts answered 2xx). */
 const engineRun = (port: number, endpoints: number, ms: number) =>
   Effect.gen(function*() {
     const webhooks: Array<Webhook> = Array.from({ length: endpoints }, (_, i) => ({
       id: `bench-${i}`, apiKeyId: "00000000-0000-4000-8000-000000000001", url: `http://127.0.0.1:${port}/hook/${i}`, udp: undefined,
-      assets: [{ asset: ASSETS[i % ASSETS.length]!, quote: "USD" }], deviationBps: 1, heartbeatS: 3600, status: "active", disabledReason: undefined,
+      assets: [{ asset: `A${i}`, quote: "USD" }], deviationBps: 1, heartbeatS: 3600, status: "active", disabledReason: undefined,
       secrets: [newSigningSecret()], lastSeq: 0, lastDeliveryAt: undefined, lastStatus: undefined, lastLatencyMs: undefined,
       consecutiveFailures: 0, failingSince: undefined, version: 1
     }))
@@ -137,8 +161,14 @@ const engineRun = (port: number, endpoints: number, ms: number) =>
     const prices = movingPrices()
     const params = Context.get(yield* Layer.build(ParamsLiveDefaults), Params)
     const engine = yield* makeDeliveryEngine({
-      store, cache: makeMemoryCache(), params, http, udp, subscribe: Effect.succeed(prices),
-      usage: { record: (f) => void (counting && f.status !== undefined && f.status >= 200 && f.status < 300 && ok++), stats: () => ZERO_USAGE_STATS }
+      store, cache: makeMemoryCache(), params, http, udp, subscribe: Effect.succeed(prices.subscription),
+      usage: {
+        record: (f) => {
+          if (counting && f.status !== undefined && f.status >= 200 && f.status < 300) ok++
+          prices.move(f.asset ?? "", f.quote ?? "")
+        },
+        stats: () => ZERO_USAGE_STATS
+      }
     })
     for (const w of webhooks) yield* engine.upsert(w)
     yield* Effect.sleep(Math.min(500, ms / 5))
