@@ -455,7 +455,7 @@ describe("partner stream over WebSocket", () => {
     await c.next((m) => m.type === "price_update" && m["asset"] === "DOGE")
     c.socket().pause()
     // Price changes until the server gives up on the client (kernel buffers take the first megabytes).
-    for (let i = 0; i < 20_000 && h.hub.stats().slowConsumerCloses === 0; i++) {
+    for (let i = 0; i < 100_000 && h.hub.stats().slowConsumerCloses === 0; i++) {
       churn(h, i)
       await new Promise((r) => setImmediate(r))
     }
@@ -476,7 +476,7 @@ describe("partner stream over WebSocket", () => {
     c.send({ type: "subscribe", assets: ASSETS })
     await c.next((m) => m.type === "price_update" && m["asset"] === "DOGE")
     c.socket().pause()
-    for (let i = 0; i < 20_000 && h.hub.stats().slowConsumerCloses === 0; i++) {
+    for (let i = 0; i < 100_000 && h.hub.stats().slowConsumerCloses === 0; i++) {
       churn(h, i)
       if (i % 20 === 0) await new Promise((r) => setTimeout(r, 1))
       else await new Promise((r) => setImmediate(r))
@@ -655,7 +655,7 @@ describe("partner stream over Server-Sent Events", () => {
     const s = await openSse(h.port, `/stream?assets=${ASSETS.join(",")}`, { "x-api-key": h.keyOf("partner").key })
     await s.next((m) => m.type === "price_update" && m["asset"] === "DOGE")
     s.res.socket.pause()
-    for (let i = 0; i < 20_000 && h.hub.stats().slowConsumerCloses === 0; i++) {
+    for (let i = 0; i < 100_000 && h.hub.stats().slowConsumerCloses === 0; i++) {
       churn(h, i)
       await new Promise((r) => setImmediate(r))
     }
