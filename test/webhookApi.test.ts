@@ -7,6 +7,7 @@
  * Runs the built CLI (`npm run build`; TB_CLI picks another build).
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { createHmac } from "node:crypto"
 import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
@@ -14,7 +15,7 @@ import { Webhook as StandardWebhook } from "standardwebhooks"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { freePort } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
-import { type Receiver, receiver } from "./webhook.support.ts"
+import { type Receiver, receiver, udpReceiver } from "./webhook.support.ts"
 
 const CLI = process.env["TB_CLI"] ?? join(import.meta.dirname, "..", "dist", "src", "programs", "cli.js")
 
@@ -84,6 +85,33 @@ describe("webhooks end to end (tb serve, ALL)", () => {
       "webhook-id": String(r.headers["webhook-id"]), "webhook-timestamp": String(r.headers["webhook-timestamp"]), "webhook-signature": String(r.headers["webhook-signature"])
     }) as Record<string, unknown>
   }
+
+  it("a UDP-only webhook: verified by the call itself, then signed datagrams", async () => {
+    const udp = await udpReceiver()
+    try {
+      const { key } = await keyOf("partner")
+      const auth = { "x-api-key": key }
+      const configured = await call(lpo, "POST", "/webhook/configure", auth, { udp: `127.0.0.1:${udp.port}`, assets: ["ETH"], heartbeat_s: 1 })
+      expect(configured.status).toBe(201)
+      const { webhook_id, secret } = configured.body.data as { webhook_id: string; secret: string }
+      const verified = await call(lpo, "POST", "/webhook/verify", auth)
+      expect(verified.body.data).toMatchObject({ webhook_id, status: "active", url: null, udp: { sent: true, error: null } })
+      await waitFor("the verify datagram and two price datagrams", () => udp.datagrams.length >= 3)
+      const key32 = Buffer.from(secret.slice("whsec_".length), "base64")
+      const bodies = udp.datagrams.map((d) => {
+        const [version, signature, ...rest] = d.split(" ")
+        const json = rest.join(" ")
+        expect(version).toBe("v1")
+        expect(signature).toBe(createHmac("sha256", key32).update(`${webhook_id}.${json}`).digest("base64"))
+        return JSON.parse(json) as Record<string, unknown>
+      })
+      expect(bodies[0]).toMatchObject({ type: "webhook.verify", webhook_id })
+      expect(bodies.slice(1, 3)).toMatchObject([{ type: "price.update", seq: 1, asset: "ETH" }, { type: "price.update", seq: 2, asset: "ETH" }])
+      expect((await call(lpo, "DELETE", "/webhook", auth)).status).toBe(200)
+    } finally {
+      udp.close()
+    }
+  }, 60_000)
 
   it("configure, verify, signed price deliveries in seq order, rotation, assets, status, delete", async () => {
     const { key, key_id } = await keyOf("associate")
