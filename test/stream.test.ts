@@ -65,7 +65,11 @@ const startHarness = async (options: Partial<StreamOptions> = {}, params: Partia
   let values: ParamValues = { ...DEFAULT_PARAMS, price_stale_ms: "60000", ...params }
   const paramsService = Params.of({
     current: () => values,
-    int: (name) => Number(values[name]),
+    // "throw" stands for a bug in the code reading it.
+    int: (name) => {
+      if (values[name] === "throw") throw new Error(`reading ${name} failed`)
+      return Number(values[name])
+    },
     bool: (name) => values[name] === "true",
     list: Effect.succeed([]),
     profiles: Effect.succeed({}),
@@ -563,6 +567,17 @@ describe("partner stream over WebSocket", () => {
     await new Promise((r) => setTimeout(r, 1000))
     c.send({ type: "unsubscribe", assets: ["BTC"] })
     expect(await c.next((m) => m.type === "response")).toMatchObject({ code: "OK" })
+  })
+
+  it("closes a connection (1011) whose session fails instead of leaving it silent", async () => {
+    const h = await startHarness({}, { stream_min_interval_ms: "0" })
+    const c = await openWs(h.port, { "x-api-key": h.keyOf("partner").key })
+    c.send({ type: "subscribe", assets: ["BTC"] })
+    await c.next((m) => m.type === "price_update")
+    h.setParams({ stream_min_interval_ms: "throw" })
+    for (const e of EXCHANGES) h.prices.ingest(tick(e, "BTC", 130))
+    expect((await c.closed).code).toBe(1011)
+    expect(h.hub.stats().connections).toBe(0)
   })
 
   it("tells every connection to reconnect at shutdown", async () => {

@@ -86,6 +86,8 @@ export const CLOSE = {
   goingAway: 1001,
   /** Authentication missing, late or refused; key not allowed to stream; too many connections. */
   policy: 1008,
+  /** The server failed on this connection (a bug); reconnect. */
+  internalError: 1011,
   /** Unsent data passed 1 MiB, or a send waited 5 s. */
   slowConsumer: 4008
 } as const

@@ -9,7 +9,7 @@
  * the slow-consumer rule: 1 MiB unsent, or unsent data that has not drained for 5 s, closes the
  * connection (4008). Timers are one sweep per hub, not per connection.
  */
-import { Effect, Exit, type Fiber, Scope } from "effect"
+import { Cause, Effect, Exit, type Fiber, Scope } from "effect"
 import type { IncomingMessage, ServerResponse } from "node:http"
 import type { Duplex } from "node:stream"
 import { type WebSocket, WebSocketServer } from "ws"
@@ -32,6 +32,7 @@ import {
 } from "../../domain/streamMessages.ts"
 import { formatResponse, takeUpgradedSocket } from "../../layers/http/fastHttp.ts"
 import { apiKeyOf, latencyUs, type RequestInfo } from "../../layers/http/httpKit.ts"
+import { runDetachedLog, withModule } from "../../layers/Logging.ts"
 import type { ApiKeyRecord, AuthResult } from "../../services/ApiKeys.ts"
 import type { PriceEvent, PriceSubscription, WatchResult } from "../../services/PriceCache.ts"
 import { authenticateThen } from "../lpo/priceQuery.ts"
@@ -235,19 +236,19 @@ export const makeStreamHub = (
     const now = Date.now()
     const interval = deps.params.int("stream_min_interval_ms")
     let nextDue = Number.POSITIVE_INFINITY
-    s.transport.hold()
-    for (const sub of s.subs.values()) {
-      const held = sub.held
-      if (held === undefined) continue
-      const due = sub.lastSentAt + interval
-      if (due <= now) {
-        sub.held = undefined
-        s.heldCount--
-        sendEvent(s, sub, held, now)
-        if (s.closed) break
-      } else if (due < nextDue) nextDue = due
-    }
-    s.transport.flush()
+    batched(s, () => {
+      for (const sub of s.subs.values()) {
+        const held = sub.held
+        if (held === undefined) continue
+        const due = sub.lastSentAt + interval
+        if (due <= now) {
+          sub.held = undefined
+          s.heldCount--
+          sendEvent(s, sub, held, now)
+          if (s.closed) break
+        } else if (due < nextDue) nextDue = due
+      }
+    })
     if (!s.closed && s.heldCount > 0) scheduleHeld(s, nextDue, now)
   }
 
@@ -259,11 +260,19 @@ export const makeStreamHub = (
   }
 
   /** Changes from the PriceCache: sent now, or held until the asset's interval has passed (the newest wins). */
+  /** Runs `send` with the connection's writes held, released even when it throws (a corked socket sends nothing). */
+  const batched = (s: Session, send: () => void) => {
+    s.transport.hold()
+    try {
+      send()
+    } finally {
+      s.transport.flush()
+    }
+  }
+
   const onEvents = (s: Session, events: ReadonlyArray<PriceEvent>) => {
     if (s.closed) return
-    s.transport.hold()
-    sendEvents(s, events)
-    s.transport.flush()
+    batched(s, () => sendEvents(s, events))
   }
 
   const sendEvents = (s: Session, events: ReadonlyArray<PriceEvent>) => {
@@ -313,7 +322,16 @@ export const makeStreamHub = (
     const subscription = Effect.runSync(Scope.provide(scope)(deps.prices.subscribe))
     s.scope = scope
     s.subscription = subscription
-    s.fiber = Effect.runFork(Effect.forever(Effect.map(subscription.take, (events) => onEvents(s, events))))
+    s.fiber = Effect.runFork(Effect.forever(Effect.map(subscription.take, (events) => onEvents(s, events))).pipe(
+      // A bug here must not leave a connection open that no longer sends: say so, and close it.
+      Effect.catchCause((cause) =>
+        Effect.sync(() => {
+          if (Cause.hasInterruptsOnly(cause)) return
+          runDetachedLog(Effect.logError("stream session failed", Cause.pretty(cause)).pipe(withModule("stream")))
+          closeSession(s, CLOSE.internalError, "internal error")
+        })
+      )
+    ))
     return subscription
   }
 
@@ -363,7 +381,9 @@ export const makeStreamHub = (
   const slowConsumer = (s: Session) => {
     if (s.closed) return
     counts.slowConsumerCloses++
-    counts.slowConsumerUnsentMax = Math.max(counts.slowConsumerUnsentMax, s.transport.unsent())
+    const unsent = s.transport.unsent()
+    counts.slowConsumerUnsentMax = Math.max(counts.slowConsumerUnsentMax, unsent)
+    runDetachedLog(Effect.logInfo("stream: slow consumer closed", { key_id: s.key?.id ?? null, protocol: s.protocol, unsent_bytes: unsent }).pipe(withModule("stream")))
     closeSession(s, CLOSE.slowConsumer, "slow consumer")
   }
 
@@ -473,8 +493,15 @@ export const makeStreamHub = (
     const unknown = assets.filter((a) => deps.prices.lookup(a.asset, a.quote, undefined, now)._tag === "UnknownAsset")
     if (unknown.length > 0) return finish("UNKNOWN_ASSET", unknown.map(streamAssetName))
     const states = subscriptionOf(s).watch(assets)
-    s.transport.hold()
-    finish("OK", assets.map(streamAssetName))
+    batched(s, () => {
+      finish("OK", assets.map(streamAssetName))
+      sendSnapshot(s, assets, states, now)
+    })
+    return "OK"
+  }
+
+  /** Records the subscriptions and sends each one's current state (the snapshot). */
+  const sendSnapshot = (s: Session, assets: ReadonlyArray<StreamAsset>, states: ReadonlyArray<WatchResult>, now: number) => {
     states.forEach((state: WatchResult, i) => {
       const a = assets[i]!
       const k = subKey(a.asset, a.quote)
@@ -490,8 +517,6 @@ export const makeStreamHub = (
       // The snapshot: the current price, or stale (an asset the map lists without a fresh price).
       if (state._tag !== "UnknownAsset") sendEvent(s, sub, state, now)
     })
-    s.transport.flush()
-    return "OK"
   }
 
   const unsubscribe = (s: Session, key: ApiKeyRecord, raw: ReadonlyArray<unknown>) => {
