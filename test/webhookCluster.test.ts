@@ -92,17 +92,24 @@ describe("webhook delivery across two WEBHOOK_SERVER nodes", () => {
     }
     const delivered = (id: string) => deliveries.filter((d) => d.webhook === id)
     await waitUntil("every webhook delivering", () => ids.every((id) => delivered(id).length >= 3), 60_000)
-    // Long enough for the nodes to have seen each other and handed over what the other prefers.
-    await new Promise((r) => setTimeout(r, 12_000))
-
-    // Who holds what (the lease's value is the holder's NODE_ID#<random>).
-    const holders = ids.map((id) => execFileSync("redis-cli", ["-h", REDIS_HOST, "-p", String(REDIS_PORT), "-n", String(REDIS_DB), "GET", `webhook:lease:${id}`], { encoding: "utf8" }).trim())
+    // Who holds what (the lease's value is the holder's NODE_ID#<random>), once the nodes have seen each
+    // other and handed over what the other prefers (rendezvous hashing splits them): the same holders, all
+    // held, both nodes holding some, a whole sweep apart.
+    const holdersNow = () => ids.map((id) => execFileSync("redis-cli", ["-h", REDIS_HOST, "-p", String(REDIS_PORT), "-n", String(REDIS_DB), "GET", `webhook:lease:${id}`], { encoding: "utf8" }).trim())
+    let holders = holdersNow()
+    for (let tries = 0; ; tries++) {
+      await new Promise((r) => setTimeout(r, 6_000))
+      const again = holdersNow()
+      const settled = again.every((h, i) => h !== "" && h === holders[i]) && again.some((h) => h.startsWith("node-a#")) && again.some((h) => h.startsWith("node-b#"))
+      holders = again
+      if (settled) break
+      if (tries > 10) throw new Error(`leases never settled on both nodes: ${holders.join(" ")}`)
+    }
     const onA = ids.filter((_, i) => holders[i]!.startsWith("node-a#"))
     const onB = ids.filter((_, i) => holders[i]!.startsWith("node-b#"))
-    expect(onA.length + onB.length).toBe(WEBHOOKS)
+    expect(onA.length + onB.length, `holders: ${holders.join(" ")}\nA: ${a.stderr().slice(-1500)}\nB: ${b.stderr().slice(-1500)}`).toBe(WEBHOOKS)
     const [victim, victimIds, survivorIds] = onA.length >= onB.length ? [a, onA, onB] : [b, onB, onA]
     expect(victimIds.length).toBeGreaterThan(0)
-    // Both nodes deliver a share (they split the webhooks by rendezvous hashing).
     expect(survivorIds.length).toBeGreaterThan(0)
 
     const killedAt = Date.now()

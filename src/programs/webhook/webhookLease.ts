@@ -6,7 +6,11 @@
  * `webhook:nodes`), the others only once they stayed free for a whole sweep; a node gives back
  * a webhook whose preferred owner is another node it has seen live for a sweep, so nodes that
  * start or join later share the webhooks. A dead node's webhooks move within TTL + two sweeps
- * (≤ 25 s with the defaults). A node that cannot renew for longer than the TTL stops delivering (another may own
+ * (≤ 25 s with the defaults). Renewal reads then sets the lease (the cache has no compare-and-set):
+ * another node can only slip in between if this one stalled past the TTL, and then whichever of
+ * the two reads the other's token at its next sweep stops (seq stays unique: it is counted in the
+ * cache). Renewal comes before the database read, so a database that does not answer does not stop
+ * deliveries. A node that cannot renew for longer than the TTL stops delivering (another may own
  * them by then). On shutdown a node gives its leases back, so the others take over at their next sweep.
  */
 import { Clock, Effect, Latch } from "effect"
@@ -59,16 +63,28 @@ export const runLeases = (deps: { readonly cache: Cache["Service"]; readonly sto
       const nodes = yield* cache.zrangeByScore(NODES_KEY, now - options.leaseTtlMs, Number.POSITIVE_INFINITY)
       for (const n of nodes) if (!seenSince.has(n)) seenSince.set(n, now)
       for (const n of seenSince.keys()) if (!nodes.includes(n)) seenSince.delete(n)
+      // What this node runs: renew it first (shared cache only, so a database that does not answer
+      // does not stop deliveries), or stop it when the lease went to another node.
+      const mineBefore = engine.owned()
+      const held = mineBefore.length === 0 ? [] : yield* cache.getMany(mineBefore.map(leaseKey))
+      for (const [i, id] of mineBefore.entries()) {
+        if (held[i] !== token) {
+          yield* engine.stop(id)
+          continue
+        }
+        yield* cache.set(leaseKey(id), token, options.leaseTtlMs)
+      }
+      lastRenewed = now
+
       const active: ReadonlyArray<Webhook> = yield* store.active
       const byId = new Map(active.map((w) => [w.id, w]))
       const holders = active.length === 0 ? [] : yield* cache.getMany(active.map((w) => leaseKey(w.id)))
-
-      // What this node runs: renew it, or stop it (lost, removed, no longer active).
       for (const id of engine.owned()) {
-        const i = active.findIndex((w) => w.id === id)
-        if (i === -1 || holders[i] !== token) {
+        const webhook = byId.get(id)
+        if (webhook === undefined) {
+          // Removed, disabled or waiting for verification: stop and give the lease back.
           yield* engine.stop(id)
-          if (i === -1 && (yield* cache.get(leaseKey(id))) === token) yield* cache.del([leaseKey(id)])
+          yield* cache.del([leaseKey(id)])
           continue
         }
         // Another live node is its preferred owner (it joined after this node took it): hand it over,
@@ -79,10 +95,8 @@ export const runLeases = (deps: { readonly cache: Cache["Service"]; readonly sto
           yield* cache.del([leaseKey(id)])
           continue
         }
-        yield* cache.set(leaseKey(id), token, options.leaseTtlMs)
-        yield* engine.upsert(byId.get(id)!)
+        yield* engine.upsert(webhook)
       }
-      lastRenewed = now
       // Free ones: take them.
       const owned = new Set(engine.owned())
       for (let i = 0; i < active.length; i++) {
