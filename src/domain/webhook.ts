@@ -4,6 +4,7 @@
  * body of a delivery, and when a (webhook, asset) is due.
  */
 import { createHmac, randomBytes } from "node:crypto"
+import { Webhook } from "standardwebhooks"
 import { BlockList, isIP } from "node:net"
 
 export const WEBHOOK_STATUSES = ["pending_verification", "active", "disabled"] as const
@@ -119,9 +120,13 @@ export const newSigningSecret = (): string => SECRET_PREFIX + randomBytes(SECRET
 export const secretKeyBytes = (secret: string): Buffer =>
   Buffer.from(secret.startsWith(SECRET_PREFIX) ? secret.slice(SECRET_PREFIX.length) : secret, "base64")
 
-/** `webhook-signature`: one `v1,<base64>` per secret (the new one first during a rotation), space-separated. */
+/**
+ * `webhook-signature`: one `v1,<base64>` per secret (the new one first during a rotation),
+ * space-separated, each made by the Standard Webhooks reference library (`standardwebhooks`), the
+ * code receivers verify with.
+ */
 export const standardSignature = (keys: ReadonlyArray<Buffer>, id: string, timestampS: number, body: string): string =>
-  keys.map((k) => `v1,${createHmac("sha256", k).update(`${id}.${timestampS}.${body}`).digest("base64")}`).join(" ")
+  keys.map((k) => new Webhook(k, { format: "raw" }).sign(id, new Date(timestampS * 1000), body)).join(" ")
 
 /** A UDP delivery: `v1 <base64 HMAC-SHA256 of "{webhook_id}.{json}"> <json>` (signed with the current secret). */
 export const udpDatagram = (key: Buffer, webhookId: string, json: string): string =>
