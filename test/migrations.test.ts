@@ -37,7 +37,7 @@ const SPEC_TIERS = [
 const USDC_VENUES: ReadonlyArray<readonly [string, boolean]> = [
   ["coinbase", false], ["cryptocom", false], ["gateio", false], ["gemini", false], ["kraken", true], ["okx", true]
 ]
-const MIGRATIONS = [{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }, { name: "seed_additions" }, { name: "api_key_usage_monthly" }, { name: "usage_daily_rollup" }, { name: "seed_sync_row_days" }, { name: "webhooks" }]
+const MIGRATIONS = [{ name: "schema" }, { name: "seed" }, { name: "usage_indexes" }, { name: "loadtest_tier" }, { name: "usage_single_index" }, { name: "seed_additions" }, { name: "api_key_usage_monthly" }, { name: "usage_daily_rollup" }, { name: "seed_sync_row_days" }, { name: "webhooks" }, { name: "receipts" }]
 
 const dayName = (ms: number) => new Date(ms).toISOString().slice(0, 10).replaceAll("-", "")
 
@@ -164,7 +164,7 @@ describe("tb migrate on a database migrated before the stablecoin markets were s
     const query = postgresQuery(url)
     await migrateOk({ DATABASE_URL: url })
     // Such a database: 0006 never ran (nor any migration after it), and the seed held USD and main-quote markets only.
-    psqlExec(url, `DELETE FROM tb_migrations WHERE name IN ('seed_additions', 'api_key_usage_monthly', 'usage_daily_rollup', 'seed_sync_row_days', 'webhooks');
+    psqlExec(url, `DELETE FROM tb_migrations WHERE name IN ('seed_additions', 'api_key_usage_monthly', 'usage_daily_rollup', 'seed_sync_row_days', 'webhooks', 'receipts');
       DELETE FROM exchange_asset_map WHERE quote = 'USDC' OR (quote = 'USDT' AND exchange NOT IN ('gateio', 'okx'));`)
     psqlExec(url, `UPDATE exchange_asset_map SET enabled = false WHERE exchange = 'okx' AND asset = 'BTC' AND quote = 'USDT'`)
     expect(await query(`SELECT count(*)::int AS n FROM exchange_asset_map WHERE quote = 'USDC'`)).toEqual([{ n: 0 }])
@@ -177,7 +177,7 @@ describe("tb migrate on a database migrated before the stablecoin markets were s
   it("adds sync_row_days through 0009 to a database migrated before it existed", async () => {
     const query = postgresQuery(url)
     await migrateOk({ DATABASE_URL: url })
-    psqlExec(url, `DELETE FROM tb_migrations WHERE name IN ('seed_sync_row_days', 'webhooks');
+    psqlExec(url, `DELETE FROM tb_migrations WHERE name IN ('seed_sync_row_days', 'webhooks', 'receipts');
       DELETE FROM parameter_profiles WHERE name = 'sync_row_days'; DELETE FROM application_parameters WHERE name = 'sync_row_days'`)
     await migrateOk({ DATABASE_URL: url })
     expect(await query(`SELECT value FROM application_parameters WHERE name = 'sync_row_days'`)).toEqual([{ value: "93" }])

@@ -16,7 +16,10 @@ export const ERROR_STATUS = {
   NO_FRESH_PRICE: 503,
   SYSTEM_BUSY: 503,
   MAINTENANCE: 503,
-  INTERNAL: 500
+  INTERNAL: 500,
+  // Receipt processor (spec "Receipt processor").
+  PAYMENT_NOT_COMPLETE: 409,
+  NO_SUBSCRIPTION: 409
 } as const
 
 export type ResponseCode = keyof typeof ERROR_STATUS

@@ -81,7 +81,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "No fresh price is available for this asset right now.",
     SYSTEM_BUSY: "The system is busy; please retry shortly.",
     MAINTENANCE: "The service is under maintenance; please retry later.",
-    INTERNAL: "Internal server error."
+    INTERNAL: "Internal server error.",
+    PAYMENT_NOT_COMPLETE: "The payment is not complete yet; try again once it has gone through.",
+    NO_SUBSCRIPTION: "No active subscription was found for this e-mail address; subscribe first, then add LRS."
   },
   es: {
     OK: "Operación realizada con éxito.",
@@ -100,7 +102,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "No hay un precio reciente disponible para este activo en este momento.",
     SYSTEM_BUSY: "El sistema está ocupado; vuelva a intentarlo en breve.",
     MAINTENANCE: "El servicio está en mantenimiento; vuelva a intentarlo más tarde.",
-    INTERNAL: "Error interno del servidor."
+    INTERNAL: "Error interno del servidor.",
+    PAYMENT_NOT_COMPLETE: "El pago aún no se ha completado; vuelva a intentarlo cuando se haya procesado.",
+    NO_SUBSCRIPTION: "No se encontró ninguna suscripción activa para esta dirección de correo; suscríbase primero y luego añada LRS."
   },
   pt: {
     OK: "Operação concluída com sucesso.",
@@ -119,7 +123,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "Nenhum preço recente está disponível para este ativo no momento.",
     SYSTEM_BUSY: "O sistema está ocupado; tente novamente em instantes.",
     MAINTENANCE: "O serviço está em manutenção; tente novamente mais tarde.",
-    INTERNAL: "Erro interno do servidor."
+    INTERNAL: "Erro interno do servidor.",
+    PAYMENT_NOT_COMPLETE: "O pagamento ainda não foi concluído; tente novamente quando ele for processado.",
+    NO_SUBSCRIPTION: "Nenhuma assinatura ativa foi encontrada para este e-mail; assine primeiro e depois adicione o LRS."
   },
   fr: {
     OK: "Opération réussie.",
@@ -138,7 +144,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "Aucun prix récent n'est disponible pour cet actif pour le moment.",
     SYSTEM_BUSY: "Le système est occupé ; réessayez dans un instant.",
     MAINTENANCE: "Le service est en maintenance ; réessayez plus tard.",
-    INTERNAL: "Erreur interne du serveur."
+    INTERNAL: "Erreur interne du serveur.",
+    PAYMENT_NOT_COMPLETE: "Le paiement n'est pas encore finalisé ; réessayez une fois qu'il aura abouti.",
+    NO_SUBSCRIPTION: "Aucun abonnement actif n'a été trouvé pour cette adresse e-mail ; abonnez-vous d'abord, puis ajoutez LRS."
   },
   de: {
     OK: "Vorgang erfolgreich.",
@@ -157,7 +165,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "Für dieses Asset ist derzeit kein aktueller Preis verfügbar.",
     SYSTEM_BUSY: "Das System ist ausgelastet; bitte in Kürze erneut versuchen.",
     MAINTENANCE: "Der Dienst wird gewartet; bitte später erneut versuchen.",
-    INTERNAL: "Interner Serverfehler."
+    INTERNAL: "Interner Serverfehler.",
+    PAYMENT_NOT_COMPLETE: "Die Zahlung ist noch nicht abgeschlossen; versuchen Sie es erneut, sobald sie durchgegangen ist.",
+    NO_SUBSCRIPTION: "Für diese E-Mail-Adresse wurde kein aktives Abonnement gefunden; schließen Sie zuerst ein Abonnement ab und fügen Sie dann LRS hinzu."
   },
   ru: {
     OK: "Запрос выполнен успешно.",
@@ -176,7 +186,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "Актуальная цена для этого актива сейчас недоступна.",
     SYSTEM_BUSY: "Система перегружена; повторите попытку чуть позже.",
     MAINTENANCE: "Сервис на техническом обслуживании; повторите попытку позже.",
-    INTERNAL: "Внутренняя ошибка сервера."
+    INTERNAL: "Внутренняя ошибка сервера.",
+    PAYMENT_NOT_COMPLETE: "Платёж ещё не завершён; повторите попытку, когда он пройдёт.",
+    NO_SUBSCRIPTION: "Для этого адреса электронной почты не найдено активной подписки; сначала оформите подписку, затем добавьте LRS."
   },
   hi: {
     OK: "अनुरोध सफल रहा।",
@@ -195,7 +207,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "इस एसेट के लिए अभी कोई ताज़ा मूल्य उपलब्ध नहीं है।",
     SYSTEM_BUSY: "सिस्टम व्यस्त है; कृपया थोड़ी देर में पुनः प्रयास करें।",
     MAINTENANCE: "सेवा का रखरखाव चल रहा है; कृपया बाद में पुनः प्रयास करें।",
-    INTERNAL: "आंतरिक सर्वर त्रुटि।"
+    INTERNAL: "आंतरिक सर्वर त्रुटि।",
+    PAYMENT_NOT_COMPLETE: "भुगतान अभी पूरा नहीं हुआ है; इसके पूरा होने के बाद फिर से प्रयास करें।",
+    NO_SUBSCRIPTION: "इस ई-मेल पते के लिए कोई सक्रिय सदस्यता नहीं मिली; पहले सदस्यता लें, फिर LRS जोड़ें।"
   },
   ur: {
     OK: "درخواست کامیاب رہی۔",
@@ -214,7 +228,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "اس اثاثے کی کوئی تازہ قیمت اس وقت دستیاب نہیں ہے۔",
     SYSTEM_BUSY: "سسٹم مصروف ہے؛ براہ کرم تھوڑی دیر بعد دوبارہ کوشش کریں۔",
     MAINTENANCE: "سروس کی دیکھ بھال جاری ہے؛ براہ کرم بعد میں دوبارہ کوشش کریں۔",
-    INTERNAL: "سرور کی اندرونی خرابی۔"
+    INTERNAL: "سرور کی اندرونی خرابی۔",
+    PAYMENT_NOT_COMPLETE: "ادائیگی ابھی مکمل نہیں ہوئی؛ مکمل ہونے کے بعد دوبارہ کوشش کریں۔",
+    NO_SUBSCRIPTION: "اس ای میل پتے کے لیے کوئی فعال سبسکرپشن نہیں ملی؛ پہلے سبسکرائب کریں، پھر LRS شامل کریں۔"
   },
   it: {
     OK: "Operazione completata con successo.",
@@ -233,7 +249,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "Al momento non è disponibile un prezzo aggiornato per questo asset.",
     SYSTEM_BUSY: "Il sistema è occupato; riprova tra poco.",
     MAINTENANCE: "Il servizio è in manutenzione; riprova più tardi.",
-    INTERNAL: "Errore interno del server."
+    INTERNAL: "Errore interno del server.",
+    PAYMENT_NOT_COMPLETE: "Il pagamento non è ancora completato; riprova quando sarà andato a buon fine.",
+    NO_SUBSCRIPTION: "Nessun abbonamento attivo trovato per questo indirizzo e-mail; abbonati prima, poi aggiungi LRS."
   },
   ar: {
     OK: "تمت العملية بنجاح.",
@@ -252,7 +270,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "لا يتوفر سعر حديث لهذا الأصل حاليًا.",
     SYSTEM_BUSY: "النظام مشغول؛ يرجى إعادة المحاولة بعد قليل.",
     MAINTENANCE: "الخدمة قيد الصيانة؛ يرجى إعادة المحاولة لاحقًا.",
-    INTERNAL: "خطأ داخلي في الخادم."
+    INTERNAL: "خطأ داخلي في الخادم.",
+    PAYMENT_NOT_COMPLETE: "لم يكتمل الدفع بعد؛ أعد المحاولة بعد إتمامه.",
+    NO_SUBSCRIPTION: "لم يُعثر على اشتراك نشط لهذا البريد الإلكتروني؛ اشترك أولاً ثم أضف LRS."
   },
   ja: {
     OK: "正常に処理されました。",
@@ -271,7 +291,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "現在、この銘柄の最新価格は利用できません。",
     SYSTEM_BUSY: "システムが混雑しています。しばらくしてから再試行してください。",
     MAINTENANCE: "サービスはメンテナンス中です。後ほど再試行してください。",
-    INTERNAL: "サーバー内部エラーが発生しました。"
+    INTERNAL: "サーバー内部エラーが発生しました。",
+    PAYMENT_NOT_COMPLETE: "支払いはまだ完了していません。完了してから再度お試しください。",
+    NO_SUBSCRIPTION: "このメールアドレスの有効なサブスクリプションが見つかりません。先にサブスクリプションを購入してから LRS を追加してください。"
   },
   zh: {
     OK: "请求成功。",
@@ -290,7 +312,9 @@ const MESSAGES: { readonly [L in Lang]: Catalogue } = {
     NO_FRESH_PRICE: "该资产当前没有可用的最新价格。",
     SYSTEM_BUSY: "系统繁忙，请稍后重试。",
     MAINTENANCE: "服务正在维护中，请稍后重试。",
-    INTERNAL: "服务器内部错误。"
+    INTERNAL: "服务器内部错误。",
+    PAYMENT_NOT_COMPLETE: "付款尚未完成；请在付款成功后重试。",
+    NO_SUBSCRIPTION: "未找到此电子邮件地址的有效订阅；请先订阅，再添加 LRS。"
   }
 }
 

@@ -10,6 +10,7 @@ import apiKeyUsageMonthly from "./0007_api_key_usage_monthly.ts"
 import usageDailyRollup from "./0008_usage_daily_rollup.ts"
 import seedSyncRowDays from "./0009_seed_sync_row_days.ts"
 import webhooks from "./0010_webhooks.ts"
+import receipts from "./0011_receipts.ts"
 import { maintainUsagePartitions } from "./partitions.ts"
 
 const runMigrator = Migrator.make({})
@@ -27,7 +28,8 @@ export const migrate = Effect.gen(function*() {
       "0007_api_key_usage_monthly": apiKeyUsageMonthly,
       "0008_usage_daily_rollup": usageDailyRollup,
       "0009_seed_sync_row_days": seedSyncRowDays,
-      "0010_webhooks": webhooks
+      "0010_webhooks": webhooks,
+      "0011_receipts": receipts
     }),
     table: "tb_migrations"
   })
