@@ -103,7 +103,8 @@ describe("webhook delivery across two WEBHOOK_SERVER nodes", () => {
       const settled = again.every((h, i) => h !== "" && h === holders[i]) && again.some((h) => h.startsWith("node-a#")) && again.some((h) => h.startsWith("node-b#"))
       holders = again
       if (settled) break
-      if (tries > 10) throw new Error(`leases never settled on both nodes: ${holders.join(" ")}`)
+      // Generous: on a loaded CI machine a sweep can run late.
+      if (tries > 20) throw new Error(`leases never settled on both nodes: ${holders.join(" ")}`)
     }
     const onA = ids.filter((_, i) => holders[i]!.startsWith("node-a#"))
     const onB = ids.filter((_, i) => holders[i]!.startsWith("node-b#"))
@@ -140,5 +141,5 @@ describe("webhook delivery across two WEBHOOK_SERVER nodes", () => {
     const code = await new Promise<number | null>((r) => survivor.child.once("exit", (c) => r(c)))
     expect(code).toBe(0)
     receiver.close()
-  }, 150_000)
+  }, 240_000)
 })
