@@ -9,6 +9,7 @@ import { AdminGroup } from "./AdminGroup.ts"
 import { DocsGroup } from "./DocsGroup.ts"
 import { LpoGroup } from "./LpoGroup.ts"
 import { LrsGroup } from "./LrsGroup.ts"
+import { ReceiptGroup } from "./ReceiptGroup.ts"
 import { WebhookGroup } from "./WebhookGroup.ts"
 
 export class TrinityApi extends HttpApi.make("trinity-beast")
@@ -16,10 +17,11 @@ export class TrinityApi extends HttpApi.make("trinity-beast")
   .add(AdminGroup)
   .add(LrsGroup)
   .add(WebhookGroup)
+  .add(ReceiptGroup)
   .add(DocsGroup)
   .annotateMerge(OpenApi.annotations({
     title: "Trinity Beast",
-    description: "Real-time crypto prices per API key (LPO), operator endpoints (admin), usage reports (LRS, on LRS_HTTP_PORT), webhook management (on LPO_HTTP_PORT). Every JSON answer is the 12-field envelope; " +
+    description: "Real-time crypto prices per API key (LPO), operator endpoints (admin), usage reports (LRS, on LRS_HTTP_PORT), webhook management and purchases (on LPO_HTTP_PORT). Every JSON answer is the 12-field envelope; " +
       "errors carry a `code` whose HTTP status is fixed (see each response). Send the key as `X-API-Key: <key>` or `Authorization: Bearer <key>`."
   })) {}
 
@@ -27,4 +29,4 @@ export class TrinityApi extends HttpApi.make("trinity-beast")
  * What the report server's own listener (LRS_HTTP_PORT) routes: the report routes and the API's
  * documentation. Same id and groups as TrinityApi, so the handlers of one serve the other.
  */
-export class LrsListenerApi extends HttpApi.make("trinity-beast").add(LrsGroup).add(WebhookGroup).add(DocsGroup) {}
+export class LrsListenerApi extends HttpApi.make("trinity-beast").add(LrsGroup).add(WebhookGroup).add(ReceiptGroup).add(DocsGroup) {}

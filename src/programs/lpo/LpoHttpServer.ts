@@ -30,6 +30,7 @@ import { adminAuthLayer, adminHandlers } from "../admin/adminApi.ts"
 import { makeApiListener } from "../http/apiListener.ts"
 import { lrsOnOtherListener } from "../lrs/lrsElsewhere.ts"
 import { webhookHandlers } from "../webhook/webhookApi.ts"
+import { receiptHandlers } from "../receipt/receiptApi.ts"
 import { docsHandlers } from "../http/docsHandlers.ts"
 import { makeEdge } from "../http/edge.ts"
 import { makeKeySlots } from "../stream/keySlots.ts"
@@ -149,7 +150,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
       .handleRaw("ws", streamElsewhere).handleRaw("stream", streamElsewhere)
   })
   const apiLayer = HttpApiBuilder.layer(TrinityApi).pipe(
-    Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version), lrsOnOtherListener(edge), webhookHandlers(edge)])
+    Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version), lrsOnOtherListener(edge), webhookHandlers(edge), receiptHandlers(edge)])
   )
   const serviceOf = (path: string): ServiceName =>
     path.startsWith("/admin/") ? "ADMIN" : path === "/webhook" || path.startsWith("/webhook/") ? "WEBHOOK" : "LPO"

@@ -24,6 +24,7 @@ import { makeApiListener } from "../http/apiListener.ts"
 import { docsHandlers } from "../http/docsHandlers.ts"
 import { makeEdge } from "../http/edge.ts"
 import { webhookOnOtherListener } from "../webhook/webhookElsewhere.ts"
+import { receiptOnOtherListener } from "../receipt/receiptElsewhere.ts"
 import { type LrsDeps, lrsHandlers } from "./lrsApi.ts"
 
 /** The spec's request deadlines ("HTTP edge"): a head within 10 s, a body within 30 s of its head. */
@@ -39,7 +40,7 @@ export const makeLrsHttpServer = (deps: LrsDeps) =>
     const stats = yield* RuntimeStats
     const cors = corsPolicyOf(yield* Config.String("CORS_ORIGINS").pipe(Config.withDefault("")))
     const edge = makeEdge(meta)
-    const apiLayer = HttpApiBuilder.layer(LrsListenerApi).pipe(Layer.provide([lrsHandlers(edge, deps), docsHandlers(meta.version), webhookOnOtherListener(edge)]))
+    const apiLayer = HttpApiBuilder.layer(LrsListenerApi).pipe(Layer.provide([lrsHandlers(edge, deps), docsHandlers(meta.version), webhookOnOtherListener(edge), receiptOnOtherListener(edge)]))
     const serveApi = yield* makeApiListener(apiLayer, { edge, routes: routesOf(LrsListenerApi), cors, usage, serviceOf: () => "LRS" })
 
     let inFlight = 0
