@@ -71,8 +71,8 @@ const mailsTo = (to: string): Array<string> => {
     return []
   }
   return files.map((f) => readFileSync(join(dir, f), "utf8")).filter((m) => m.includes(`\r\nTo: ${to}\r\n`)).map((m) => {
-    const part = m.split("Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: base64\r\n\r\n")[1] ?? ""
-    return Buffer.from(part.split("--tb-")[0]?.replace(/\s/g, "") ?? "", "base64").toString("utf8")
+    const part = m.split("Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")[1] ?? ""
+    return part.split("\r\n--tb-")[0] ?? ""
   })
 }
 

@@ -11,7 +11,8 @@ const FROM = "Trinity Beast <receipts@localhost>"
 const headerText = (text: string): string =>
   /^[\x20-\x7e]*$/.test(text) ? text : `=?UTF-8?B?${Buffer.from(text, "utf8").toString("base64")}?=`
 
-const base64Lines = (text: string): string => Buffer.from(text, "utf8").toString("base64").replace(/.{1,76}/g, "$&\r\n")
+/** CRLF line ends, as RFC 5322 wants; the parts stay readable (8bit UTF-8), so `grep` finds what was sent. */
+const crlf = (text: string): string => text.replace(/\r?\n/g, "\r\n")
 
 /** A multipart/alternative message (text, then HTML), as a mail client would open it. */
 export const renderEml = (mail: OutgoingEmail, from: string, date: Date): string => {
@@ -27,14 +28,14 @@ export const renderEml = (mail: OutgoingEmail, from: string, date: Date): string
     "",
     `--${boundary}`,
     "Content-Type: text/plain; charset=UTF-8",
-    "Content-Transfer-Encoding: base64",
+    "Content-Transfer-Encoding: 8bit",
     "",
-    base64Lines(mail.text),
+    crlf(mail.text),
     `--${boundary}`,
     "Content-Type: text/html; charset=UTF-8",
-    "Content-Transfer-Encoding: base64",
+    "Content-Transfer-Encoding: 8bit",
     "",
-    base64Lines(mail.html),
+    crlf(mail.html),
     `--${boundary}--`,
     ""
   ].join("\r\n")

@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Option, Redacted } from "effect"
+import { Context, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { FULFILLABLE_PAYMENT_STATUSES, FULFILLING_EVENT_TYPES, type FulfilmentResult, ReceiptError, type ReceiptType, receiptTypeOf } from "../../domain/receipt.ts"
@@ -28,6 +28,9 @@ interface OutboxPayload {
 interface OutboxRow { readonly id: string; readonly dedupe_key: string; readonly to_address: string; readonly payload_sealed: string | null }
 
 const REQUEST_TIMEOUT_MS = 5_000
+/** How often unsent outbox e-mails are retried, and how many tries one gets before it waits for an operator. */
+const OUTBOX_SWEEP_INTERVAL = "1 minute"
+const OUTBOX_MAX_ATTEMPTS = 10
 
 /**
  * The receipt processor's one fulfilment (spec "Receipt processor"), reached from POST /receipt,
@@ -204,6 +207,21 @@ export const ReceiptProcessorLive = Layer.effect(ReceiptProcessor, Effect.gen(fu
       return { session_id: session.id, type, tier: outcome.tier, duplicate: outcome.repeat }
     }).pipe(withModule("receipt"), Effect.withSpan("Receipt.fulfil"))
 
+  const sendPending = query<{ dedupe_key: string }>(
+    `SELECT dedupe_key FROM email_outbox WHERE sent_at IS NULL AND attempts < $1 ORDER BY created_at LIMIT 100`,
+    [OUTBOX_MAX_ATTEMPTS]
+  ).pipe(
+    Effect.flatMap((rows) => Effect.forEach(rows, (r) => sendOne(r.dedupe_key))),
+    Effect.map((sent) => sent.filter(Boolean).length)
+  )
+  // What a crash (or a mail service that failed) left unsent goes out on the next sweep.
+  yield* sendPending.pipe(
+    Effect.catch((e) => Effect.logWarning("outbox sweep failed", { error: e.message })),
+    Effect.repeat(Schedule.spaced(OUTBOX_SWEEP_INTERVAL)),
+    withModule("receipt"),
+    Effect.forkScoped
+  )
+
   return ReceiptProcessor.of({
     fulfil: (sessionId, requestedType) => fulfilSession(sessionId, requestedType, undefined),
     handleEvent: (event) =>
@@ -217,9 +235,6 @@ export const ReceiptProcessorLive = Layer.effect(ReceiptProcessor, Effect.gen(fu
           Effect.catchIf((e) => e.code === "PAYMENT_NOT_COMPLETE", () => Effect.succeed<WebhookOutcome>({ _tag: "AwaitingPayment" }))
         )
       }),
-    sendPending: query<{ dedupe_key: string }>(`SELECT dedupe_key FROM email_outbox WHERE sent_at IS NULL ORDER BY created_at LIMIT 100`, []).pipe(
-      Effect.flatMap((rows) => Effect.forEach(rows, (r) => sendOne(r.dedupe_key))),
-      Effect.map((sent) => sent.filter(Boolean).length)
-    )
+    sendPending
   })
 }))
