@@ -92,7 +92,7 @@ export const handler = async (event: ApiGatewayProxyEvent): Promise<ApiGatewayPr
   }))
   const reply = (meta: Meta, status: number, code: ResponseCode, data: unknown, extra: Record<string, string> = {}): ApiGatewayProxyResult => ({
     statusCode: status,
-    headers: { "content-type": "application/json", "x-request-id": requestId, ...(status === 503 ? { "retry-after": "5" } : {}), ...extra },
+    headers: { "content-type": "application/json", "x-request-id": requestId, ...(status === 503 ? { "retry-after": code === "MAINTENANCE" ? "60" : "1" } : {}), ...extra },
     body: JSON.stringify(envelope(meta, requestId, lang, started, code, data)),
     isBase64Encoded: false
   })
