@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Option, Redacted, Schedule } from "effect"
+import { Config, Context, Effect, Layer, Option, Redacted, Schedule } from "effect"
 import { SqlClient } from "effect/sql"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { FULFILLABLE_PAYMENT_STATUSES, FULFILLING_EVENT_TYPES, type FulfilmentResult, ReceiptError, type ReceiptType, receiptTypeOf } from "../../domain/receipt.ts"
@@ -54,7 +54,7 @@ export const ReceiptProcessorLive = Layer.effect(ReceiptProcessor, Effect.gen(fu
   const secrets = yield* Secrets
   const config = yield* AppConfig
   const sealingKey = yield* webhookSecretKey(config.dataDir)
-  const lpoAdminUrl = yield* Effect.sync(() => process.env["LPO_ADMIN_URL"]?.replace(/\/+$/, ""))
+  const lpoAdminUrl = Option.getOrUndefined(yield* Config.String("LPO_ADMIN_URL").pipe(Config.option))?.trim().replace(/\/+$/, "")
 
   const busy = (e: { readonly message: string }) => new ReceiptError({ code: "SYSTEM_BUSY", message: e.message })
   const query = <A extends object>(text: string, params: ReadonlyArray<unknown>) =>
