@@ -4,20 +4,15 @@
  * targets), verify (signed webhook.verify, activation), price deliveries signed as Standard
  * Webhooks (checked by `standardwebhooks`), rotation with both signatures, assets, status, delete,
  * the envelope's service, /webhook/* on the report server's port, usage rows with the key.
- * Runs the built CLI (`npm run build`; TB_CLI picks another build).
+ * Runs the built CLI (`npm run build`) through test/support/server.ts's startServer.
  */
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import { createHmac } from "node:crypto"
-import { mkdtempSync } from "node:fs"
-import { tmpdir } from "node:os"
-import { join } from "node:path"
 import { Webhook as StandardWebhook } from "standardwebhooks"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { freePort } from "./support/server.ts"
+import { type RunningServer, startServer } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 import { type Receiver, receiver, udpReceiver } from "./webhook.support.ts"
-
-const CLI = process.env["TB_CLI"] ?? join(import.meta.dirname, "..", "dist", "src", "programs", "cli.js")
 
 interface Answer {
   readonly status: number
@@ -26,39 +21,24 @@ interface Answer {
 
 describe("webhooks end to end (tb serve, ALL)", () => {
   const dbUrl = freshDatabase("webhook_api")
-  let child: ChildProcess
-  let output = ""
+  let server: RunningServer
   let lpo = ""
   let lrs = ""
-  const adminToken = `admin-${crypto.randomUUID()}`
+  let adminToken = ""
+  const output = () => server.output()
   let rx: Receiver
 
   beforeAll(async () => {
     rx = await receiver()
-    const [lpoHttp, lpoUdp, lrsHttp, lrsUdp] = [await freePort(), await freePort(), await freePort(), await freePort()]
-    lpo = `http://127.0.0.1:${lpoHttp}`
-    lrs = `http://127.0.0.1:${lrsHttp}`
-    child = spawn(process.execPath, [CLI, "serve", "--mode", "ALL"], {
-      env: {
-        ...process.env, DATABASE_URL: dbUrl, FEEDS: "simulated", LOG_LEVEL: "Warn", BIND_HOST: "127.0.0.1", ADMIN_TOKEN: adminToken,
-        DATA_DIR: mkdtempSync(join(tmpdir(), "tb-webhook-api-")), WEBHOOK_ALLOW_PRIVATE: "true",
-        LPO_HTTP_PORT: String(lpoHttp), LPO_UDP_PORT: String(lpoUdp), LRS_HTTP_PORT: String(lrsHttp), LRS_UDP_PORT: String(lrsUdp)
-      },
-      stdio: ["ignore", "pipe", "pipe"]
-    })
-    child.stdout?.on("data", (d: Buffer) => void (output += d.toString()))
-    child.stderr?.on("data", (d: Buffer) => void (output += d.toString()))
-    const deadline = Date.now() + 60_000
-    while (Date.now() < deadline) {
-      const res = await fetch(`${lpo}/ready`).catch(() => undefined)
-      if (res?.status === 200) return
-      await new Promise((r) => setTimeout(r, 200))
-    }
-    throw new Error(`server not ready:\n${output.slice(-3000)}`)
-  }, 90_000)
+    // startServer picks every port free and tries again should another process take one first.
+    server = await startServer({ SERVER_TYPE: "ALL", DATABASE_URL: dbUrl, WEBHOOK_ALLOW_PRIVATE: "true" }, 90_000)
+    lpo = server.baseUrl
+    lrs = `http://127.0.0.1:${server.env["LRS_HTTP_PORT"]}`
+    adminToken = server.adminToken
+  }, 120_000)
 
   afterAll(async () => {
-    if (child.exitCode === null) child.kill("SIGKILL")
+    await server?.stop("SIGKILL")
     await rx.close()
     dropDatabase(dbUrl)
   })
@@ -75,7 +55,7 @@ describe("webhooks end to end (tb serve, ALL)", () => {
   const waitFor = async (what: string, check: () => boolean, ms = 20_000) => {
     const deadline = Date.now() + ms
     while (!check()) {
-      if (Date.now() > deadline) throw new Error(`timed out: ${what}\n${output.slice(-2000)}`)
+      if (Date.now() > deadline) throw new Error(`timed out: ${what}\n${output().slice(-2000)}`)
       await new Promise((r) => setTimeout(r, 50))
     }
   }
@@ -192,8 +172,7 @@ describe("webhooks end to end (tb serve, ALL)", () => {
     expect((await call(lpo, "GET", "/webhook/status", auth)).status).toBe(404)
 
     // Usage rows: the management answers carry the key (service WEBHOOK), every delivery attempt is a row.
-    child.kill("SIGTERM")
-    expect(await new Promise((r) => child.once("exit", (c) => r(c)))).toBe(0)
+    expect(await server.stop("SIGTERM")).toBe(0)
     const psql = (q: string) => execFileSync("psql", [dbUrl, "-qAt", "-c", q], { encoding: "utf8" }).trim()
     expect(Number(psql(`SELECT count(*) FROM usage_logs WHERE api_key_id = '${key_id}' AND service = 'WEBHOOK' AND endpoint = '/webhook/configure' AND status_code = 201`))).toBe(2)
     expect(Number(psql(`SELECT count(*) FROM usage_logs WHERE api_key_id = '${key_id}' AND service = 'WEBHOOK' AND endpoint = '/webhook/configure' AND status_code = 400`))).toBe(3)
@@ -204,29 +183,17 @@ describe("webhooks end to end (tb serve, ALL)", () => {
 
 describe("webhook targets with WEBHOOK_ALLOW_PRIVATE unset (tb serve, APP_SERVER)", () => {
   const dbUrl = freshDatabase("webhook_api_ssrf")
-  let child: ChildProcess
-  let lpo = ""
-  const adminToken = `admin-${crypto.randomUUID()}`
-  afterAll(() => {
-    if (child.exitCode === null) child.kill("SIGKILL")
+  let server: RunningServer | undefined
+  afterAll(async () => {
+    await server?.stop("SIGKILL")
     dropDatabase(dbUrl)
   })
 
   it("refuses loopback, private and unspecified targets (a name resolving to 127.0.0.1 too) and plain http://", async () => {
-    const [lpoHttp, lpoUdp] = [await freePort(), await freePort()]
-    lpo = `http://127.0.0.1:${lpoHttp}`
-    child = spawn(process.execPath, [CLI, "serve", "--mode", "APP_SERVER"], {
-      env: {
-        ...process.env, DATABASE_URL: dbUrl, FEEDS: "simulated", LOG_LEVEL: "Warn", BIND_HOST: "127.0.0.1", ADMIN_TOKEN: adminToken, WEBHOOK_ALLOW_PRIVATE: "",
-        DATA_DIR: mkdtempSync(join(tmpdir(), "tb-webhook-ssrf-")), LPO_HTTP_PORT: String(lpoHttp), LPO_UDP_PORT: String(lpoUdp)
-      },
-      stdio: ["ignore", "ignore", "ignore"]
-    })
-    const deadline = Date.now() + 60_000
-    while ((await fetch(`${lpo}/ready`).catch(() => undefined))?.status !== 200) {
-      if (Date.now() > deadline) throw new Error("server not ready")
-      await new Promise((r) => setTimeout(r, 200))
-    }
+    // startServer picks the ports and tries again should another process take one first.
+    server = await startServer({ DATABASE_URL: dbUrl, WEBHOOK_ALLOW_PRIVATE: "" }, 90_000)
+    const lpo = server.baseUrl
+    const adminToken = server.adminToken
     const created = await fetch(`${lpo}/admin/keys`, { method: "POST", headers: { "x-admin-token": adminToken }, body: JSON.stringify({ tier: "partner" }) })
     const key = ((await created.json()) as { data: { key: string } }).data.key
     const configure = async (target: Record<string, string>) => {
@@ -247,6 +214,5 @@ describe("webhook targets with WEBHOOK_ALLOW_PRIVATE unset (tb serve, APP_SERVER
       expect([r.status, r.body.code], JSON.stringify(target)).toEqual([400, "BAD_REQUEST"])
       expect(r.body.data?.error, JSON.stringify(target)).toMatch(why)
     }
-    child.kill("SIGTERM")
-  }, 90_000)
+  }, 120_000)
 })

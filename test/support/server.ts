@@ -74,6 +74,9 @@ export const startServer = async (env: Readonly<Record<string, string>> = {}, re
 const startServerOnce = async (env: Readonly<Record<string, string>>, readyTimeoutMs: number): Promise<RunningServer> => {
   const httpPort = await freePort()
   const udpPort = await freePort()
+  // The report server's ports too: a type that runs it (ALL, APP_REPORT_SERVER) must not take the defaults.
+  const lrsHttpPort = await freePort()
+  const lrsUdpPort = await freePort()
   const dataDir = env["DATA_DIR"] ?? mkdtempSync(join(tmpdir(), "tb-test-"))
   const adminToken = env["ADMIN_TOKEN"] ?? `admin-${crypto.randomUUID()}`
   const fullEnv: Record<string, string> = {
@@ -85,7 +88,9 @@ const startServerOnce = async (env: Readonly<Record<string, string>>, readyTimeo
     DATA_DIR: dataDir,
     ADMIN_TOKEN: adminToken,
     LPO_HTTP_PORT: String(httpPort),
-    LPO_UDP_PORT: String(udpPort)
+    LPO_UDP_PORT: String(udpPort),
+    LRS_HTTP_PORT: String(lrsHttpPort),
+    LRS_UDP_PORT: String(lrsUdpPort)
   }
   const child = spawn(process.execPath, [CLI, "serve"], { env: { ...process.env, ...fullEnv }, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""
