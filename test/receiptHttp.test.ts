@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { checkoutEvent, signStripePayload, type StripeStandIn, startStripeStandIn } from "../src/simulators/stripeStandIn.ts"
-import { call, freePort, priceWith, type RunningServer, startServer } from "./support/server.ts"
+import { admin, call, freePort, priceWith, type RunningServer, startServer } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 
 const WEBHOOK_SECRET = "whsec_receipt_http"
@@ -164,7 +164,14 @@ describe("GET /checkout", () => {
     const unknown = await call(server, "/checkout?plan=gold")
     expect(unknown).toMatchObject({ status: 404, body: { service: "RECEIPT", code: "NOT_FOUND" } })
     expect(await call(server, "/checkout")).toMatchObject({ status: 400, body: { service: "RECEIPT", code: "BAD_REQUEST" } })
-    psql(`DELETE FROM application_parameters WHERE name = 'payment_link_partner'`)
+    // Answers the edge makes itself on the receipt paths (here 405) name the receipt processor too.
+    expect(await call(server, "/receipt")).toMatchObject({ status: 405, body: { service: "RECEIPT", code: "METHOD_NOT_ALLOWED" } })
+    psql(`UPDATE application_parameters SET value = '' WHERE name = 'payment_link_partner'`)
     expect((await call(server, "/checkout?plan=partner")).status).toBe(404)
+    // An operator sets a link through /admin/params (a parameter like any other).
+    const set = await admin(server, "POST", "/admin/params", { payment_link_partner: "https://buy.stripe.com/test_partner" })
+    expect(set.status).toBe(200)
+    const partner = await fetch(`${server.baseUrl}/checkout?plan=partner`, { redirect: "manual" })
+    expect([partner.status, partner.headers.get("location")]).toEqual([302, "https://buy.stripe.com/test_partner"])
   })
 })

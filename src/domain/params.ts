@@ -31,6 +31,11 @@ export const PARAMS = {
   webhook_disable_after_h: { type: "int", default: "24", min: 1, description: "A webhook whose every delivery attempt failed for this many hours is disabled (with the reason)." },
   stream_min_interval_ms: { type: "int", default: "100", min: 0, description: "Partner stream: at most one update per asset per connection this often (the newest price wins); 0 sends every change." },
   stream_max_connections_per_key: { type: "int", default: "10", min: 1, description: "Partner stream: open connections (WebSocket and SSE together) one API key may hold across the cluster (each node alone while Valkey is away)." },
+  payment_link_listener: { type: "string", default: "", description: "Stripe Payment Link GET /checkout?plan=listener redirects to (empty: 404)." },
+  payment_link_associate: { type: "string", default: "", description: "Stripe Payment Link GET /checkout?plan=associate redirects to (empty: 404)." },
+  payment_link_partner: { type: "string", default: "", description: "Stripe Payment Link GET /checkout?plan=partner redirects to (empty: 404)." },
+  payment_link_lrs_addon: { type: "string", default: "", description: "Stripe Payment Link GET /checkout?plan=lrs-addon redirects to (empty: 404)." },
+  payment_link_donation: { type: "string", default: "", description: "Stripe Payment Link GET /checkout?plan=donation redirects to (empty: 404)." },
   system_mode: { type: "string", default: "normal", oneOf: ["normal", "maintenance"], description: "maintenance answers price queries with MAINTENANCE." }
 } as const satisfies Record<string, ParamSpec>
 

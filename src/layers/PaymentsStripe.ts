@@ -59,8 +59,8 @@ const STRIPE_TIMEOUT_MS = 10_000
 export const PaymentsStripe = Layer.effect(Payments, Effect.gen(function*() {
   const secrets = yield* Secrets
   const apiBase = (yield* Config.String("STRIPE_API_BASE").pipe(Config.withDefault("https://api.stripe.com"))).replace(/\/+$/, "")
-  // TODO(request in notes/requests.md): STRIPE_WEBHOOK_SECRET belongs in the Secrets service's names.
-  const webhookSecret = yield* Config.Redacted("STRIPE_WEBHOOK_SECRET").pipe(Config.option)
+  // A secret like the API key (the env variable, or stripe_webhook_secret in DB_SECRET_NAME); unreadable: unset, so the webhook answers MAINTENANCE.
+  const webhookSecret = yield* secrets.get("STRIPE_WEBHOOK_SECRET").pipe(Effect.orElseSucceed(() => Option.none<Redacted.Redacted<string>>()))
   const apiKey = secrets.get("STRIPE_SECRET_KEY").pipe(
     Effect.mapError((e) => new PaymentsError({ reason: "Unavailable", message: e.message }))
   )

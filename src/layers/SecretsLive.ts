@@ -14,7 +14,8 @@ const SECRET_JSON_KEYS: Record<SecretName, ReadonlyArray<string>> = {
   STRIPE_SECRET_KEY: ["stripe_secret_key", "stripe_key", "STRIPE_SECRET_KEY"],
   DB_USERNAME: ["username", "DB_USERNAME"],
   DB_PASSWORD: ["password", "DB_PASSWORD"],
-  WEBHOOK_SECRET_KEY: ["webhook_secret_key", "WEBHOOK_SECRET_KEY"]
+  WEBHOOK_SECRET_KEY: ["webhook_secret_key", "WEBHOOK_SECRET_KEY"],
+  STRIPE_WEBHOOK_SECRET: ["stripe_webhook_secret", "STRIPE_WEBHOOK_SECRET"]
 }
 
 /** AWS Secrets Manager: one JSON secret named DB_SECRET_NAME, read once at start (env still wins for local overrides). */

@@ -89,8 +89,8 @@ const startServerOnce = async (env: Readonly<Record<string, string>>, readyTimeo
     ADMIN_TOKEN: adminToken,
     LPO_HTTP_PORT: String(httpPort),
     LPO_UDP_PORT: String(udpPort),
-    LRS_HTTP_PORT: String(lrsHttpPort),
-    LRS_UDP_PORT: String(lrsUdpPort)
+    LRS_HTTP_PORT: env["LRS_HTTP_PORT"] ?? String(lrsHttpPort),
+    LRS_UDP_PORT: env["LRS_UDP_PORT"] ?? String(lrsUdpPort)
   }
   const child = spawn(process.execPath, [CLI, "serve"], { env: { ...process.env, ...fullEnv }, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""

@@ -153,7 +153,10 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     Layer.provide([lpoHandlers, adminHandlers(edge), docsHandlers(meta.version), lrsOnOtherListener(edge), webhookHandlers(edge), receiptHandlers(edge)])
   )
   const serviceOf = (path: string): ServiceName =>
-    path.startsWith("/admin/") ? "ADMIN" : path === "/webhook" || path.startsWith("/webhook/") ? "WEBHOOK" : "LPO"
+    path.startsWith("/admin/") ? "ADMIN"
+      : path === "/webhook" || path.startsWith("/webhook/") ? "WEBHOOK"
+      : path === "/receipt" || path === "/stripe/webhook" || path === "/checkout" ? "RECEIPT"
+      : "LPO"
   const serveApi = yield* makeApiListener(apiLayer, { edge, routes: routesOf(TrinityApi), cors, usage: deps.usage, serviceOf }).pipe(
     Effect.provide(adminAuthLayer(edge))
   )
