@@ -43,9 +43,10 @@ export class AppConfig extends Context.Service<AppConfig, AppConfigShape>()("tb/
 /** The package version, reported in every envelope. */
 export const packageVersion: Effect.Effect<string> = Effect.promise(async () => {
   const { readFile } = await import("node:fs/promises")
-  const url = new URL("../../../package.json", import.meta.url)
-  const fallback = new URL("../../package.json", import.meta.url)
-  const text = await readFile(url, "utf8").catch(() => readFile(fallback, "utf8"))
+  // dist/src/config → the package root; src/config under the test runner; a Lambda bundle keeps one beside it.
+  const text = await readFile(new URL("../../../package.json", import.meta.url), "utf8")
+    .catch(() => readFile(new URL("../../package.json", import.meta.url), "utf8"))
+    .catch(() => readFile(new URL("./package.json", import.meta.url), "utf8"))
   const parsed: unknown = JSON.parse(text)
   return typeof parsed === "object" && parsed !== null && "version" in parsed && typeof parsed.version === "string"
     ? parsed.version
