@@ -29,7 +29,9 @@ beforeAll(async () => {
   standIn = await startStripeStandIn()
   url = freshDatabase("receipt_fulfil")
   dataDir = mkdtempSync(join(tmpdir(), "tb-receipt-"))
+  // Secrets (the API key and the webhook secret) come through the Secrets service, which reads the environment.
   process.env["STRIPE_SECRET_KEY"] = "sk_test_receipt"
+  process.env["STRIPE_WEBHOOK_SECRET"] = WEBHOOK_SECRET
   const env = { DATABASE_URL: url, DATA_DIR: dataDir, STRIPE_API_BASE: standIn.url, STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET, LOG_LEVEL: "warn" }
   const layer = ReceiptProcessorLive.pipe(
     Layer.provideMerge(Layer.mergeAll(PaymentsStripe, MailerEml)),

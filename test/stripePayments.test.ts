@@ -19,7 +19,11 @@ afterAll(async () => {
 const layerWith = (env: Record<string, string>, stripeKey: string | undefined = "sk_test_payments") =>
   PaymentsStripe.pipe(
     Layer.provide(Layer.succeed(Secrets, Secrets.of({
-      get: (name) => Effect.succeed(name === "STRIPE_SECRET_KEY" && stripeKey !== undefined ? Option.some(Redacted.make(stripeKey)) : Option.none())
+      get: (name) => {
+        // The secrets the layer reads, as the Secrets service would answer them.
+        const value = name === "STRIPE_SECRET_KEY" ? stripeKey : name === "STRIPE_WEBHOOK_SECRET" ? env["STRIPE_WEBHOOK_SECRET"] : undefined
+        return Effect.succeed(value === undefined ? Option.none() : Option.some(Redacted.make(value)))
+      }
     }))),
     Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnvRecord(env)))
   )
