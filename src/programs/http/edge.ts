@@ -4,6 +4,8 @@
  * Kept per request in a WeakMap keyed by node's IncomingMessage (HttpServerRequest.source), so
  * handlers, middleware and the edge wrapper all see the same request id.
  */
+import { Effect } from "effect"
+import { HttpServerResponse } from "effect/http"
 import type { IncomingMessage } from "node:http"
 import type { ErrorEnvelope } from "../../api/envelopes.ts"
 import { rfc3339, type ServiceName } from "../../domain/envelope.ts"
@@ -35,6 +37,11 @@ export interface Edge {
   readonly of: (source: object) => EdgeRequest | undefined
   readonly ok: <D>(source: object, service: ServiceName, data: D) => OkEnvelopeOf<D>
   readonly fail: (source: object, service: ServiceName, code: ErrorCode, detail?: string) => ErrorEnvelope
+  /**
+   * A handler for routes of the one API definition that another listener serves: 404 NOT_FOUND
+   * (service `service`) with `detail` naming where they are served.
+   */
+  readonly servedElsewhere: (service: ServiceName, detail: string) => (args: { readonly request: { readonly source: object } }) => Effect.Effect<HttpServerResponse.HttpServerResponse>
 }
 
 /** A success envelope: the error envelope's fields, with `data` and the OK code. */
@@ -73,6 +80,12 @@ export const makeEdge = (meta: ServerMeta): Edge => {
     ok: (source, service, data) => ({ success: true, code: "OK", data, ...common(stateOf(source), service, "OK") }),
     fail: (source, service, code, detail) => ({
       success: false, code, data: detail === undefined ? null : { error: detail }, ...common(stateOf(source), service, code)
-    })
+    }),
+    servedElsewhere: (service, detail) => ({ request }) =>
+      Effect.sync(() =>
+        HttpServerResponse.jsonUnsafe(
+          { success: false, code: "NOT_FOUND", data: { error: detail }, ...common(stateOf(request.source), service, "NOT_FOUND") },
+          { status: 404 }
+        ))
   }
 }

@@ -3,8 +3,6 @@
  * serves the one API definition, and these answer NOT_FOUND (service LPO: the LPO answered) naming
  * where reports are served.
  */
-import { Effect } from "effect"
-import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { LrsListenerApi } from "../../api/TrinityApi.ts"
 import type { Edge } from "../http/edge.ts"
@@ -13,7 +11,6 @@ const DETAIL = "reports are served by the report server (LRS) on LRS_HTTP_PORT (
 
 export const lrsOnOtherListener = (edge: Edge) =>
   HttpApiBuilder.group(LrsListenerApi, "lrs", (handlers) => {
-    const notHere = ({ request }: { readonly request: { readonly source: object } }) =>
-      Effect.sync(() => HttpServerResponse.jsonUnsafe(edge.fail(request.source, "LPO", "NOT_FOUND", DETAIL), { status: 404 }))
+    const notHere = edge.servedElsewhere("LPO", DETAIL)
     return handlers.handleRaw("usage", notHere).handleRaw("summary", notHere).handleRaw("key", notHere)
   })

@@ -3,8 +3,6 @@
  * serves the one API definition, and these answer NOT_FOUND (service RECEIPT) naming where
  * purchases are processed.
  */
-import { Effect } from "effect"
-import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { ReceiptApi } from "../../api/ReceiptGroup.ts"
 import type { Edge } from "../http/edge.ts"
@@ -13,7 +11,6 @@ const DETAIL = "purchases are processed on the LPO's port, LPO_HTTP_PORT (defaul
 
 export const receiptOnOtherListener = (edge: Edge) =>
   HttpApiBuilder.group(ReceiptApi, "receipt", (handlers) => {
-    const notHere = ({ request }: { readonly request: { readonly source: object } }) =>
-      Effect.sync(() => HttpServerResponse.jsonUnsafe(edge.fail(request.source, "RECEIPT", "NOT_FOUND", DETAIL), { status: 404 }))
+    const notHere = edge.servedElsewhere("RECEIPT", DETAIL)
     return handlers.handleRaw("receipt", notHere).handleRaw("stripeWebhook", notHere).handleRaw("checkout", notHere)
   })

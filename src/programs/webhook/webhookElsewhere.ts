@@ -3,8 +3,6 @@
  * serves the one API definition, and these answer NOT_FOUND (service WEBHOOK) naming where
  * webhooks are managed.
  */
-import { Effect } from "effect"
-import { HttpServerResponse } from "effect/http"
 import { HttpApiBuilder } from "effect/http-api"
 import { WebhookApi } from "../../api/WebhookGroup.ts"
 import type { Edge } from "../http/edge.ts"
@@ -13,8 +11,7 @@ const DETAIL = "webhooks are managed on the LPO's port, LPO_HTTP_PORT (default 8
 
 export const webhookOnOtherListener = (edge: Edge) =>
   HttpApiBuilder.group(WebhookApi, "webhook", (handlers) => {
-    const notHere = ({ request }: { readonly request: { readonly source: object } }) =>
-      Effect.sync(() => HttpServerResponse.jsonUnsafe(edge.fail(request.source, "WEBHOOK", "NOT_FOUND", DETAIL), { status: 404 }))
+    const notHere = edge.servedElsewhere("WEBHOOK", DETAIL)
     return handlers.handleRaw("configure", notHere).handleRaw("verify", notHere).handleRaw("status", notHere)
       .handleRaw("getAssets", notHere).handleRaw("setAssets", notHere).handleRaw("remove", notHere)
   })
