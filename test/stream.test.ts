@@ -10,7 +10,7 @@ import { connect, Socket } from "node:net"
 import type { Duplex } from "node:stream"
 import { afterEach, describe, expect, it } from "vitest"
 import { WebSocket } from "ws"
-import { DEFAULT_PARAMS, type ParamName, type ParamValues } from "../src/domain/params.ts"
+import type { ParamName } from "../src/domain/params.ts"
 import type { Exchange, Tick } from "../src/domain/price.ts"
 import { COUNTER_NAMES } from "../src/domain/runtimeCounters.ts"
 import { TIER_SEED } from "../src/domain/seedData.ts"
@@ -26,6 +26,7 @@ import { type ApiKeyRecord, ApiKeys, type AuthResult, type TierLimits } from "..
 import { Params } from "../src/services/Params.ts"
 import type { PriceCache } from "../src/services/PriceCache.ts"
 import type { RateLimiter } from "../src/services/RateLimiter.ts"
+import { changeableParams } from "./support/params.ts"
 
 // --- the server under test ---------------------------------------------------------------------
 
@@ -62,20 +63,9 @@ afterEach(async () => {
 })
 
 const startHarness = async (options: Partial<StreamOptions> = {}, params: Partial<Record<ParamName, string>> = {}): Promise<Harness> => {
-  let values: ParamValues = { ...DEFAULT_PARAMS, price_stale_ms: "60000", ...params }
-  const paramsService = Params.of({
-    current: () => values,
-    // "throw" stands for a bug in the code reading it.
-    int: (name) => {
-      if (values[name] === "throw") throw new Error(`reading ${name} failed`)
-      return Number(values[name])
-    },
-    bool: (name) => values[name] === "true",
-    list: Effect.succeed([]),
-    profiles: Effect.succeed({}),
-    set: () => Effect.succeed(values),
-    applyProfile: () => Effect.succeed(values),
-    refresh: Effect.void
+  // "throw" stands for a bug in the code reading it.
+  const { service: paramsService, set: setParams } = changeableParams({ price_stale_ms: "60000", ...params }, (name, value) => {
+    if (value === "throw") throw new Error(`reading ${name} failed`)
   })
   const prices = makePriceCacheMemory(paramsService)
   prices.setMarkets([
@@ -142,7 +132,7 @@ const startHarness = async (options: Partial<StreamOptions> = {}, params: Partia
     addKey: (key, tier) =>
       void records.set(key, { id: `id-${key}`, hash: `hash-${key}`, prefix: key.slice(0, 8), tier: tierOf(tier), lrsEnabled: false, status: "active", expiresAt: undefined, email: undefined, createdAt: 0 }),
     revoke: (id) => void revoked.add(id),
-    setParams: (changes) => void (values = { ...values, ...changes }),
+    setParams: (changes) => void setParams(changes),
     close: async () => {
       await Effect.runPromise(hub.shutdown)
       slots.close()

@@ -3,13 +3,13 @@ import { type Duration, Effect, Exit, Logger, Scope } from "effect"
 import { existsSync, mkdtempSync, readdirSync, readFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { DEFAULT_PARAMS, type ParamName, type ParamValues } from "../src/domain/params.ts"
+import type { ParamName } from "../src/domain/params.ts"
 import { makeUsageChunkBuilder, rowsOfChunk, type UsageChunk } from "../src/domain/usageChunk.ts"
 import { decodeQueueMessage, encodeUsageLogMessagesOfChunks } from "../src/domain/usageQueueMessage.ts"
 import { makeUsagePipeline } from "../src/layers/usage/pipeline.ts"
 import { makeUsageSpool, type UsageSpool } from "../src/layers/usage/spool.ts"
-import { Params } from "../src/services/Params.ts"
 import { type RefusedBody, UsageWriteError, UsageWriter } from "../src/services/UsageSink.ts"
+import { changeableParams } from "./support/params.ts"
 import { CHUNK_META, randomChunkOf, usageRow } from "./support/usageFacts.ts"
 import { randomFillSync, randomUUID } from "node:crypto"
 
@@ -67,24 +67,6 @@ const makeFakeWriter = () => {
     setMode: (m: WriterMode) => void (mode = m),
     writtenIds: () => idsOfBodies(batches.flat()),
     rowsPerBatch: () => batches.map((b) => idsOfBodies(b).length)
-  }
-}
-
-/** Params the test can change while the pipeline runs. */
-const changeableParams = (initial: Partial<Record<ParamName, string>>) => {
-  let values: ParamValues = { ...DEFAULT_PARAMS, ...initial }
-  return {
-    set: (changes: Partial<Record<ParamName, string>>) => void (values = { ...values, ...changes }),
-    service: Params.of({
-      current: () => values,
-      int: (name) => Number(values[name]),
-      bool: (name) => values[name] === "true",
-      list: Effect.succeed([]),
-      profiles: Effect.succeed({}),
-      set: () => Effect.succeed(values),
-      applyProfile: () => Effect.succeed(values),
-      refresh: Effect.void
-    })
   }
 }
 

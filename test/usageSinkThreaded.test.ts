@@ -7,7 +7,6 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { Worker } from "node:worker_threads"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { DEFAULT_PARAMS, type ParamName, type ParamValues } from "../src/domain/params.ts"
 import { COUNTER } from "../src/domain/runtimeCounters.ts"
 import { makeUsageChunkBuilder, type UsageChunk, type UsageFacts } from "../src/domain/usageChunk.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
@@ -19,7 +18,7 @@ import { RuntimeStats } from "../src/services/RuntimeStats.ts"
 import { ServerInfo } from "../src/services/ServerInfo.ts"
 import { UsageSink } from "../src/services/UsageSink.ts"
 import { testAppConfig } from "./support/config.ts"
-import { testParams } from "./support/params.ts"
+import { changeableParams, testParams } from "./support/params.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 
 const dbUrl = freshDatabase("usage_thread")
@@ -38,21 +37,6 @@ const facts = (i: number): UsageFacts => ({
   endpoint: "/price", asset: i % 5 === 0 ? "NOT\"A\nCOIN" : "BTC", quote: "USD", price: i % 5 === 0 ? undefined : 97_000 + i,
   code: i % 5 === 0 ? "UNKNOWN_ASSET" : "OK", latencyUs: i, clientIp: "127.0.0.1", bytesOut: 600, createdAt: Date.now()
 })
-
-/** Params an operator changes while the sink runs (`set` is what POST /admin/params ends in). */
-const changeableParams = (initial: Partial<Record<ParamName, string>>) => {
-  let values: ParamValues = { ...DEFAULT_PARAMS, ...initial }
-  return Layer.succeed(Params, Params.of({
-    current: () => values,
-    int: (name) => Number(values[name]),
-    bool: (name) => values[name] === "true",
-    list: Effect.succeed([]),
-    profiles: Effect.succeed({}),
-    set: (changes) => Effect.sync(() => (values = { ...values, ...changes })),
-    applyProfile: () => Effect.succeed(values),
-    refresh: Effect.void
-  }))
-}
 
 /** The serving side of the sink of node `node`, its thread writing to the test database. */
 const startSink = (node: string, params = testParams({ usage_flush_ms: "50" })) => Effect.gen(function*() {
@@ -174,7 +158,7 @@ describe("UsageSinkThreaded (usage thread, real PostgreSQL)", () => {
     const second = Math.floor(Date.now() / 1000) * 1000
     const anonymous = (clientIp: string, createdAt: number): UsageFacts => ({ ...facts(1), apiKeyId: undefined, price: undefined, code: "INVALID_API_KEY", clientIp, createdAt })
     const dropped = await Effect.runPromise(Effect.gen(function*() {
-      const { sink, params, counters, shutdown } = yield* startSink(node, changeableParams({ usage_flush_ms: "50", anonymous_rows_per_ip_per_s: "3" }))
+      const { sink, params, counters, shutdown } = yield* startSink(node, changeableParams({ usage_flush_ms: "50", anonymous_rows_per_ip_per_s: "3" }).layer)
       for (let i = 0; i < 20; i++) {
         sink.record(anonymous("10.0.0.1", second + i))
         sink.record(anonymous("10.0.0.2", second + i))
