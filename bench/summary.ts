@@ -25,10 +25,10 @@ import { migrateLocked } from "../src/layers/MigrationsLive.ts"
 import { refreshUsageRollup } from "../src/layers/rollup/UsageRollupLive.ts"
 import { UsageReportsDatabase } from "../src/layers/reports/UsageReportsDatabase.ts"
 import { makeSummary } from "../src/layers/rollup/UsageSummariesLive.ts"
-import { ReaderSql } from "../src/services/Database.ts"
 import { UsageReports } from "../src/services/UsageReports.ts"
 import type { SummaryGroupBy } from "../src/services/UsageSummaries.ts"
 import type { BenchReport, BenchRow, Benchmark, TargetCheck } from "./run.ts"
+import { ReaderSqlFromWriter } from "../src/layers/DatabaseLive.ts"
 
 const DATABASE = "tb_bench_summary"
 const ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -94,7 +94,7 @@ export const runSummaryBenchmark = async (options: SummaryBenchOptions): Promise
     psqlAdmin(`CREATE DATABASE ${DATABASE}`)
   }
   const runtime = ManagedRuntime.make(UsageReportsDatabase.pipe(
-    Layer.provideMerge(Layer.effect(ReaderSql, Effect.map(SqlClient.SqlClient, (sql) => sql))),
+    Layer.provideMerge(ReaderSqlFromWriter),
     Layer.provideMerge(PgClient.layer({ url: Redacted.make(DATABASE_URL), maxConnections: 4 })),
     Layer.orDie
   ))

@@ -10,9 +10,9 @@ import { randomUUID } from "node:crypto"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { UsageReportsDatabase } from "../src/layers/reports/UsageReportsDatabase.ts"
 import { decodeCursor, encodeCursor } from "../src/programs/lrs/cursor.ts"
-import { ReaderSql } from "../src/services/Database.ts"
 import { type ReportRow, UsageReports, type UsageRowsQuery } from "../src/services/UsageReports.ts"
 import { freshPgLayer } from "./support/services.ts"
+import { ReaderSqlFromWriter } from "../src/layers/DatabaseLive.ts"
 
 const DAY = 86_400_000
 const NOW = Date.now()
@@ -80,7 +80,7 @@ const query = (over: Partial<UsageRowsQuery>): UsageRowsQuery => ({
 describe("UsageReportsDatabase (real PostgreSQL)", () => {
   const PgLive = freshPgLayer("reports_usage", 4)
   const TestLive = UsageReportsDatabase.pipe(
-    Layer.provideMerge(Layer.effect(ReaderSql, Effect.map(SqlClient.SqlClient, (sql) => sql))),
+    Layer.provideMerge(ReaderSqlFromWriter),
     Layer.provideMerge(PgLive)
   )
 

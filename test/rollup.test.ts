@@ -6,9 +6,9 @@ import { bucketOf, bucketSql, SKETCH_GAMMA, sketchOf, unpackSketch } from "../sr
 import { migrate } from "../src/layers/migrations/index.ts"
 import { refreshUsageDailyView, refreshUsageRollup, refreshUsageRollupDays, UsageRollupSchedule } from "../src/layers/rollup/UsageRollupLive.ts"
 import { UsageSummariesLive } from "../src/layers/rollup/UsageSummariesLive.ts"
-import { ReaderSql } from "../src/services/Database.ts"
 import { UsageSummaries } from "../src/services/UsageSummaries.ts"
 import { freshPgLayer } from "./support/services.ts"
+import { ReaderSqlFromWriter } from "../src/layers/DatabaseLive.ts"
 
 const DAY = 86_400_000
 const HOUR = 3_600_000
@@ -88,7 +88,7 @@ const DIMENSION_COLUMNS: ReadonlyArray<readonly [string, string]> = [
 describe("usage rollup refresh (real PostgreSQL)", () => {
   const PgLive = freshPgLayer("usage_rollup", 4)
   const TestLive = UsageSummariesLive.pipe(
-    Layer.provideMerge(Layer.effect(ReaderSql, Effect.map(SqlClient.SqlClient, (sql) => sql))),
+    Layer.provideMerge(ReaderSqlFromWriter),
     Layer.provideMerge(PgLive)
   )
 

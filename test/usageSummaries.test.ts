@@ -10,9 +10,9 @@ import { startEmbeddedPostgres } from "../src/layers/EmbeddedPostgres.ts"
 import { migrate } from "../src/layers/migrations/index.ts"
 import { refreshUsageDailyView, refreshUsageRollup } from "../src/layers/rollup/UsageRollupLive.ts"
 import { UsageSummariesLive } from "../src/layers/rollup/UsageSummariesLive.ts"
-import { ReaderSql } from "../src/services/Database.ts"
 import { SUMMARY_GROUPINGS, type SummaryGroupBy, UsageSummaries, type UsageSummary } from "../src/services/UsageSummaries.ts"
 import { freshPgLayer } from "./support/services.ts"
+import { ReaderSqlFromWriter } from "../src/layers/DatabaseLive.ts"
 
 const DAY = 86_400_000
 const HOUR = 3_600_000
@@ -127,7 +127,7 @@ const WINDOWS: ReadonlyArray<readonly [string, number, number]> = [
 describe("UsageSummaries (real PostgreSQL)", () => {
   const PgLive = freshPgLayer("usage_summaries", 4)
   const TestLive = UsageSummariesLive.pipe(
-    Layer.provideMerge(Layer.effect(ReaderSql, Effect.map(SqlClient.SqlClient, (sql) => sql))),
+    Layer.provideMerge(ReaderSqlFromWriter),
     Layer.provideMerge(PgLive)
   )
 
@@ -189,7 +189,7 @@ describe("UsageSummaries on the embedded database (PGlite behind its socket)", (
     Effect.gen(function*() {
       const { url, password } = yield* startEmbeddedPostgres(mkdtempSync(join(tmpdir(), "tb-summaries-")))
       const EmbeddedLive = UsageSummariesLive.pipe(
-        Layer.provideMerge(Layer.effect(ReaderSql, Effect.map(SqlClient.SqlClient, (sql) => sql))),
+        Layer.provideMerge(ReaderSqlFromWriter),
         Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), password, maxConnections: 2 }))
       )
       yield* Effect.gen(function*() {

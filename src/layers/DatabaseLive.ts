@@ -115,3 +115,6 @@ export const DatabaseLive = Layer.unwrap(Effect.gen(function*() {
   })
   return Layer.effectContext(build).pipe(Layer.provide(Reactivity.layer))
 }))
+
+/** Reads on the writer's own client: what DatabaseLive does without DATABASE_READER_URL, for a client made elsewhere (tests, benchmarks). */
+export const ReaderSqlFromWriter = Layer.effect(ReaderSql, SqlClient.SqlClient)
