@@ -125,7 +125,7 @@ describe("tb serve --mode REPORT_SERVER", () => {
     expect(data.rows.some((r) => bIds.has(r.id))).toBe(false)
     // Filters: asset.
     const eth = (await json(await get(`/reports/usage?asset=ETH&page_size=1000&from=${new Date(from).toISOString()}`, keys.a.key))).data as { rows: Array<{ asset: string }> }
-    expect(eth.rows.length).toBe(Number(psql(`SELECT count(*) FROM usage_logs WHERE api_key_id = '${keys.a.key_id}' AND asset = 'ETH'`)))
+    expect(eth.rows.length).toBe(Number(psql(`SELECT count(*) FROM usage_logs WHERE api_key_id = '${keys.a.key_id}' AND asset = 'ETH' AND created_at >= to_timestamp(${from / 1000})`)))
     expect(eth.rows.every((r) => r.asset === "ETH")).toBe(true)
   })
 
