@@ -1,4 +1,4 @@
-import { Config, Context, Effect, Layer, Option } from "effect"
+import { Config, Context, Effect, Layer, Option, Schema } from "effect"
 import { hostname } from "node:os"
 import { resolve } from "node:path"
 
@@ -30,7 +30,10 @@ export const appConfig = Config.all({
   nodeId: Config.String("NODE_ID").pipe(Config.withDefault(hostname())),
   region: Config.String("REGION").pipe(Config.withDefault("local")),
   shutdownTimeoutMs: Config.Int("SHUTDOWN_TIMEOUT_MS").pipe(Config.withDefault(10_000)),
-  lpoWorkers: Config.Int("LPO_WORKERS").pipe(Config.withDefault(1))
+  lpoWorkers: Config.Int("LPO_WORKERS").pipe(Config.withDefault(1)),
+  // 0 = a port the OS picks (tests, several servers on one machine); the bound port is logged.
+  metricsPort: Config.schema(Schema.Int.check(Schema.isBetween({ minimum: 0, maximum: 65_535 })), "METRICS_PORT").pipe(Config.withDefault(9464)),
+  cloudwatchNamespacePrefix: optionalString("CLOUDWATCH_NAMESPACE_PREFIX")
 })
 
 export type AppConfigShape = Config.Success<typeof appConfig>

@@ -22,5 +22,7 @@ export const testAppConfig = (overrides: Partial<AppConfigShape> = {}) =>
     region: "local",
     shutdownTimeoutMs: 5_000,
     lpoWorkers: 1,
+    metricsPort: 0,
+    cloudwatchNamespacePrefix: Option.none(),
     ...overrides
   })
