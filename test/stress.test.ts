@@ -3,10 +3,14 @@ import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import fc from "fast-check"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { spawn } from "node:child_process"
+import { join } from "node:path"
 import {
   LatencyHistogram,
   parseHttpResponse,
+  formatProgress,
   formatResult,
+  type ProgressSink,
   stressCli,
   stressHttp,
   stressUdp,
@@ -52,7 +56,7 @@ describe("stressHttp", () => {
     alternating = await listenHttp((req, res) => {
       seenKeys.add(req.headers["x-api-key"] as string | undefined)
       const limited = n++ % 3 === 2
-      const body = JSON.stringify({ success: !limited })
+      const body = JSON.stringify(limited ? { success: false, code: "RATE_LIMITED" } : { success: true })
       res.writeHead(limited ? 429 : 200, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body) })
       res.end(body)
     })
@@ -83,7 +87,9 @@ describe("stressHttp", () => {
     expect(r.statusCounts["200"]).toBeGreaterThan(0)
     expect(r.statusCounts["429"]).toBeGreaterThan(0)
     // The body after the head, not the head itself.
-    expect(r.firstAnswers).toEqual({ "200": '{"success":true}', "429": '{"success":false}' })
+    expect(r.firstAnswers).toEqual({ "200": '{"success":true}', "429": '{"success":false,"code":"RATE_LIMITED"}' })
+    // Refusals by the envelope's code, and only refusals.
+    expect(r.errorCodes).toEqual({ RATE_LIMITED: r.statusCounts["429"] })
     expect(r.errors).toBe(0)
     expect(r.timeouts).toBe(0)
     expect(seenKeys).toEqual(new Set(["test-key"]))
@@ -94,8 +100,39 @@ describe("stressHttp", () => {
     const r = await stressHttp({ url: `http://localhost:${portOf(chunked)}/`, connections: 2, durationMs: RUN_MS })
     expect(r.requests).toBeGreaterThan(50)
     expect(r.statusCounts).toEqual({ "200": r.requests })
+    expect(r.errorCodes).toEqual({})
     expect(r.errors).toBe(0)
     expectConsistent(r)
+  })
+
+  it("names a refusal without an envelope code by its HTTP status", async () => {
+    const plain = await listenHttp((_req, res) => {
+      res.writeHead(503, { "Content-Length": 4 })
+      res.end("busy")
+    })
+    try {
+      const r = await stressHttp({ url: `http://127.0.0.1:${portOf(plain)}/`, connections: 2, durationMs: RUN_MS })
+      expect(r.requests).toBeGreaterThan(10)
+      expect(r.errorCodes).toEqual({ "HTTP 503": r.requests })
+    } finally {
+      plain.closeAllConnections()
+      plain.close()
+    }
+  })
+
+  it("reports progress while it runs: warm-up first, then counts rising", async () => {
+    const seen: Array<{ phase: string; requests: number; currentRps: number }> = []
+    const r = await stressHttp({
+      url: `http://127.0.0.1:${portOf(chunked)}/`, connections: 2, durationMs: 600, warmupMs: 200,
+      progressIntervalMs: 100, onProgress: (p) => seen.push(p)
+    })
+    expect(seen.length).toBeGreaterThanOrEqual(5)
+    expect(seen[0]!.phase).toBe("warmup")
+    const measured = seen.filter((p) => p.phase === "measure")
+    expect(measured.length).toBeGreaterThanOrEqual(3)
+    expect(measured.at(-1)!.requests).toBeGreaterThan(0)
+    expect(measured.at(-1)!.requests).toBeLessThanOrEqual(r.requests)
+    expect(measured.some((p) => p.currentRps > 0)).toBe(true)
   })
 
   it("counts a refused target as errors and still stops on time", async () => {
@@ -129,15 +166,35 @@ describe("stressHttp", () => {
 })
 
 describe("formatResult", () => {
+  const r: StressResult = {
+    requests: 10, errors: 2, timeouts: 1, statusCounts: { "200": 6, "404": 1, "429": 3 },
+    firstAnswers: { "200": '{"success":true}', "404": '{"code":"UNKNOWN_ASSET"}', "429": '{"code":"RATE_LIMITED"}' },
+    errorCodes: { UNKNOWN_ASSET: 1, RATE_LIMITED: 3 },
+    durationMs: 2000, rps: 5, p50Ms: 1.234, p90Ms: 2.5, p99Ms: 7, maxMs: 12.25
+  }
+
   it("shows what the first refusal of each kind said, and not the successes", () => {
-    const r: StressResult = {
-      requests: 3, errors: 0, timeouts: 0, statusCounts: { "200": 2, "404": 1 },
-      firstAnswers: { "200": '{"success":true}', "404": '{"code":"UNKNOWN_ASSET"}' },
-      durationMs: 1000, rps: 3, p50Ms: 1, p90Ms: 1, p99Ms: 1, maxMs: 1
-    }
     const text = formatResult("HTTP", r)
     expect(text).toContain('first 404: {"code":"UNKNOWN_ASSET"}')
     expect(text).not.toContain("first 200")
+  })
+
+  it("summarises requests/s, p50/p90/p99/max and errors by code, most frequent first", () => {
+    const text = formatResult("HTTP", r)
+    expect(text).toContain("10 in 2.00 s = 5 req/s")
+    expect(text).toContain("p50 1.23 ms  p90 2.50 ms  p99 7.00 ms  max 12.25 ms")
+    expect(text).toContain("errors     RATE_LIMITED: 3  UNKNOWN_ASSET: 1  (transport errors 2, timeouts 1)")
+    expect(formatResult("UDP", { ...r, errorCodes: {} })).toContain("errors     none refused  (transport errors 2, timeouts 1)")
+  })
+})
+
+describe("formatProgress", () => {
+  it("shows elapsed time, requests so far, the current rate and errors on one short line", () => {
+    const line = formatProgress("HTTP", { phase: "measure", elapsedMs: 3_450, durationMs: 10_000, requests: 1_234_567, errors: 12, currentRps: 98_765.4 })
+    expect(line).toBe("HTTP  3.5/10.0 s  requests 1,234,567  98,765 req/s  errors 12")
+    expect(line.length).toBeLessThan(80)
+    expect(formatProgress("UDP", { phase: "warmup", elapsedMs: 500, durationMs: 1_000, requests: 0, errors: 0, currentRps: 0 }))
+      .toBe("UDP  warming up 0.5/1.0 s")
   })
 })
 
@@ -179,6 +236,7 @@ describe("stressUdp", () => {
     expect(r.statusCounts["RATE_LIMITED"]).toBeGreaterThan(0)
     expect(JSON.parse(r.firstAnswers["RATE_LIMITED"] ?? "")).toMatchObject({ ok: false, code: "RATE_LIMITED" })
     expect(Object.keys(r.firstAnswers).sort()).toEqual(["RATE_LIMITED", "ok"])
+    expect(r.errorCodes).toEqual({ RATE_LIMITED: r.statusCounts["RATE_LIMITED"] })
     expect(r.timeouts).toBe(0)
     expectConsistent(r)
   })
@@ -231,6 +289,50 @@ describe("stressCli", () => {
       server.close()
     }
   })
+
+  it("rewrites a progress line on a terminal while it runs, and clears it before the summary; none with --json", async () => {
+    const server = await listenHttp((_req, res) => res.end("ok"))
+    const events: Array<string> = []
+    const sink: ProgressSink = { update: (line) => events.push(`update ${line}`), end: () => events.push("end") }
+    try {
+      const args = ["--http", `http://127.0.0.1:${portOf(server)}/`, "--connections", "2", "--duration", "1200ms", "--warmup", "0s"]
+      expect(await stressCli(args, (line) => events.push(`out ${line.split("\n")[0]}`), undefined, sink)).toBe(0)
+      const updates = events.filter((e) => e.startsWith("update HTTP "))
+      expect(updates.length).toBeGreaterThanOrEqual(2)
+      expect(updates.at(-1)).toMatch(/requests [\d,]+ {2}[\d,]+ req\/s {2}errors 0$/)
+      // The line is cleared, then the summary printed.
+      expect(events.slice(-2)).toEqual(["end", "out HTTP http://127.0.0.1:" + portOf(server) + "/price?asset=BTC (2 connections)"])
+
+      events.length = 0
+      expect(await stressCli([...args.slice(0, 5), "300ms", "--json"], (line) => events.push(`out ${line}`), undefined, sink)).toBe(0)
+      expect(events.filter((e) => !e.startsWith("out "))).toEqual([])
+    } finally {
+      server.closeAllConnections()
+      server.close()
+    }
+  })
+
+  it("piped (the built CLI, stderr not a terminal): no progress line, no control characters", async () => {
+    const server = await listenHttp((_req, res) => res.end("ok"))
+    try {
+      const cli = join(import.meta.dirname, "..", "dist", "src", "programs", "cli.js")
+      const child = spawn(process.execPath, [cli, "stress", "--http", `http://127.0.0.1:${portOf(server)}/`, "--connections", "2", "--duration", "1200ms", "--warmup", "0s"],
+        { stdio: ["ignore", "pipe", "pipe"] })
+      let stdout = ""
+      let stderr = ""
+      child.stdout.on("data", (d: Buffer) => void (stdout += d.toString()))
+      child.stderr.on("data", (d: Buffer) => void (stderr += d.toString()))
+      const code = await new Promise<number | null>((resolve) => child.on("exit", resolve))
+      expect(code).toBe(0)
+      expect(stdout).toMatch(/req\/s/)
+      expect(stdout + stderr).not.toContain("\r")
+      expect(stdout + stderr).not.toContain("\u001b")
+      expect(stderr).not.toMatch(/warming up|requests [\d,]+ {2}/)
+    } finally {
+      server.closeAllConnections()
+      server.close()
+    }
+  }, 15_000)
 
   it("rejects bad usage and non-loopback targets with distinct exit codes", async () => {
     const out: Array<string> = []

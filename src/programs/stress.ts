@@ -21,6 +21,9 @@ export interface HttpStressOptions {
   readonly pipelining?: 1
   /** A request (or connect) unanswered this long counts as a timeout and its socket is replaced (default 2000). */
   readonly timeoutMs?: number
+  /** Called every `progressIntervalMs` (default 500) from the start of the warm-up until the end. */
+  readonly onProgress?: (progress: StressProgress) => void
+  readonly progressIntervalMs?: number
 }
 
 export interface UdpStressOptions {
@@ -37,6 +40,21 @@ export interface UdpStressOptions {
   /** A datagram unanswered this long counts as a timeout and is replaced (default 1000). */
   readonly timeoutMs?: number
   readonly warmupMs?: number
+  readonly onProgress?: (progress: StressProgress) => void
+  readonly progressIntervalMs?: number
+}
+
+/** A run so far, for a live progress line. Counts cover the measured window only (zero while warming up). */
+export interface StressProgress {
+  readonly phase: "warmup" | "measure"
+  /** Since the start of the phase. */
+  readonly elapsedMs: number
+  readonly durationMs: number
+  readonly requests: number
+  /** Answers that were not a success (HTTP non-2xx, UDP ok:false) plus transport errors and timeouts. */
+  readonly errors: number
+  /** Requests answered per second since the previous progress call. */
+  readonly currentRps: number
 }
 
 export interface StressResult {
@@ -49,6 +67,11 @@ export interface StressResult {
   readonly statusCounts: Record<string, number>
   /** The first answer's text (its body for HTTP, up to 300 characters) for each status seen: what a refusal said. */
   readonly firstAnswers: Record<string, string>
+  /**
+   * Answers that were not a success, by code: the envelope's `code` of an HTTP 4xx/5xx
+   * (`HTTP <status>` when its body has none), a UDP reply's `code`. Sums to `requests` minus the successes.
+   */
+  readonly errorCodes: Record<string, number>
   readonly durationMs: number
   readonly rps: number
   readonly p50Ms: number
@@ -163,7 +186,10 @@ class RunStats {
   readonly histogram = new LatencyHistogram()
   readonly statusCounts = new Map<string, number>()
   readonly firstAnswers = new Map<string, string>()
+  readonly errorCodes = new Map<string, number>()
   requests = 0
+  /** Answers that were not a success (counted in errorCodes). */
+  refused = 0
   errors = 0
   timeouts = 0
   /** False during warm-up and after the end: events still happen but are not counted. */
@@ -181,10 +207,18 @@ class RunStats {
     this.recording = false
   }
 
-  /** `answer` is read only for the first answer of each status. */
-  response(status: string, latencyMs: number, answer: () => string): void {
+  /**
+   * `answer` is read only for the first answer of each status; `errorCode` only for an answer
+   * that was not a success (`success` false), so the success path parses nothing more.
+   */
+  response(status: string, success: boolean, latencyMs: number, answer: () => string, errorCode: () => string): void {
     if (!this.recording) return
     this.requests += 1
+    if (!success) {
+      this.refused += 1
+      const code = errorCode()
+      this.errorCodes.set(code, (this.errorCodes.get(code) ?? 0) + 1)
+    }
     const seen = this.statusCounts.get(status)
     if (seen === undefined) this.firstAnswers.set(status, answer().slice(0, ANSWER_SAMPLE_CHARS))
     this.statusCounts.set(status, (seen ?? 0) + 1)
@@ -208,6 +242,7 @@ class RunStats {
       timeouts: this.timeouts,
       statusCounts: Object.fromEntries(this.statusCounts),
       firstAnswers: Object.fromEntries(this.firstAnswers),
+      errorCodes: Object.fromEntries(this.errorCodes),
       durationMs,
       rps: durationMs > 0 ? (this.requests * 1000) / durationMs : 0,
       p50Ms: h.percentileMs(50),
@@ -218,20 +253,59 @@ class RunStats {
   }
 }
 
-/** Runs warm-up then the measured window on timers; `onEnd` must release every resource. */
+/**
+ * Runs warm-up then the measured window on timers; `onEnd` must release every resource.
+ * With `onProgress`, reports the run so far every `intervalMs` until the end.
+ */
 const schedule = (
   stats: RunStats,
   warmupMs: number,
   durationMs: number,
-  onEnd: () => void
+  onEnd: () => void,
+  onProgress?: (progress: StressProgress) => void,
+  intervalMs = 500
 ): void => {
+  const startedAt = performance.now()
+  let measuringSince = 0
+  let lastAt = startedAt
+  let lastRequests = 0
+  const ticker = onProgress === undefined ? undefined : setInterval(() => {
+    const now = performance.now()
+    const measuring = measuringSince > 0
+    onProgress({
+      phase: measuring ? "measure" : "warmup",
+      elapsedMs: now - (measuring ? measuringSince : startedAt),
+      durationMs: measuring ? durationMs : warmupMs,
+      requests: stats.requests,
+      errors: stats.refused + stats.errors + stats.timeouts,
+      currentRps: now > lastAt ? ((stats.requests - lastRequests) * 1000) / (now - lastAt) : 0
+    })
+    lastAt = now
+    lastRequests = stats.requests
+  }, Math.max(50, intervalMs))
   setTimeout(() => {
-    stats.start(performance.now())
+    measuringSince = performance.now()
+    lastAt = measuringSince
+    stats.start(measuringSince)
     setTimeout(() => {
       stats.stop(performance.now())
+      if (ticker !== undefined) clearInterval(ticker)
       onEnd()
     }, durationMs)
   }, warmupMs)
+}
+
+const CODE_FIELD = Buffer.from('"code":"')
+const QUOTE = 34
+const MAX_CODE_CHARS = 40
+
+/** The value of the first `"code":"…"` at or after `from`, or undefined. */
+const codeField = (buf: Buffer, from: number): string | undefined => {
+  const at = buf.indexOf(CODE_FIELD, from)
+  if (at < 0) return undefined
+  const start = at + CODE_FIELD.length
+  const end = buf.indexOf(QUOTE, start)
+  return end > start && end - start <= MAX_CODE_CHARS ? buf.toString("latin1", start, end) : undefined
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,7 +505,9 @@ class HttpConnection {
     }
     this.inFlight = false
     this.answered = true
-    this.stats.response(String(parsed.status), now - this.sentAt, () => responseBody(buf))
+    const status = parsed.status
+    this.stats.response(String(status), status < 300, now - this.sentAt, () => responseBody(buf), () =>
+      (status >= 400 ? codeField(buf, buf.indexOf(HEADER_END)) : undefined) ?? `HTTP ${status}`)
     if (parsed.close) this.socket?.end()
     else this.send()
     return true
@@ -477,7 +553,7 @@ export const stressHttp = (o: HttpStressOptions): Promise<StressResult> =>
       clearInterval(sweeper)
       for (const c of connections) c.close()
       resolve(stats.result())
-    })
+    }, o.onProgress, o.progressIntervalMs)
     for (const c of connections) c.open()
   })
 
@@ -486,8 +562,6 @@ export const stressHttp = (o: HttpStressOptions): Promise<StressResult> =>
 
 const RID_FIELD = Buffer.from('"rid":"')
 const OK_FIELD = Buffer.from('"ok":true')
-const CODE_FIELD = Buffer.from('"code":"')
-const QUOTE = 34
 
 /** The decimal rid of a reply, or -1 when it has none (or a non-numeric one). */
 const replyRid = (msg: Buffer): number => {
@@ -505,14 +579,7 @@ const replyRid = (msg: Buffer): number => {
   return -1
 }
 
-const replyStatus = (msg: Buffer): string => {
-  if (msg.indexOf(OK_FIELD) >= 0) return "ok"
-  const at = msg.indexOf(CODE_FIELD)
-  if (at < 0) return "reply"
-  const start = at + CODE_FIELD.length
-  const end = msg.indexOf(QUOTE, start)
-  return end > start ? msg.toString("latin1", start, end) : "reply"
-}
+const replyStatus = (msg: Buffer): string => (msg.indexOf(OK_FIELD) >= 0 ? "ok" : codeField(msg, 0) ?? "reply")
 
 export const stressUdp = (o: UdpStressOptions): Promise<StressResult> =>
   new Promise((resolve, reject) => {
@@ -562,7 +629,8 @@ export const stressUdp = (o: UdpStressOptions): Promise<StressResult> =>
         inFlight.delete(oldest.value[0])
         sentAt = oldest.value[1]
       }
-      stats.response(replyStatus(msg), now - sentAt, () => msg.toString("utf8"))
+      const status = replyStatus(msg)
+      stats.response(status, status === "ok", now - sentAt, () => msg.toString("utf8"), () => status)
       if (running) sendOne()
     })
     // Send failures and ICMP unreachable surface here; the datagram itself times out and is replaced.
@@ -587,7 +655,7 @@ export const stressUdp = (o: UdpStressOptions): Promise<StressResult> =>
       clearInterval(sweeper)
       socket.close()
       resolve(stats.result())
-    })
+    }, o.onProgress, o.progressIntervalMs)
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -602,7 +670,8 @@ const USAGE = `usage: tb stress [--http URL] [--udp HOST:PORT] [--key KEY] [--as
   --connections N  HTTP connections / UDP datagrams in flight (default 64)
   --duration D     measured time, e.g. 500ms, 10s, 1m (default 10s)
   --warmup D       unmeasured time before it (default 1s)
-  --json           print the results as JSON`
+  --json           print the results as JSON
+On a terminal, a progress line on stderr is updated every 500 ms (never with --json or when piped).`
 
 export const parseDurationMs = (text: string): number | undefined => {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/u.exec(text.trim())
@@ -672,20 +741,58 @@ const isSuccessStatus = (status: string): boolean => status === "ok" || /^2\d\d$
 
 const fmt = (n: number, digits = 2): string => n.toFixed(digits)
 
-export const formatResult = (label: string, r: StressResult): string => {
-  const statuses = Object.entries(r.statusCounts)
-    .map(([status, count]) => `${status}: ${count}`)
+/** Counts in descending order, as `A: 3  B: 1`. */
+const countList = (counts: Record<string, number>): string =>
+  Object.entries(counts)
+    .sort(([, a], [, b]) => b - a)
+    .map(([name, count]) => `${name}: ${count}`)
     .join("  ")
+
+export const formatResult = (label: string, r: StressResult): string => {
+  const statuses = countList(r.statusCounts)
+  const refused = countList(r.errorCodes)
   return [
     label,
     `  requests   ${r.requests} in ${fmt(r.durationMs / 1000)} s = ${Math.round(r.rps)} req/s`,
     `  latency    p50 ${fmt(r.p50Ms)} ms  p90 ${fmt(r.p90Ms)} ms  p99 ${fmt(r.p99Ms)} ms  max ${fmt(r.maxMs)} ms`,
-    `  errors     ${r.errors}  timeouts ${r.timeouts}`,
+    `  errors     ${refused === "" ? "none refused" : refused}  (transport errors ${r.errors}, timeouts ${r.timeouts})`,
     `  statuses   ${statuses === "" ? "none" : statuses}`,
     ...Object.entries(r.firstAnswers)
       .filter(([status]) => !isSuccessStatus(status))
       .map(([status, answer]) => `  first ${status}: ${answer}`)
   ].join("\n")
+}
+
+/** Thousands separated by commas, whatever the locale. */
+const grouped = (n: number): string => Math.round(n).toString().replace(/\B(?=(\d{3})+(?!\d))/gu, ",")
+
+/** The live progress line: `HTTP  3.5/10.0 s  requests 345,678  98,765 req/s  errors 12`. */
+export const formatProgress = (label: string, p: StressProgress): string =>
+  p.phase === "warmup"
+    ? `${label}  warming up ${fmt(p.elapsedMs / 1000, 1)}/${fmt(p.durationMs / 1000, 1)} s`
+    : `${label}  ${fmt(p.elapsedMs / 1000, 1)}/${fmt(p.durationMs / 1000, 1)} s  requests ${grouped(p.requests)}  ` +
+      `${grouped(p.currentRps)} req/s  errors ${grouped(p.errors)}`
+
+/** Where the progress line goes: a terminal, rewritten in place. */
+export interface ProgressSink {
+  readonly update: (line: string) => void
+  /** Clears the line, so the summary that follows starts on a clean one. */
+  readonly end: () => void
+}
+
+export const terminalProgress = (stream: NodeJS.WritableStream): ProgressSink => {
+  let shown = false
+  return {
+    // \r back to the start, ESC[K erases what a longer previous line left.
+    update: (line) => {
+      shown = true
+      stream.write(`\r${line}\u001b[K`)
+    },
+    end: () => {
+      if (shown) stream.write("\r\u001b[K")
+      shown = false
+    }
+  }
 }
 
 const writeStdout = (text: string) => void process.stdout.write(`${text}\n`)
@@ -694,12 +801,14 @@ const writeStderr = (text: string) => void process.stderr.write(`${text}\n`)
 /**
  * `tb stress …`: returns the exit code (0 ran and got answers, or --help; 1 failed; 2 bad usage).
  * Results (and the usage asked for with --help) go to `write`, problems to `writeError`: stdout
- * and stderr by default; a caller that passes only `write` gets both in it.
+ * and stderr by default; a caller that passes only `write` gets both in it. The live progress
+ * line goes to `progress`: stderr when it is a terminal, else nowhere; never with --json.
  */
 export const stressCli = async (
   argv: ReadonlyArray<string>,
   write: (text: string) => void = writeStdout,
-  writeError: (text: string) => void = write === writeStdout ? writeStderr : write
+  writeError: (text: string) => void = write === writeStdout ? writeStderr : write,
+  progress: ProgressSink | undefined = process.stderr.isTTY ? terminalProgress(process.stderr) : undefined
 ): Promise<number> => {
   if (argv.some((arg) => arg === "--help" || arg === "-h")) {
     write(USAGE)
@@ -711,6 +820,9 @@ export const stressCli = async (
     return 2
   }
   const results: Record<string, StressResult> = {}
+  const sink = options.json ? undefined : progress
+  const progressFor = (label: string) =>
+    sink === undefined ? {} : { onProgress: (p: StressProgress) => sink.update(formatProgress(label, p)) }
   try {
     if (options.http !== undefined) {
       const url = httpUrlFor(options.http, options.asset)
@@ -719,8 +831,10 @@ export const stressCli = async (
         ...(options.key === undefined ? {} : { headers: { "X-API-Key": options.key } }),
         connections: options.connections,
         durationMs: options.durationMs,
-        warmupMs: options.warmupMs
+        warmupMs: options.warmupMs,
+        ...progressFor("HTTP")
       })
+      sink?.end()
       if (!options.json) write(formatResult(`HTTP ${url} (${options.connections} connections)`, results.http))
     }
     if (options.udp !== undefined) {
@@ -731,13 +845,16 @@ export const stressCli = async (
         payload: (i) => Buffer.from(prefix + i, "latin1"),
         concurrency: options.connections,
         durationMs: options.durationMs,
-        warmupMs: options.warmupMs
+        warmupMs: options.warmupMs,
+        ...progressFor("UDP")
       })
+      sink?.end()
       if (!options.json) {
         write(formatResult(`UDP ${options.udp.host}:${options.udp.port} (${options.connections} in flight)`, results.udp))
       }
     }
   } catch (error) {
+    sink?.end()
     const message = messageOf(error)
     writeError(message.startsWith("stress: ") ? `tb ${message}` : `tb stress: ${message}`)
     return 1
