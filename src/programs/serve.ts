@@ -16,6 +16,7 @@ import { LrsListeners, LrsServicesLive } from "./lrs/layer.ts"
 import { publishStats } from "./lpo/statsPublisher.ts"
 import { WebhookDeliveryLive } from "./webhook/layer.ts"
 import { AppConfig } from "../config/AppConfig.ts"
+import { MetricsLive, ServeMetricsLive } from "./metrics/layer.ts"
 
 /**
  * What the listeners stand on: feeds (LPO only) and the usage sink, then limits, keys and
@@ -30,10 +31,12 @@ const serving = <E, R>(listeners: Layer.Layer<never, E, R>, parts: { readonly fe
       const config = yield* AppConfig
       yield* publishStats(config.nodeId)
     })),
+    ServeMetricsLive,
     PartitionMaintenance
   ).pipe(
     Layer.provideMerge(Layer.mergeAll(UsageSinkThreaded, AdminTokenLive, SqsQueueUrlCheck, parts.feeds ? FeedsLive : Layer.empty)),
     Layer.provideMerge(Layer.mergeAll(RateLimiterLive, PriceCacheMemory, RuntimeStatsLive, ProbesLive, ServerInfoLive, parts.reports ? LrsServicesLive : Layer.empty)),
+    Layer.provideMerge(MetricsLive),
     Layer.provideMerge(KeysLive)
   )
 

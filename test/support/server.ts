@@ -39,6 +39,8 @@ export interface RunningServer {
   readonly udpPort: number
   readonly adminToken: string
   readonly dataDir: string
+  /** `http://127.0.0.1:<METRICS_PORT>/metrics` */
+  readonly metricsUrl: string
   readonly env: Readonly<Record<string, string>>
   readonly process: ChildProcess
   readonly output: () => string
@@ -77,6 +79,7 @@ const startServerOnce = async (env: Readonly<Record<string, string>>, readyTimeo
   // The report server's ports too: a type that runs it (ALL, APP_REPORT_SERVER) must not take the defaults.
   const lrsHttpPort = await freePort()
   const lrsUdpPort = await freePort()
+  const metricsPort = env["METRICS_PORT"] ?? String(await freePort())
   const dataDir = env["DATA_DIR"] ?? mkdtempSync(join(tmpdir(), "tb-test-"))
   const adminToken = env["ADMIN_TOKEN"] ?? `admin-${crypto.randomUUID()}`
   const fullEnv: Record<string, string> = {
@@ -90,7 +93,8 @@ const startServerOnce = async (env: Readonly<Record<string, string>>, readyTimeo
     LPO_HTTP_PORT: String(httpPort),
     LPO_UDP_PORT: String(udpPort),
     LRS_HTTP_PORT: env["LRS_HTTP_PORT"] ?? String(lrsHttpPort),
-    LRS_UDP_PORT: env["LRS_UDP_PORT"] ?? String(lrsUdpPort)
+    LRS_UDP_PORT: env["LRS_UDP_PORT"] ?? String(lrsUdpPort),
+    METRICS_PORT: metricsPort
   }
   const child = spawn(process.execPath, [CLI, "serve"], { env: { ...process.env, ...fullEnv }, stdio: ["ignore", "pipe", "pipe"] })
   let output = ""
@@ -113,7 +117,7 @@ const startServerOnce = async (env: Readonly<Record<string, string>>, readyTimeo
     throw new Error(`server did not become ready:\n${output.slice(-4000)}`)
   }
   return {
-    baseUrl, udpPort, adminToken, dataDir, env: fullEnv, process: child, output: () => output,
+    baseUrl, udpPort, adminToken, dataDir, env: fullEnv, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, process: child, output: () => output,
     stop: async (signal = "SIGTERM") => {
       if (child.exitCode === null) child.kill(signal)
       return exited

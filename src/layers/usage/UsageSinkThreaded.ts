@@ -13,6 +13,7 @@ import { requestTag } from "../http/httpKit.ts"
 import { ServerInfo } from "../../services/ServerInfo.ts"
 import { DatabaseInfo } from "../../services/Database.ts"
 import { Params } from "../../services/Params.ts"
+import { Metrics } from "../../services/Metrics.ts"
 import { RuntimeStats } from "../../services/RuntimeStats.ts"
 import { addUsageStats as addStats, UsageSink, type UsageSinkStats, ZERO_USAGE_STATS as ZERO } from "../../services/UsageSink.ts"
 import { withModule, runDetachedLog } from "../Logging.ts"
@@ -63,6 +64,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   const database = yield* DatabaseInfo
   const meta = yield* ServerInfo
   const counters = yield* RuntimeStats
+  const metrics = yield* Metrics
   const spool = makeUsageSpool(usageSpoolDir(config.dataDir))
   // The usage thread gets half of the shutdown budget for its final flush; then it is terminated.
   const waitForThreadMs = Math.max(2_000, Math.floor(config.shutdownTimeoutMs / 2))
@@ -133,6 +135,7 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
 
   const anonymousRows = makeAnonymousRowGate({ maxAddresses: MAX_ANONYMOUS_ADDRESSES_PER_SECOND })
   const record = (facts: UsageFacts) => {
+    metrics.answered(facts)
     if (
       // Only a served admin call (its token checked) is exempt: a refused one is as anonymous as any.
       facts.apiKeyId === undefined && !(facts.service === "ADMIN" && facts.code === "OK") &&

@@ -1,6 +1,7 @@
 import { Effect, Schedule } from "effect"
 import type { SqlClient } from "effect/sql"
 import { withModule } from "../../layers/Logging.ts"
+import { Metrics } from "../../services/Metrics.ts"
 import { Sqs, type SqsReceivedMessage } from "../../services/Sqs.ts"
 import { type StartupError, unreachableDependency } from "../../services/StartupError.ts"
 import type { DecodeQueueMessage } from "../../layers/usage/usageStore.ts"
@@ -75,17 +76,25 @@ const handleBatch = (messages: ReadonlyArray<SqsReceivedMessage>, options: Polle
     // Set once an attempt has written the batch: an interruption that arrives during that attempt
     // takes effect after it, and must not give back what is written.
     let written = false
+    const metrics = yield* Metrics
+    const started = performance.now()
     const attempt = handleUsageMessages(messages, options.decode).pipe(
       Effect.tap((outcome) => deleteStored(messages, outcome.stored)),
       Effect.tap(() => Effect.sync(() => void (written = true))),
       Effect.uninterruptible
     )
     const outcome = yield* attempt.pipe(
-      Effect.tapError((e) => Effect.logWarning(`database unavailable (${e.message}); holding ${messages.length} messages and retrying`)),
+      Effect.tapError((e) => Effect.sync(() => metrics.queuedWriterRetry()).pipe(
+        Effect.andThen(Effect.logWarning(`database unavailable (${e.message}); holding ${messages.length} messages and retrying`))
+      )),
       Effect.retry(backoff),
       Effect.orDie, // the schedule never ends
       Effect.onInterrupt(() => (written ? Effect.void : giveBack(messages)))
     )
+    metrics.queuedWriterBatch({
+      messages: messages.length, stored: outcome.stored.length, poison: outcome.poison.length, rows: outcome.rows, inserted: outcome.inserted,
+      seconds: (performance.now() - started) / 1000
+    })
     yield* Effect.logDebug(`stored ${outcome.rows} rows (${outcome.inserted} new) from ${outcome.stored.length} messages; ${outcome.poison.length} poison`)
   }).pipe(Effect.scoped)
 

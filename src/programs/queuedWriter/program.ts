@@ -8,6 +8,7 @@ import { SqsLive } from "../../layers/SqsLive.ts"
 import { checkSqsQueueUrl } from "../../layers/usage/UsageWriterSqs.ts"
 import { malformedSetting } from "../../services/StartupError.ts"
 import { BaseLive } from "../layers.ts"
+import { metricsLayer } from "../metrics/layer.ts"
 import { runPoller } from "./poller.ts"
 
 const MAX_RECEIVERS = 64
@@ -38,7 +39,9 @@ export const queuedWriterProgram = (receiversFlag: Option.Option<number>) =>
     const settings = yield* queuedWriterConfig
     const receivers = Option.getOrElse(receiversFlag, () => settings.receivers)
     if (receivers < 1 || receivers > MAX_RECEIVERS) return yield* malformedSetting("--receivers", `expected 1 to ${MAX_RECEIVERS} receives in flight`)
-    const layer = Layer.mergeAll(SqsLive(queueUrl), MigrationsLive.pipe(Layer.provideMerge(DatabaseLive))).pipe(Layer.provideMerge(BaseLive))
+    const layer = Layer.mergeAll(SqsLive(queueUrl), MigrationsLive.pipe(Layer.provideMerge(DatabaseLive)), metricsLayer({ queuedWriter: true })).pipe(
+      Layer.provideMerge(BaseLive)
+    )
     return yield* runPoller({ receivers, visibilityTimeoutSeconds: settings.visibilityTimeoutSeconds, decode: decodeQueueMessage }).pipe(
       Effect.provide(layer)
     )
