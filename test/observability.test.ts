@@ -81,6 +81,27 @@ describe("OpenTelemetry export", () => {
     const rows = spansNamed("UsageWriter.write").flatMap((s) => s.attributes ?? []).filter((a) => a.key === "rows")
     expect(rows.length).toBeGreaterThan(0)
     expect(rows.every((a) => Number(a.value.intValue ?? a.value.doubleValue ?? 0) > 0)).toBe(true)
+    // One trace per batch: the write is a child of its batch's root span.
+    const write = spansNamed("UsageWriter.write")[0]!
+    const batch = spansNamed("usage.batch").find((s) => s.spanId === write.parentSpanId)
+    expect(batch?.traceId).toBe(write.traceId)
+    expect(batch?.parentSpanId ?? "").toBe("")
+  }, 30_000)
+
+  it("exports a price request's trace through OTLP: the edge's server span and its children", async () => {
+    const { key } = await createKey(server, "demo")
+    const r = await fetch(`${server.baseUrl}/price?asset=BTC`, { headers: { "x-api-key": key } })
+    expect([200, 503]).toContain(r.status)
+    await r.arrayBuffer()
+    const deadline = Date.now() + 15_000
+    while (!spanNames().includes("GET /price") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    const edge = spansNamed("GET /price")[0]
+    expect(edge).toBeDefined()
+    expect(edge?.parentSpanId ?? "").toBe("")
+    while (exportedSpans().filter((s) => s.parentSpanId === edge?.spanId).length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100))
+    const children = exportedSpans().filter((s) => s.parentSpanId === edge?.spanId).map((s) => s.name)
+    expect(children).toEqual(expect.arrayContaining(["ApiKeys.authenticate", "RateLimiter.admit"]))
+    expect(JSON.stringify(received["traces"])).not.toContain(key)
   }, 30_000)
 
   it("gives every HTTP API endpoint a span of its own, around the service calls it makes", async () => {

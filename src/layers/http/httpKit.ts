@@ -84,6 +84,8 @@ export interface WantedHeaders {
   acceptLanguage: string | undefined
   adminToken: string | undefined
   origin: string | undefined
+  /** W3C trace context: a traced request continues the caller's trace. */
+  traceparent: string | undefined
 }
 
 /**
@@ -94,7 +96,7 @@ export interface WantedHeaders {
 export const wantedHeaders = (req: IncomingMessage): WantedHeaders => wantedHeadersFrom(req.rawHeaders)
 
 export const wantedHeadersFrom = (raw: ReadonlyArray<string>): WantedHeaders => {
-  const out: WantedHeaders = { apiKey: undefined, authorization: undefined, requestId: undefined, acceptLanguage: undefined, adminToken: undefined, origin: undefined }
+  const out: WantedHeaders = { apiKey: undefined, authorization: undefined, requestId: undefined, acceptLanguage: undefined, adminToken: undefined, origin: undefined, traceparent: undefined }
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const name = raw[i]!
     switch (name.length) {
@@ -110,6 +112,9 @@ export const wantedHeadersFrom = (raw: ReadonlyArray<string>): WantedHeaders => 
         break
       case 6:
         if (out.origin === undefined && name.toLowerCase() === "origin") out.origin = raw[i + 1]
+        break
+      case 11:
+        if (out.traceparent === undefined && name.toLowerCase() === "traceparent") out.traceparent = raw[i + 1]
         break
       case 15:
         if (out.acceptLanguage === undefined && name.toLowerCase() === "accept-language") out.acceptLanguage = raw[i + 1]

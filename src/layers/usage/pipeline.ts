@@ -234,8 +234,13 @@ export const makeUsagePipeline = (options: UsagePipelineOptions): Effect.Effect<
       Stream.flatMap(() => Stream.fromIterable(spoolFiles()))
     )
 
+    // One trace per batch: its root span holds the writer call (UsageWriter.write, retries and SQL within).
+    const tracedLive = (batch: LiveBatch) =>
+      handleLive(batch).pipe(Effect.withSpan("usage.batch", { root: true, kind: "consumer", attributes: { rows: batch.rows, chunks: batch.chunks.length } }))
+    const tracedSpoolFile = (file: string) => handleSpoolFile(file).pipe(Effect.withSpan("usage.replay", { root: true, attributes: { file } }))
+
     const pipeline = Stream.merge(liveBatches, replays, { haltStrategy: "left" }).pipe(
-      Stream.runForEach((item) => (item._tag === "Live" ? handleLive(item) : handleSpoolFile(item.file))),
+      Stream.runForEach((item) => (item._tag === "Live" ? tracedLive(item) : tracedSpoolFile(item.file))),
       Effect.catchCause((cause) => Effect.logError("usage pipeline failed", Cause.pretty(cause)))
     )
     const fiber = yield* Effect.forkScoped(pipeline)
@@ -244,7 +249,7 @@ export const makeUsagePipeline = (options: UsagePipelineOptions): Effect.Effect<
     const replayOnce = Effect.gen(function*() {
       const files = yield* Effect.try({ try: () => spool.files(), catch: messageOf }).pipe(Effect.orElseSucceed((): ReadonlyArray<string> => []))
       for (const file of files) {
-        if (!(yield* handleSpoolFile(file, true))) return
+        if (!(yield* handleSpoolFile(file, true).pipe(Effect.withSpan("usage.replay", { root: true, attributes: { file, at_stop: true } })))) return
       }
     })
 

@@ -12,6 +12,7 @@ import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { type FastHttpServer, type FastRoute, makeFastHttpServer, type Reply } from "../../layers/http/fastHttp.ts"
 import type { RequestLine } from "../../layers/http/httpHead.ts"
 import { removeListenerRecord, writeListenerRecord } from "../../layers/http/listenerFile.ts"
+import { makeRequestSpans, RequestTracing } from "../../layers/tracing/requestTracing.ts"
 import { makeSendEnvelope, nodeReply, parseRequest, type RequestInfo, requestInfo, wantedHeadersFrom } from "../../layers/http/httpKit.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { cannotListen } from "../../services/StartupError.ts"
@@ -99,6 +100,8 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
   const probes = yield* Probes
   const cache = yield* Cache
   const feeds = yield* FeedStatus
+  // Undefined when traces go nowhere: the routes below then make no span and read no clock for one.
+  const spans = makeRequestSpans(yield* RequestTracing)
   let inFlight = 0
   let draining = false
 
@@ -117,11 +120,30 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     sendEnvelope(reply, info, "LPO", readiness && problem !== undefined ? "SYSTEM_BUSY" : "OK", JSON.stringify(problem === undefined ? data : { ...data, problem }))
   }
 
+  /**
+   * A price request, in a trace of its own when tracing is on and the sampler keeps it: the server
+   * span ends once the answer is written. (Probes are not traced: a load balancer's checks would
+   * fill the traces.)
+   */
+  const priceRoute = (route: "/price" | "/prices", many: boolean) => (reply: Reply, info: RequestInfo) => {
+    const trace = spans?.http(info.method, route, info.path, info.requestId, info.clientIp, info.headers.traceparent)
+    if (trace === undefined) return handlePriceHttp(deps, reply, info, many)
+    handlePriceHttp(deps, (status, headers, body) => {
+      try {
+        reply(status, headers, body)
+      } finally {
+        spans!.endHttp(trace, status)
+      }
+    }, info, many, trace)
+  }
+  const priceOne = priceRoute("/price", false)
+  const priceMany = priceRoute("/prices", true)
+
   /** The GET (and HEAD) routes both servers answer: price, prices, health, readiness. */
   const getRoute = (path: string): ((reply: Reply, info: RequestInfo) => void) | undefined => {
     switch (path) {
-      case "/price": return (reply, info) => handlePriceHttp(deps, reply, info, false)
-      case "/prices": return (reply, info) => handlePriceHttp(deps, reply, info, true)
+      case "/price": return priceOne
+      case "/prices": return priceMany
       case "/health": return (reply, info) => health(reply, info, false)
       case "/ready": return (reply, info) => health(reply, info, true)
       default: return undefined

@@ -6,6 +6,7 @@ import { COUNTER } from "../../domain/runtimeCounters.ts"
 import { cannotListen } from "../../services/StartupError.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
 import { withModule } from "../../layers/Logging.ts"
+import { makeRequestSpans, RequestTracing } from "../../layers/tracing/requestTracing.ts"
 import { ApiKeys } from "../../services/ApiKeys.ts"
 import { Params } from "../../services/Params.ts"
 import { PriceCache } from "../../services/PriceCache.ts"
@@ -53,7 +54,7 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
   const stats = yield* RuntimeStats
   const handler = makeUdpPriceHandler({
     apiKeys: yield* ApiKeys, limiter: yield* RateLimiter, prices: yield* PriceCache, params: yield* Params, stats,
-    usage: yield* UsageSink
+    usage: yield* UsageSink, spans: makeRequestSpans(yield* RequestTracing)
   })
   const socket = yield* bindUdp(config.lpoUdpPort, config.bindHost, handler.onMessage).pipe(
     Effect.mapError((e) => cannotListen("LPO_UDP_PORT", config.bindHost, config.lpoUdpPort, e))

@@ -5,6 +5,7 @@ import type { ServerMeta } from "../../domain/serverMeta.ts"
 import { apiKeyOf, latencyUs, type RequestInfo, type SendEnvelope } from "../../layers/http/httpKit.ts"
 import type { Admission } from "../../services/RateLimiter.ts"
 import type { UsageSink } from "../../services/UsageSink.ts"
+import type { RequestTrace } from "../../layers/tracing/requestTracing.ts"
 import { authenticateThen, parseQuery, type PriceDeps, type QueryOutcome, runQuery } from "./priceQuery.ts"
 
 export interface PriceHttpDeps extends PriceDeps {
@@ -29,8 +30,11 @@ export const rateHeaders = (a: Admission | undefined): ReadonlyArray<string | nu
   }
 }
 
-/** GET /price and GET /prices: answer first, then hand the usage row to the sink. */
-export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: RequestInfo, many: boolean): void => {
+/**
+ * GET /price and GET /prices: answer first, then hand the usage row to the sink. `trace` (a sampled
+ * request): the key check, the admission and the lookup as children of its server span.
+ */
+export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: RequestInfo, many: boolean, trace?: RequestTrace): void => {
   const { query } = info
   const endpoint = many ? "/prices" : "/price"
   const parsed = parseQuery(query.get(many ? "assets" : "asset"), query.get("quote"), query.get("source"), many)
@@ -38,6 +42,11 @@ export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: Request
   const quoteField = typeof parsed === "string" ? undefined : parsed.quote
 
   const finish = (code: ErrorCode | "OK", keyId: string | undefined, dataJson: string, outcome: QueryOutcome | undefined, price?: number, source?: string) => {
+    if (trace !== undefined) {
+      trace.server.attribute("tb.code", code)
+      if (keyId !== undefined) trace.server.attribute("tb.api_key.id", keyId)
+      if (assetField !== undefined) trace.server.attribute("tb.asset", assetField)
+    }
     const bytes = deps.sendEnvelope(reply, info, "LPO", code, dataJson, rateHeaders(outcome?.admission))
     if (code !== "OK") deps.stats.values[code === "INTERNAL" || code === "NO_FRESH_PRICE" || code === "SYSTEM_BUSY" || code === "MAINTENANCE" ? COUNTER.server_errors : COUNTER.client_errors]!++
     deps.usage.record({
@@ -55,7 +64,7 @@ export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: Request
     const key = auth.key
     if (typeof parsed === "string") return finish("BAD_REQUEST", key.id, JSON.stringify({ error: parsed }), undefined)
     const now = Date.now()
-    const outcome = runQuery(deps, key, parsed, now)
+    const outcome = runQuery(deps, key, parsed, now, trace)
     if (outcome.code !== "OK") return finish(outcome.code, key.id, "null", outcome)
     if (many) {
       const prices = outcome.answers.map((a) => a.render(now)).join(",")
@@ -63,5 +72,5 @@ export const handlePriceHttp = (deps: PriceHttpDeps, reply: Reply, info: Request
     }
     const answer = outcome.answers[0]!
     finish("OK", key.id, answer.render(now), outcome, answer.price, answer.source)
-  }, info.keyMemo)
+  }, info.keyMemo, trace)
 }

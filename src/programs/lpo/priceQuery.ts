@@ -1,5 +1,6 @@
 import { runDetachedLog } from "../../layers/Logging.ts"
 import { Effect } from "effect"
+import type * as Tracer from "effect/Tracer"
 import type { KeyHashMemo } from "../../domain/apiKey.ts"
 import type { ErrorCode } from "../../domain/errorCodes.ts"
 import { type Exchange, isExchange } from "../../domain/price.ts"
@@ -10,6 +11,7 @@ import type { Params } from "../../services/Params.ts"
 import type { PriceCache, PriceLookup } from "../../services/PriceCache.ts"
 import type { Admission, RateLimiter } from "../../services/RateLimiter.ts"
 import type { RuntimeStats } from "../../services/RuntimeStats.ts"
+import type { RequestTrace } from "../../layers/tracing/requestTracing.ts"
 
 /** The services a price query touches, resolved once at start. All calls here are synchronous. */
 export interface PriceDeps {
@@ -79,11 +81,30 @@ const countMiss = (deps: PriceDeps, code: "UNKNOWN_ASSET" | "NO_FRESH_PRICE"): v
   deps.stats.values[code === "UNKNOWN_ASSET" ? COUNTER.unknown_asset : COUNTER.no_fresh_price]!++
 }
 
+/** The rate-limit and quota check's span: what it decided. */
+const endAdmitSpan = (trace: RequestTrace, span: Tracer.Span, refused: ErrorCode | undefined, admission: Admission | undefined) => {
+  span.attribute("tb.admission", admission?._tag ?? refused ?? "Admitted")
+  if (admission?._tag === "Admitted" && admission.limit !== undefined) span.attribute("tb.rate_limit.remaining", admission.remaining)
+  if (refused !== undefined) span.attribute("tb.code", refused)
+  trace.end(span)
+}
+
+/** The price lookup's span: how many assets were asked for and found. */
+const endLookupSpan = (trace: RequestTrace, span: Tracer.Span, quote: string, asked: number, found: number) => {
+  span.attribute("tb.quote", quote)
+  span.attribute("tb.assets", asked)
+  span.attribute("tb.found", found)
+  trace.end(span)
+}
+
 /** Everything after authentication: maintenance, admission, lookup, quota charge. No I/O. */
-export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryRequest, now: number): QueryOutcome => {
+export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryRequest, now: number, trace?: RequestTrace): QueryOutcome => {
   const { stats } = deps
+  const admitSpan = trace?.child("RateLimiter.admit")
   const { refused, admission } = admitQuery(deps, key, request.assets.length, now)
+  if (admitSpan !== undefined) endAdmitSpan(trace!, admitSpan, refused, admission)
   if (refused !== undefined) return { code: refused, admission }
+  const lookupSpan = trace?.child("PriceCache.lookup")
   const answers: Array<CompiledAnswer> = []
   const missing: Array<string> = []
   let firstFailure: "UNKNOWN_ASSET" | "NO_FRESH_PRICE" | undefined
@@ -95,6 +116,7 @@ export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryReque
       firstFailure ??= missCode(found)
     }
   }
+  if (lookupSpan !== undefined) endLookupSpan(trace!, lookupSpan, request.quote, request.assets.length, answers.length)
   if (!request.many && firstFailure !== undefined) {
     countMiss(deps, firstFailure)
     return { code: firstFailure, admission }
@@ -105,11 +127,15 @@ export const runQuery = (deps: PriceDeps, key: ApiKeyRecord, request: QueryReque
 }
 
 /** `runQuery` for one asset (UDP), without the arrays: the answer, or the code refusing it. */
-export const runOneQuery = (deps: PriceDeps, key: ApiKeyRecord, asset: string, quote: string, now: number): CompiledAnswer | ErrorCode => {
+export const runOneQuery = (deps: PriceDeps, key: ApiKeyRecord, asset: string, quote: string, now: number, trace?: RequestTrace): CompiledAnswer | ErrorCode => {
   const { stats } = deps
-  const { refused } = admitQuery(deps, key, 1, now)
+  const admitSpan = trace?.child("RateLimiter.admit")
+  const { refused, admission } = admitQuery(deps, key, 1, now)
+  if (admitSpan !== undefined) endAdmitSpan(trace!, admitSpan, refused, admission)
   if (refused !== undefined) return refused
+  const lookupSpan = trace?.child("PriceCache.lookup")
   const found = deps.prices.lookup(asset, quote, undefined, now)
+  if (lookupSpan !== undefined) endLookupSpan(trace!, lookupSpan, quote, 1, found._tag === "Found" ? 1 : 0)
   if (found._tag !== "Found") {
     const code = missCode(found)
     countMiss(deps, code)
@@ -133,19 +159,52 @@ const BUSY: AuthResult = { _tag: "Refused", code: "SYSTEM_BUSY", keyId: undefine
  * key this node has never seen pays it). Calls `k` synchronously whenever possible, and exactly
  * once in every case.
  */
-export const authenticateThen = (deps: PriceDeps, plainKey: string | undefined, now: number, k: (auth: AuthResult) => void, memo?: KeyHashMemo): void => {
+export const authenticateThen = (
+  deps: PriceDeps, plainKey: string | undefined, now: number, k: (auth: AuthResult) => void, memo?: KeyHashMemo, trace?: RequestTrace
+): void => {
+  if (trace !== undefined) return authenticateTracedThen(deps, plainKey, now, k, memo, trace)
   const auth = deps.apiKeys.authenticate(plainKey, now, memo)
   if (auth._tag !== "Unknown") return k(auth)
   authenticateSlowThen(deps, auth.hash, now, k)
 }
 
-/** The database lookup of a key this node has not seen (bounded in flight; SYSTEM_BUSY past that). Calls `k` exactly once. */
-export const authenticateSlowThen = (deps: PriceDeps, hash: string, now: number, k: (auth: AuthResult) => void): void => {
+/**
+ * The key check's span: cache hit or miss, the outcome, and the key's id (never the key). Ends it
+ * and hands the outcome on.
+ */
+export const endKeySpan = (trace: RequestTrace, span: Tracer.Span, auth: AuthResult): AuthResult => {
+  span.attribute("tb.auth", auth._tag)
+  const keyId = auth._tag === "Authorized" ? auth.key.id : auth._tag === "Refused" ? auth.keyId : undefined
+  if (keyId !== undefined) span.attribute("tb.api_key.id", keyId)
+  if (auth._tag === "Refused") span.attribute("tb.code", auth.code)
+  trace.end(span, auth._tag === "Refused" && auth.code === "SYSTEM_BUSY" ? "key lookup unavailable" : undefined)
+  return auth
+}
+
+/** `authenticateThen` for a traced request: the same steps inside an `ApiKeys.authenticate` span. */
+const authenticateTracedThen = (
+  deps: PriceDeps, plainKey: string | undefined, now: number, k: (auth: AuthResult) => void, memo: KeyHashMemo | undefined, trace: RequestTrace
+): void => {
+  const span = trace.child("ApiKeys.authenticate")
+  const auth = deps.apiKeys.authenticate(plainKey, now, memo)
+  span.attribute("tb.key_cache", auth._tag === "Unknown" ? "miss" : "hit")
+  if (auth._tag !== "Unknown") return k(endKeySpan(trace, span, auth))
+  authenticateSlowThen(deps, auth.hash, now, (slow) => k(endKeySpan(trace, span, slow)), { span, tracer: trace.tracer })
+}
+
+/**
+ * The database lookup of a key this node has not seen (bounded in flight; SYSTEM_BUSY past that).
+ * Calls `k` exactly once. With `parent`, the lookup's spans (and its SQL) join the request's trace.
+ */
+export const authenticateSlowThen = (
+  deps: PriceDeps, hash: string, now: number, k: (auth: AuthResult) => void, parent?: { readonly span: Tracer.Span; readonly tracer: Tracer.Tracer }
+): void => {
   const v = deps.stats.values
   v[COUNTER.key_cache_misses]!++
   if (v[COUNTER.db_lookups_in_flight]! >= MAX_KEY_LOOKUPS_IN_FLIGHT) return k(BUSY)
   v[COUNTER.db_lookups_in_flight]!++
-  void Effect.runPromise(deps.apiKeys.authenticateSlow(hash, now))
+  const lookup = deps.apiKeys.authenticateSlow(hash, now)
+  void Effect.runPromise(parent === undefined ? lookup : lookup.pipe(Effect.withParentSpan(parent.span), Effect.withTracer(parent.tracer)))
     .catch((): AuthResult => BUSY)
     .then((slow) => {
       v[COUNTER.db_lookups_in_flight]!--

@@ -1,6 +1,7 @@
 import type { RemoteInfo } from "node:dgram"
 import { hashIfWellFormed, type KeyBytesMemo, keyBytesMatch, newKeyBytesMemo, rememberKeyBytes } from "../../domain/apiKey.ts"
-import type { ResponseCode } from "../../domain/errorCodes.ts"
+import { type ResponseCode, statusOf } from "../../domain/errorCodes.ts"
+import { requestIdOf } from "../../domain/requestId.ts"
 import { COUNTER } from "../../domain/runtimeCounters.ts"
 import {
   type AssetPair,
@@ -12,10 +13,14 @@ import {
   scanPriceRequest,
   writePriceReply
 } from "../../domain/udpCodec.ts"
-import { nextRequestSeq } from "../../layers/http/httpKit.ts"
+import { nextRequestSeq, requestTag } from "../../layers/http/httpKit.ts"
+import type { RequestSpans, RequestTrace } from "../../layers/tracing/requestTracing.ts"
 import type { AuthResult } from "../../services/ApiKeys.ts"
 import type { UsageSink } from "../../services/UsageSink.ts"
-import { authenticateSlowThen, type PriceDeps, runOneQuery } from "./priceQuery.ts"
+import { authenticateSlowThen, endKeySpan, type PriceDeps, runOneQuery } from "./priceQuery.ts"
+
+/** A key that is not even well-formed, as the key span records it. */
+const MALFORMED_KEY: AuthResult = { _tag: "Refused", code: "INVALID_API_KEY", keyId: undefined }
 
 /** Client sockets whose last key is remembered; a flood of sources only restarts the memos. */
 const MAX_KEY_MEMOS = 4_096
@@ -29,6 +34,8 @@ export interface UdpReplySocket {
 
 export interface UdpPriceDeps extends PriceDeps {
   readonly usage: UsageSink["Service"]
+  /** Request spans; undefined when tracing is off. */
+  readonly spans?: RequestSpans | undefined
 }
 
 export interface UdpPriceHandler {
@@ -56,7 +63,7 @@ interface Source extends KeyBytesMemo {
  * database lookup.
  */
 export const makeUdpPriceHandler = (deps: UdpPriceDeps): UdpPriceHandler => {
-  const { usage, apiKeys } = deps
+  const { usage, apiKeys, spans: tracing } = deps
   const v = deps.stats.values
   const spans = newPriceSpans()
   const pairOf = makePairTable(PAIR_SLOTS)
@@ -78,50 +85,66 @@ export const makeUdpPriceHandler = (deps: UdpPriceDeps): UdpPriceHandler => {
   /** Send (unless closed, or an unauthenticated reply longer than the request) and record the usage row. */
   const finish = (
     socket: UdpReplySocket, msg: Buffer, rinfo: RemoteInfo, reply: Uint8Array, code: ResponseCode, keyId: string | undefined,
-    authenticated: boolean, pair: AssetPair | undefined, price: number | undefined, source: string | undefined, startedAt: number, receivedAt: number
+    authenticated: boolean, pair: AssetPair | undefined, price: number | undefined, source: string | undefined, startedAt: number, receivedAt: number,
+    trace: RequestTrace | undefined
   ) => {
     if (closed || (!authenticated && !mayReplyUnauthenticated(reply, msg))) {
       v[COUNTER.udp_silent_drops]!++
+      if (trace !== undefined) endUdpTrace(trace, code, keyId, pair, undefined)
       return
     }
     // No per-datagram callback (it costs an allocation per reply): send errors arrive as
     // socket "error" events and are counted there.
     socket.send(reply, rinfo.port, rinfo.address)
+    const requestSeq = nextRequestSeq()
+    if (trace !== undefined) endUdpTrace(trace, code, keyId, pair, requestSeq)
     usage.record({
-      requestSeq: nextRequestSeq(), apiKeyId: keyId, service: "LPO", protocol: "udp", endpoint: "price",
+      requestSeq, apiKeyId: keyId, service: "LPO", protocol: "udp", endpoint: "price",
       asset: pair?.asset, quote: pair === undefined ? undefined : pair.quote ?? "USD", source, price, code,
       latencyUs: Math.max(0, Math.round((performance.now() - startedAt) * 1000)), clientIp: rinfo.address, bytesOut: reply.length, createdAt: receivedAt
     })
+  }
+
+  /** The datagram's server span: the code answered (a 5xx code fails it), or that no reply was sent. */
+  const endUdpTrace = (trace: RequestTrace, code: ResponseCode, keyId: string | undefined, pair: AssetPair | undefined, requestSeq: number | undefined) => {
+    const span = trace.server
+    span.attribute("tb.code", code)
+    if (requestSeq === undefined) span.attribute("tb.udp.dropped", true)
+    else span.attribute("request.id", requestIdOf(requestTag, requestSeq))
+    if (keyId !== undefined) span.attribute("tb.api_key.id", keyId)
+    if (pair !== undefined) span.attribute("tb.asset", pair.asset)
+    trace.end(span, statusOf(code) >= 500 ? code : undefined)
   }
 
   const ridOf = (msg: Buffer, ridStart: number, ridEnd: number) => (ridStart < 0 ? undefined : msg.toString("latin1", ridStart, ridEnd))
 
   /** After authentication: the query and its answer. */
   const answer = (
-    socket: UdpReplySocket, msg: Buffer, rinfo: RemoteInfo, auth: AuthResult, pair: AssetPair, ridStart: number, ridEnd: number, startedAt: number, now: number
+    socket: UdpReplySocket, msg: Buffer, rinfo: RemoteInfo, auth: AuthResult, pair: AssetPair, ridStart: number, ridEnd: number, startedAt: number, now: number,
+    trace: RequestTrace | undefined
   ) => {
     if (auth._tag !== "Authorized") {
       const code = auth._tag === "Refused" ? auth.code : "INVALID_API_KEY"
       v[code === "SYSTEM_BUSY" ? COUNTER.system_busy : COUNTER.auth_failures]!++
       const keyId = auth._tag === "Refused" ? auth.keyId : undefined
-      return finish(socket, msg, rinfo, encodeErrorReply(ridOf(msg, ridStart, ridEnd), code), code, keyId, false, undefined, undefined, undefined, startedAt, now)
+      return finish(socket, msg, rinfo, encodeErrorReply(ridOf(msg, ridStart, ridEnd), code), code, keyId, false, undefined, undefined, undefined, startedAt, now, trace)
     }
     const key = auth.key
-    const found = runOneQuery(deps, key, pair.asset, pair.quote ?? "USD", now)
+    const found = runOneQuery(deps, key, pair.asset, pair.quote ?? "USD", now, trace)
     if (typeof found === "string") {
-      return finish(socket, msg, rinfo, encodeErrorReply(ridOf(msg, ridStart, ridEnd), found), found, key.id, true, pair, undefined, undefined, startedAt, now)
+      return finish(socket, msg, rinfo, encodeErrorReply(ridOf(msg, ridStart, ridEnd), found), found, key.id, true, pair, undefined, undefined, startedAt, now, trace)
     }
     const reply = writePriceReply(msg, ridStart, ridEnd, found.udpBodyBytes, now - found.ts)
-    finish(socket, msg, rinfo, reply, "OK", key.id, true, pair, found.price, found.source, startedAt, now)
+    finish(socket, msg, rinfo, reply, "OK", key.id, true, pair, found.price, found.source, startedAt, now, trace)
   }
 
   /** Anything but a well-formed price request: the parser says what it is. */
-  const refuseMalformed = (socket: UdpReplySocket, msg: Buffer, rinfo: RemoteInfo, startedAt: number, now: number) => {
+  const refuseMalformed = (socket: UdpReplySocket, msg: Buffer, rinfo: RemoteInfo, startedAt: number, now: number, trace: RequestTrace | undefined) => {
     v[COUNTER.udp_malformed]!++
     const request = parseUdpRequest(msg)
     // A summary request belongs to the report server's port.
     const code = request._tag === "summary" ? "NOT_FOUND" : "BAD_REQUEST"
-    finish(socket, msg, rinfo, encodeErrorReply(request.rid, code), code, undefined, false, undefined, undefined, undefined, startedAt, now)
+    finish(socket, msg, rinfo, encodeErrorReply(request.rid, code), code, undefined, false, undefined, undefined, undefined, startedAt, now, trace)
   }
 
   const onMessage = (socket: UdpReplySocket, msg: Buffer, rinfo: RemoteInfo) => {
@@ -129,28 +152,36 @@ export const makeUdpPriceHandler = (deps: UdpPriceDeps): UdpPriceHandler => {
     const now = Date.now()
     v[COUNTER.requests_total]!++
     v[COUNTER.udp_requests]!++
-    if (!scanPriceRequest(msg, spans)) return refuseMalformed(socket, msg, rinfo, startedAt, now)
+    const trace = tracing?.udp(rinfo.address, rinfo.port)
+    if (!scanPriceRequest(msg, spans)) return refuseMalformed(socket, msg, rinfo, startedAt, now, trace)
     const { keyStart, keyEnd, ridStart, ridEnd } = spans
     const pair = pairOf(msg, spans.pairStart, spans.pairEnd)
+    const keySpan = trace?.child("ApiKeys.authenticate")
     const source = sourceOf(rinfo)
     let hash = source.hash
     if (!keyBytesMatch(source, msg, keyStart, keyEnd)) {
       const wellFormed = hashIfWellFormed(msg.toString("latin1", keyStart, keyEnd))
       if (wellFormed === undefined) {
         v[COUNTER.auth_failures]!++
-        return finish(socket, msg, rinfo, encodeErrorReply(ridOf(msg, ridStart, ridEnd), "INVALID_API_KEY"), "INVALID_API_KEY", undefined, false, undefined, undefined, undefined, startedAt, now)
+        if (keySpan !== undefined) endKeySpan(trace!, keySpan, MALFORMED_KEY)
+        return finish(socket, msg, rinfo, encodeErrorReply(ridOf(msg, ridStart, ridEnd), "INVALID_API_KEY"), "INVALID_API_KEY", undefined, false, undefined, undefined, undefined, startedAt, now, trace)
       }
       hash = wellFormed
       rememberKeyBytes(source, msg, keyStart, keyEnd, hash)
     }
     const auth = apiKeys.authenticateHash(hash, now)
-    if (auth._tag !== "Unknown") return answer(socket, msg, rinfo, auth, pair, ridStart, ridEnd, startedAt, now)
+    if (keySpan !== undefined) keySpan.attribute("tb.key_cache", auth._tag === "Unknown" ? "miss" : "hit")
+    if (auth._tag !== "Unknown") {
+      if (keySpan !== undefined) endKeySpan(trace!, keySpan, auth)
+      return answer(socket, msg, rinfo, auth, pair, ridStart, ridEnd, startedAt, now, trace)
+    }
     // A key this node has not seen: one database lookup, then the answer.
     pending++
     authenticateSlowThen(deps, auth.hash, now, (slow) => {
       pending--
-      answer(socket, msg, rinfo, slow, pair, ridStart, ridEnd, startedAt, now)
-    })
+      if (keySpan !== undefined) endKeySpan(trace!, keySpan, slow)
+      answer(socket, msg, rinfo, slow, pair, ridStart, ridEnd, startedAt, now, trace)
+    }, keySpan === undefined ? undefined : { span: keySpan, tracer: trace!.tracer })
   }
 
   return {
