@@ -5,6 +5,8 @@ import { dropDatabase, freshDatabase } from "./support/services.ts"
 
 /** A loopback OTLP/HTTP collector: records the JSON bodies posted to /v1/<signal>. */
 const received: Record<string, Array<unknown>> = {}
+/** The x-collector-token header of each export request (OTEL_EXPORTER_OTLP_HEADERS). */
+const tokens: Array<string | undefined> = []
 let collector: Server
 let server: RunningServer
 let dbUrl: string
@@ -14,6 +16,7 @@ beforeAll(async () => {
     let body = ""
     req.on("data", (c: Buffer) => void (body += c.toString()))
     req.on("end", () => {
+      tokens.push(req.headers["x-collector-token"] as string | undefined)
       const signal = (req.url ?? "").replace("/v1/", "")
       try {
         ;(received[signal] ??= []).push(JSON.parse(body))
@@ -31,7 +34,8 @@ beforeAll(async () => {
     DATABASE_URL: dbUrl,
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
     OTEL_BSP_SCHEDULE_DELAY: "200",
-    OTEL_SERVICE_NAME: "tb-test"
+    OTEL_SERVICE_NAME: "tb-test",
+    OTEL_EXPORTER_OTLP_HEADERS: "x-collector-token=s3cret%20value"
   })
 }, 90_000)
 
@@ -67,6 +71,9 @@ describe("OpenTelemetry export", () => {
     const first = received["traces"]?.[0] as { resourceSpans?: Array<{ resource?: unknown }> } | undefined
     const resource = JSON.stringify(first?.resourceSpans?.[0]?.resource)
     expect(resource).toContain("tb-test")
+    // The documented header variable reaches the collector (values URL-decoded, as the spec says).
+    expect(tokens.length).toBeGreaterThan(0)
+    expect(tokens.every((t) => t === "s3cret value")).toBe(true)
   }, 30_000)
 
   it("sends the usage thread's spans too: each usage write, with its row count", async () => {

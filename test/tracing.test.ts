@@ -6,7 +6,7 @@ import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { samplerFromEnv } from "../src/layers/ObservabilityLive.ts"
+import { otelEnvironment, samplerFromEnv, tracesExported } from "../src/layers/ObservabilityLive.ts"
 import { layerRequestTracing, parseTraceparent } from "../src/layers/tracing/requestTracing.ts"
 import { makeSampler, type Sampler } from "../src/layers/tracing/sampler.ts"
 import * as Tracer from "effect/Tracer"
@@ -275,5 +275,17 @@ describe("the sampler's decisions", () => {
       "00-4bf92f3577b34da6a3ce929d0e0e4736-" + "0".repeat(16) + "-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
       "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"
     ]) expect(parseTraceparent(bad), String(bad)).toBeUndefined()
+  })
+})
+
+describe("when traces are on", () => {
+  it("only with an OTLP endpoint, the otlp traces exporter (the default) and the SDK enabled", () => {
+    const on = (env: Record<string, string>) => tracesExported(otelEnvironment(env))
+    expect(on({})).toBe(false)
+    expect(on({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" })).toBe(true)
+    expect(on({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: "http://collector:4318/v1/traces" })).toBe(true)
+    expect(on({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_TRACES_EXPORTER: "none" })).toBe(false)
+    expect(on({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_TRACES_EXPORTER: "console, otlp" })).toBe(true)
+    expect(on({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_SDK_DISABLED: "true" })).toBe(false)
   })
 })
