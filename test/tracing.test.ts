@@ -29,7 +29,18 @@ interface InProcessServer {
 
 let dbUrl: string
 
+/** Ports are picked free just before the start, so another test may take one first: then again, with new ports. */
 const startInProcess = async (sampler: Readonly<Record<string, string>> | undefined): Promise<InProcessServer> => {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startInProcessOnce(sampler)
+    } catch (error) {
+      if (attempt >= 4 || !String(error).includes("EADDRINUSE")) throw error
+    }
+  }
+}
+
+const startInProcessOnce = async (sampler: Readonly<Record<string, string>> | undefined): Promise<InProcessServer> => {
   const spans = new InMemorySpanExporter()
   const provider = new BasicTracerProvider({ sampler: new AlwaysOnSampler(), spanProcessors: [new SimpleSpanProcessor(spans)] })
   const otel = OtelTracer.layer.pipe(Layer.provide(Layer.succeed(OtelTracer.OtelTracerProvider, provider)))
@@ -49,7 +60,10 @@ const startInProcess = async (sampler: Readonly<Record<string, string>> | undefi
     Layer.provide(NodeServices.layer),
     Layer.provide(ConfigProvider.layer(ConfigProvider.fromEnvRecord(env)))
   ))
-  await runtime.runPromise(Effect.void)
+  await runtime.runPromise(Effect.void).catch(async (error: unknown) => {
+    await runtime.dispose()
+    throw error
+  })
   const baseUrl = `http://127.0.0.1:${httpPort}`
   const deadline = Date.now() + 60_000
   while ((await fetch(`${baseUrl}/ready`)).status !== 200) {
