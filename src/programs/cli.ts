@@ -17,6 +17,7 @@ import { notBuiltLine, serveLayer } from "./serve.ts"
 import { queuedWriterProgram } from "./queuedWriter/program.ts"
 import { syncProgram } from "./sync/program.ts"
 import { stressCli } from "./stress.ts"
+import { runDemo } from "./demo/program.ts"
 import { runWorkers } from "./workers.ts"
 
 const json = Flag.Boolean("json").pipe(Flag.withDefault(false), Flag.withDescription("print JSON"))
@@ -152,8 +153,17 @@ const stress = Command.make("stress", {
   args: Argument.String("args").pipe(Argument.variadic())
 }).pipe(Command.withDescription("load client: tb stress [--http URL] [--udp HOST:PORT] [--key KEY] [--asset BTC] [--connections 64] [--duration 10s] [--json]"))
 
+const demo = Command.make("demo", {
+  url: Flag.String("url").pipe(Flag.optional, Flag.withDescription("the LPO's base URL (default http://127.0.0.1:LPO_HTTP_PORT)")),
+  key: Flag.String("key").pipe(Flag.optional, Flag.withDescription("your API key (without one, the demo says how to get one)")),
+  json
+}, ({ url, key, json }) =>
+  Effect.promise(() => runDemo({ url: Option.getOrUndefined(url), key: Option.getOrUndefined(key), json })).pipe(
+    Effect.flatMap((code) => Effect.sync(() => void (process.exitCode = code)))
+  )).pipe(Command.withDescription("walk-through for a new subscriber: key, price, prices, UDP, stream, report (docs/demo.md)"))
+
 const tb = Command.make("tb").pipe(
-  Command.withSubcommands([serve, migrate, keys, usageCount, queuedWriter, sync, stress]),
+  Command.withSubcommands([serve, migrate, keys, usageCount, queuedWriter, sync, stress, demo]),
   Command.withDescription("Trinity Beast price oracle")
 )
 
