@@ -54,7 +54,7 @@ export const LpoUdpServer = Layer.effectDiscard(Effect.gen(function*() {
   const stats = yield* RuntimeStats
   const handler = makeUdpPriceHandler({
     apiKeys: yield* ApiKeys, limiter: yield* RateLimiter, prices: yield* PriceCache, params: yield* Params, stats,
-    usage: yield* UsageSink, spans: makeRequestSpans(yield* RequestTracing)
+    usage: yield* UsageSink, requestSpans: makeRequestSpans(yield* RequestTracing)
   })
   const socket = yield* bindUdp(config.lpoUdpPort, config.bindHost, handler.onMessage).pipe(
     Effect.mapError((e) => cannotListen("LPO_UDP_PORT", config.bindHost, config.lpoUdpPort, e))

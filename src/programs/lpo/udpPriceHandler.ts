@@ -35,7 +35,7 @@ export interface UdpReplySocket {
 export interface UdpPriceDeps extends PriceDeps {
   readonly usage: UsageSink["Service"]
   /** Request spans; undefined when tracing is off. */
-  readonly spans?: RequestSpans | undefined
+  readonly requestSpans?: RequestSpans | undefined
 }
 
 export interface UdpPriceHandler {
@@ -63,7 +63,7 @@ interface Source extends KeyBytesMemo {
  * database lookup.
  */
 export const makeUdpPriceHandler = (deps: UdpPriceDeps): UdpPriceHandler => {
-  const { usage, apiKeys, spans: tracing } = deps
+  const { usage, apiKeys, requestSpans: tracing } = deps
   const v = deps.stats.values
   const spans = newPriceSpans()
   const pairOf = makePairTable(PAIR_SLOTS)
