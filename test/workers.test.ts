@@ -1,5 +1,6 @@
 import { get } from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { scrape } from "./support/prometheus.ts"
 import { admin, createKey, type RunningServer, startServer } from "./support/server.ts"
 
 /** One request on a connection of its own, so the node's workers take turns answering. */
@@ -39,5 +40,16 @@ describe("LPO_WORKERS > 1 without Valkey", () => {
     for (let i = 0; i < 12; i++) after.push(await answerOnFreshConnection(server, "/price?asset=BTC", key))
     expect(new Set(after.map((a) => a.node)).size, "both workers answered").toBe(2)
     expect(after.map((a) => a.status)).toEqual(Array.from({ length: 12 }, () => 403))
+  }, 30_000)
+
+  it("/metrics (served by the primary) sums every worker's series", async () => {
+    const { key } = await createKey(server, "associate")
+    const answers = await Promise.all(Array.from({ length: 10 }, () => answerOnFreshConnection(server, "/price?asset=BTC", key)))
+    const nodes = new Set(answers.map((a) => a.node))
+    await new Promise((r) => setTimeout(r, 300))
+    const s = await scrape(server.metricsUrl)
+    const total = s.families.get("tb_price_hits_total")?.metrics[0]?.value
+    expect(nodes.size).toBe(2)
+    expect(Number(total)).toBeGreaterThanOrEqual(answers.filter((a) => a.status === 200).length + 12)
   }, 30_000)
 })

@@ -4,6 +4,7 @@ import { AppConfig } from "../config/AppConfig.ts"
 import { relayWorkerBus } from "../layers/workerBus.ts"
 import { withModule, runDetachedLog } from "../layers/Logging.ts"
 import { AdminToken } from "../services/AdminToken.ts"
+import { serveClusterMetrics } from "./metrics/layer.ts"
 import { Option, Redacted } from "effect"
 
 const waitForExit = (worker: Worker, timeoutMs: number) =>
@@ -43,6 +44,7 @@ export const runWorkers = Effect.gen(function*() {
       }, { concurrency: "unbounded", discard: true })
   )
   relayWorkerBus()
+  yield* serveClusterMetrics
   yield* Effect.logInfo("workers started", { workers: config.lpoWorkers })
   if (Option.isNone(config.valkeyUrl)) {
     // Without a shared cache each worker is its own node for limits and quotas (as for nodes while

@@ -26,6 +26,8 @@ export interface ScrapedFamily {
   /** `counter`: only ever grows (a reset of its source shows as a counter reset). */
   readonly type: "counter" | "gauge"
   readonly labelNames: ReadonlyArray<string>
+  /** How the workers' values of a gauge combine under LPO_WORKERS > 1 (default: summed). */
+  readonly acrossWorkers?: "sum" | "min" | "max"
   readonly read: () => ReadonlyArray<{ readonly labels: Readonly<Record<string, string>>; readonly value: number }>
 }
 

@@ -11,7 +11,7 @@ import { withModule } from "../Logging.ts"
  * Prometheus exporter has it, so scraping never competes with the APIs' ports or their limits.
  * Plain text, no key: bind it where only the scraper reaches it. Closed with its scope.
  */
-export const serveMetrics = (metrics: MetricsRecorder, host: string, port: number) =>
+export const serveMetrics = (metrics: Pick<MetricsRecorder, "exposition">, host: string, port: number) =>
   Effect.gen(function*() {
     const server: Server = createServer((req, res) => {
       const path = (req.url ?? "/").split("?")[0]

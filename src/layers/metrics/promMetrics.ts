@@ -143,7 +143,7 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
     const labelNames = [...family.labelNames]
     if (family.type === "gauge") {
       new Gauge({
-        name: family.name, help: family.help, labelNames, registers,
+        name: family.name, help: family.help, labelNames, registers, aggregator: family.acrossWorkers ?? "sum",
         collect() {
           this.reset()
           for (const s of family.read()) this.set(s.labels, s.value)

@@ -1,5 +1,7 @@
 import { Effect, Layer, Option } from "effect"
+import cluster from "node:cluster"
 import { existsSync, readdirSync, statSync } from "node:fs"
+import { AggregatorRegistry } from "prom-client"
 import { join } from "node:path"
 import { routesOf } from "../../api/routeTable.ts"
 import { TrinityApi } from "../../api/TrinityApi.ts"
@@ -43,9 +45,24 @@ export const metricsLayer = (options: { readonly queuedWriter: boolean }) => Lay
     ))
     yield* Effect.logInfo(`publishing to CloudWatch ${prefix}/LPO and ${prefix}/LRS once a minute`).pipe(withModule("metrics"))
   }
-  yield* serveMetrics(metrics, config.bindHost, config.metricsPort)
+  // A worker of LPO_WORKERS > 1 answers its primary's scrape over cluster IPC instead (clusterMetrics).
+  if (cluster.isWorker) {
+    // Constructing one installs prom-client's IPC listener in this worker.
+    void new AggregatorRegistry()
+    AggregatorRegistry.setRegistries([metrics.registry])
+  } else yield* serveMetrics(metrics, config.bindHost, config.metricsPort)
   return metrics
 }))
+
+/**
+ * `/metrics` of a server with LPO_WORKERS > 1, served by the primary: every worker's series,
+ * counters and histograms summed (prom-client's AggregatorRegistry asks each worker over IPC).
+ */
+export const serveClusterMetrics = Effect.gen(function*() {
+  const config = yield* AppConfig
+  const aggregator = new AggregatorRegistry()
+  yield* serveMetrics({ exposition: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }) }, config.bindHost, config.metricsPort)
+})
 
 /** `tb serve`'s metrics. */
 export const MetricsLive = metricsLayer({ queuedWriter: false })
@@ -100,13 +117,15 @@ export const ServeMetricsLive = Layer.effectDiscard(Effect.gen(function*() {
       const value = pick(h)
       return value === undefined ? [] : [{ labels: { exchange: h.exchange }, value }]
     })
-  metrics.addScraped({ name: "tb_feed_connected", help: "1 when the exchange's WebSocket feed is connected", type: "gauge", labelNames: ["exchange"], read: perExchange((h) => (h.connected ? 1 : 0)) })
+  metrics.addScraped({ name: "tb_feed_connected", help: "1 when the exchange's WebSocket feed is connected", type: "gauge", labelNames: ["exchange"], acrossWorkers: "min",
+    read: perExchange((h) => (h.connected ? 1 : 0))
+  })
   metrics.addScraped({
-    name: "tb_feed_last_message_age_seconds", help: "Age of the newest message from the exchange", type: "gauge", labelNames: ["exchange"],
+    name: "tb_feed_last_message_age_seconds", help: "Age of the newest message from the exchange", type: "gauge", labelNames: ["exchange"], acrossWorkers: "max",
     read: perExchange((h) => (h.lastMessageAgeMs === undefined ? undefined : h.lastMessageAgeMs / 1000))
   })
-  metrics.addScraped({ name: "tb_feed_markets", help: "Markets carried by the exchange's feed", type: "gauge", labelNames: ["exchange"], read: perExchange((h) => h.markets) })
-  metrics.addScraped({ name: "tb_feed_stale_markets", help: "Markets with no WebSocket tick within price_stale_ms", type: "gauge", labelNames: ["exchange"], read: perExchange((h) => h.staleMarkets) })
+  metrics.addScraped({ name: "tb_feed_markets", help: "Markets carried by the exchange's feed", type: "gauge", labelNames: ["exchange"], acrossWorkers: "max", read: perExchange((h) => h.markets) })
+  metrics.addScraped({ name: "tb_feed_stale_markets", help: "Markets with no WebSocket tick within price_stale_ms", type: "gauge", labelNames: ["exchange"], acrossWorkers: "max", read: perExchange((h) => h.staleMarkets) })
   metrics.addScraped({ name: "tb_feed_reconnects_total", help: "WebSocket reconnects", type: "counter", labelNames: ["exchange"], read: perExchange((h) => h.reconnects) })
   metrics.addScraped({ name: "tb_feed_messages_total", help: "WebSocket messages received", type: "counter", labelNames: ["exchange"], read: perExchange((h) => h.messages) })
   metrics.addScraped({ name: "tb_feed_errors_total", help: "Feed errors (parse, connection)", type: "counter", labelNames: ["exchange"], read: perExchange((h) => h.errors) })
