@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { AWS_TEST_ENV, type SqsStandIn, startSqsStandIn } from "./support/awsStandIns.ts"
-import { createKey, priceWith, startServer, udpRequest, usageCount } from "./support/server.ts"
+import { scrape, valueOf } from "./support/prometheus.ts"
+import { createKey, freePort, priceWith, startServer, udpRequest, usageCount } from "./support/server.ts"
 import { dropDatabase, freshDatabase } from "./support/services.ts"
 import { eventually, psqlRows, startQueuedWriter } from "./queuedWriterSupport.ts"
 
@@ -52,8 +53,13 @@ describe("usage end to end: tb serve → SQS → tb queued-writer → usage_logs
     expect(await usageCount({ DATABASE_URL: db })).toBe(0)
     const queuedRows = sqs.stats().rows
 
-    const writer = startQueuedWriter({ ...env, LOG_LEVEL: "Warn" })
+    const metricsPort = await freePort()
+    const writer = startQueuedWriter({ ...env, LOG_LEVEL: "Warn", METRICS_PORT: String(metricsPort) })
     expect(await eventually(() => sqs.inQueue() === 0, 30_000), writer.output()).toBe(true)
+    // Its /metrics: the messages it stored and the rows in them.
+    const metrics = await scrape(`http://127.0.0.1:${metricsPort}/metrics`)
+    expect(valueOf(metrics, "tb_queued_writer_rows_total")).toBe(queuedRows)
+    expect(valueOf(metrics, "tb_queued_writer_messages_total", { outcome: "poison" })).toBe(0)
     expect(await writer.stop("SIGTERM")).toBe(0)
     expect(writer.output()).not.toMatch(/poison/)
 
