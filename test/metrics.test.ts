@@ -1,3 +1,4 @@
+import WebSocket from "ws"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { COUNTER_NAMES, GAUGES } from "../src/domain/runtimeCounters.ts"
 import { histogramCount, scrape, valueOf } from "./support/prometheus.ts"
@@ -81,6 +82,22 @@ describe("GET /metrics on METRICS_PORT", () => {
     expect(s.text).not.toContain(key)
     expect(valueOf(s, "tb_rate_limited_total")).toBeGreaterThanOrEqual(refused)
   }, 60_000)
+
+  it("counts open partner stream connections", async () => {
+    const { key } = await createKey(server, "partner")
+    const ws = new WebSocket(`${server.baseUrl.replace("http", "ws")}/ws`, { headers: { "x-api-key": key } })
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve())
+      ws.once("error", reject)
+    })
+    try {
+      const open = await scrape(server.metricsUrl)
+      expect(valueOf(open, "tb_stream_connections")).toBe(1)
+      expect(valueOf(open, "tb_stream_connections_opened_total")).toBeGreaterThanOrEqual(1)
+    } finally {
+      ws.close()
+    }
+  })
 
   it("answers only /metrics: another path is 404, a POST 405", async () => {
     const base = server.metricsUrl.replace(/\/metrics$/, "")

@@ -24,6 +24,7 @@ import { Params } from "../../services/Params.ts"
 import { PriceCache } from "../../services/PriceCache.ts"
 import { Probes } from "../../services/Probes.ts"
 import { RateLimiter } from "../../services/RateLimiter.ts"
+import { Metrics } from "../../services/Metrics.ts"
 import { RuntimeStats } from "../../services/RuntimeStats.ts"
 import { ServerInfo } from "../../services/ServerInfo.ts"
 import { UsageSink } from "../../services/UsageSink.ts"
@@ -202,6 +203,7 @@ export const LpoHttpServer = Layer.effectDiscard(Effect.gen(function*() {
     (s) => Effect.sync(s.close)
   )
   const streams = makeStreamHub(deps, undefined, slots)
+  ;(yield* Metrics).streamHub(streams.stats)
   const isStreamRoute = (info: RequestInfo) => (info.method === "GET" || info.method === "HEAD") && (info.path === "/stream" || info.path === "/ws")
 
   const onRequest = (req: IncomingMessage, res: ServerResponse) => {
