@@ -350,7 +350,8 @@ const measureProcess = async (
     await sendAll(standIn, bodies)
     const env = {
       ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !isExternalSetting(name))),
-      ...STAND_IN_AWS_ENV, DATABASE_URL, SQS_QUEUE_URL: standIn.queueUrl, AWS_ENDPOINT_URL_SQS: standIn.endpoint, DATA_DIR: dataDir, LOG_LEVEL: "Info"
+      ...STAND_IN_AWS_ENV, DATABASE_URL, SQS_QUEUE_URL: standIn.queueUrl, AWS_ENDPOINT_URL_SQS: standIn.endpoint, DATA_DIR: dataDir, LOG_LEVEL: "Info",
+      METRICS_PORT: "0"
     }
     writer = spawn(process.execPath, [CLI, "queued-writer"], { env, stdio: ["ignore", "pipe", "pipe"] })
     const pid = writer.pid

@@ -302,6 +302,8 @@ const startLpo = async (workers: number, extraEnv: Record<string, string>): Prom
     LPO_WORKERS: String(workers),
     ADMIN_TOKEN: adminToken,
     LOG_LEVEL: "Warn",
+    // Any free port: a bench server never takes 9464 from a server already running here.
+    METRICS_PORT: "0",
     ...extraEnv
   })
   const child = startChild([CLI, "serve"], env)
