@@ -65,7 +65,13 @@ interface Document {
 }
 
 /** stdout must be exactly one JSON document. */
-const documentOf = (run: Run): Document => JSON.parse(run.stdout) as Document
+const documentOf = (run: Run): Document => {
+  try {
+    return JSON.parse(run.stdout) as Document
+  } catch {
+    throw new Error(`not one JSON document (exit ${run.code}):\n${run.stdout}\nstderr:\n${run.stderr}`)
+  }
+}
 
 const step = (doc: Document, name: string): StepResult => {
   const found = doc.steps.find((s) => s.step === name)

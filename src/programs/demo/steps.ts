@@ -80,6 +80,8 @@ const reasonOf = (error: unknown): string => {
   const cause = error instanceof Error ? error.cause : undefined
   if (typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string") return cause.code
   if (cause instanceof Error) return cause.message
+  // Socket errors (dgram) carry their code on the error itself.
+  if (error instanceof Error && "code" in error && typeof error.code === "string") return error.code
   return error instanceof Error ? error.message : String(error)
 }
 
@@ -517,7 +519,9 @@ export const reportStep = async (ctx: DemoContext, key: string): Promise<StepRes
   const d = answer.envelope.data as { groups?: ReadonlyArray<{ group: string; requests: number; errors: number; p50_us: number | null }>; data_through?: string }
   const groups = d.groups ?? []
   const total = groups.reduce((n, g) => n + g.requests, 0)
-  const width = Math.max(8, ...groups.map((g) => g.group.length))
+  // The LPO logs UDP requests under the endpoint "price", HTTP ones under their path.
+  const endpoint = (group: string) => (group === "price" ? "price (UDP)" : group)
+  const width = Math.max(8, ...groups.map((g) => endpoint(g.group).length))
   return result("report", started, tryIt, {
     status: "ok",
     summary: total === 0
@@ -525,7 +529,7 @@ export const reportStep = async (ctx: DemoContext, key: string): Promise<StepRes
       : `this run's requests as the report server has them: ${total} rows through ${d.data_through ?? "now"}`,
     details: total === 0 ? [] : [
       `${"endpoint".padEnd(width)}  requests  errors  p50`,
-      ...groups.map((g) => `${g.group.padEnd(width)}  ${String(g.requests).padStart(8)}  ${String(g.errors).padStart(6)}  ${g.p50_us === null ? "-" : `${g.p50_us} µs`}`)
+      ...groups.map((g) => `${endpoint(g.group).padEnd(width)}  ${String(g.requests).padStart(8)}  ${String(g.errors).padStart(6)}  ${g.p50_us === null ? "-" : `${g.p50_us} µs`}`)
     ],
     next: ["Your usage rows, newest first: " + curl(`${ctx.targets.lrs}/reports/usage?page_size=10`), "Every answer and error code: docs/api.md, or /docs on the server."],
     data: d
