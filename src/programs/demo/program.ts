@@ -8,6 +8,9 @@
  * safe to point at any server. Without --key it says how to get one (tb keys create, POST
  * /admin/keys with DATA_DIR/admin-token, or a subscription) and exits 1.
  *
+ * Plain async code, like tb stress: a short-lived client whose steps are a few sequential calls on
+ * the wire, using none of the server's services or layers.
+ *
  * Exit: 0 when no step failed (skipped steps, those the key's tier does not include, are not
  * failures), 1 when one did, 2 for a malformed --url or port variable.
  */
