@@ -20,11 +20,15 @@ export const MINUTE_MS = 60_000
 
 const STEPS_PER_DECADE = 10
 
+/** Steps from 1 ns (10^-6 ms) to 10^6 ms, each step's value computed once. */
+const LOWEST_STEP = -6 * STEPS_PER_DECADE
+const STEP_VALUES = Array.from({ length: 13 * STEPS_PER_DECADE + 1 }, (_, i) => Number((10 ** ((i + LOWEST_STEP) / STEPS_PER_DECADE)).toPrecision(3)))
+
 /** A latency rounded to the nearest of 10 log-spaced values per decade, at 3 significant digits. */
 export const roundLatencyMs = (ms: number): number => {
   if (!(ms > 0)) return 0
   const step = Math.round(Math.log10(ms) * STEPS_PER_DECADE)
-  return Number((10 ** (step / STEPS_PER_DECADE)).toPrecision(3))
+  return STEP_VALUES[Math.min(Math.max(step - LOWEST_STEP, 0), STEP_VALUES.length - 1)]!
 }
 
 export const emptyMinute = (minute: number): MinuteFigures => ({

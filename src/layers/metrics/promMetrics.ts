@@ -107,13 +107,23 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
     registers: queuedRegisters
   })
 
-  /** Labelled children by their joined label values: the hot path then does one Map lookup. */
-  const children = new Map<string, { observe: (v: number) => void }>()
-  const child = (key: string, make: () => { observe: (v: number) => void }) => {
-    let c = children.get(key)
-    if (c === undefined) children.set(key, c = make())
-    return c
+  /**
+   * Labelled children in nested maps by label value: the hot path does a few Map lookups and
+   * builds no key string (prom-client's own `labels()` hashes the label object on every call).
+   */
+  type Child = { observe: (v: number) => void }
+  const seriesOf = (root: Map<string, Map<string, Map<string | number, Child>>>, a: string, b: string, c: string | number, make: () => Child): Child => {
+    let byB = root.get(a)
+    if (byB === undefined) root.set(a, byB = new Map())
+    let byC = byB.get(b)
+    if (byC === undefined) byB.set(b, byC = new Map())
+    let child = byC.get(c)
+    if (child === undefined) byC.set(c, child = make())
+    return child
   }
+  const httpSeries = new Map<string, Map<string, Map<string | number, Child>>>()
+  const udpSeries = new Map<string, Map<string, Map<string | number, Child>>>()
+  const webhookSeries = new Map<string, Child>()
 
   const answered = (facts: UsageFacts) => {
     const status = facts.status ?? statusOf(facts.code)
@@ -121,7 +131,9 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
     if (facts.service === "WEBHOOK") {
       const outcome = status >= 200 && status < 300 ? "delivered" : "failed"
       webhookDeliveries.inc({ transport: facts.protocol, outcome })
-      child(`W|${facts.protocol}`, () => webhookDuration.labels({ transport: facts.protocol })).observe(seconds)
+      let child = webhookSeries.get(facts.protocol)
+      if (child === undefined) webhookSeries.set(facts.protocol, child = webhookDuration.labels({ transport: facts.protocol }))
+      child.observe(seconds)
       return
     }
     options.onAnswered?.(facts, status)
@@ -129,13 +141,13 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
       refusals.inc({ key_id: facts.apiKeyId, reason: facts.code === "RATE_LIMITED" ? "rate_limited" : "quota_exceeded" })
     }
     if (facts.protocol === "udp") {
-      child(`U|${facts.service}|${facts.endpoint}|${facts.code}`, () =>
+      seriesOf(udpSeries, facts.service, facts.endpoint, facts.code, () =>
         udpDuration.labels({ service: facts.service, endpoint: facts.endpoint, status: facts.code })).observe(seconds)
       return
     }
     if (facts.protocol !== "http" || STREAM_ENDPOINTS.has(facts.endpoint)) return
     const route = routeOf(facts.endpoint)
-    child(`H|${facts.service}|${route}|${status}`, () =>
+    seriesOf(httpSeries, facts.service, route, status, () =>
       httpDuration.labels({ service: facts.service, http_route: route, http_response_status_code: String(status) })).observe(seconds)
   }
 
