@@ -8,8 +8,8 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { ConfigProvider, Effect, Exit } from "effect"
-import { spawnSync } from "node:child_process"
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs"
+import { spawn, spawnSync } from "node:child_process"
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { basename, join, relative } from "node:path"
 import { appConfig, type AppConfigShape, SERVER_TYPES } from "../src/config/AppConfig.ts"
@@ -51,16 +51,13 @@ const SAMPLE: Record<string, string> = {
 }
 const placeholdersOf = (text: string) => [...text.matchAll(/\$\{([A-Za-z0-9_]+)\}/g)].map((m) => m[1]!)
 
-/** Every JSON file rendered by deploy/render.mjs with the sample values. */
+/** Every JSON file rendered by deploy/render.mjs with the sample values (kept for the AWS CLI check, removed at exit). */
+const renderedDir = mkdtempSync(join(tmpdir(), "tb-deploy-"))
+process.once("exit", () => rmSync(renderedDir, { recursive: true, force: true }))
 const rendered = (() => {
-  const out = mkdtempSync(join(tmpdir(), "tb-deploy-"))
-  try {
-    const r = spawnSync(process.execPath, [join(deploy, "render.mjs"), out], { env: { ...SAMPLE, PATH: process.env["PATH"] ?? "" }, encoding: "utf8" })
-    if (r.status !== 0) throw new Error(`render.mjs failed: ${r.stderr}`)
-    return new Map(jsonFiles.map((f) => [f, JSON.parse(readFileSync(join(out, f), "utf8")) as unknown]))
-  } finally {
-    rmSync(out, { recursive: true, force: true })
-  }
+  const r = spawnSync(process.execPath, [join(deploy, "render.mjs"), renderedDir], { env: { ...SAMPLE, PATH: process.env["PATH"] ?? "" }, encoding: "utf8" })
+  if (r.status !== 0) throw new Error(`render.mjs failed: ${r.stderr}`)
+  return new Map(jsonFiles.map((f) => [f, JSON.parse(readFileSync(join(renderedDir, f), "utf8")) as unknown]))
 })()
 // oxlint-disable-next-line typescript/no-explicit-any -- deploy JSON is checked field by field below
 const file = (name: string): any => {
@@ -491,6 +488,44 @@ describe("IAM (deploy/iam)", () => {
     const policyFiles = jsonFiles.filter((f) => f.startsWith("iam/") && f.endsWith("-policy.json")).map((f) => basename(f, ".json"))
     expect(new Set(Object.values(roles).flatMap((r) => r.policies))).toEqual(new Set(policyFiles))
   })
+})
+
+/**
+ * The AWS CLI's own check of each file against the service's API model (botocore validates member
+ * names, types and required members before sending). The endpoint is a closed local port, so a
+ * file that passes ends at "Could not connect"; nothing reaches AWS and no credentials are read.
+ */
+const AWS_CALLS: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = [
+  ...taskFiles.map((f) => [f, ["ecs", "register-task-definition"]] as const),
+  ["sqs/usage-dlq.json", ["sqs", "create-queue"]],
+  ["sqs/usage-queue.json", ["sqs", "create-queue"]],
+  ...lambdaFunctions.map((l) => [l.path, ["lambda", "create-function", "--zip-file", "fileb://EMPTY_ZIP"]] as const),
+  ["lambda/queued-writer-event-source-mapping.json", ["lambda", "create-event-source-mapping"]],
+  ["lambda/receipt-api.json", ["apigatewayv2", "create-api"]],
+  ["lambda/receipt-invoke-permission.json", ["lambda", "add-permission"]],
+  ["scheduler/nightly-sync.json", ["scheduler", "create-schedule"]]
+]
+const hasAwsCli = spawnSync("aws", ["--version"]).status === 0
+describe("the AWS CLI's parameter validation", () => {
+  it.skipIf(!hasAwsCli)("accepts every file as the input of its call", async () => {
+    const emptyZip = join(renderedDir, "empty.zip")
+    writeFileSync(emptyZip, Buffer.from([0x50, 0x4b, 0x05, 0x06, ...Array<number>(18).fill(0)]))
+    const env = {
+      PATH: process.env["PATH"] ?? "", HOME: renderedDir, AWS_ACCESS_KEY_ID: "AKIDEXAMPLE", AWS_SECRET_ACCESS_KEY: "example", AWS_DEFAULT_REGION: SAMPLE["AWS_REGION"]!,
+      AWS_CONFIG_FILE: "/dev/null", AWS_SHARED_CREDENTIALS_FILE: "/dev/null", AWS_EC2_METADATA_DISABLED: "true", AWS_MAX_ATTEMPTS: "1"
+    }
+    const results = await Promise.all(AWS_CALLS.map(([path, call]) =>
+      new Promise<string>((done) => {
+        const args = [...call.map((a) => a.replace("EMPTY_ZIP", emptyZip)), "--cli-input-json", `file://${join(renderedDir, path)}`, "--endpoint-url", "http://127.0.0.1:9", "--cli-connect-timeout", "2"]
+        const child = spawn("aws", args, { env })
+        let out = ""
+        child.stdout.on("data", (b: Buffer) => (out += b.toString()))
+        child.stderr.on("data", (b: Buffer) => (out += b.toString()))
+        child.on("exit", () => done(`${path}: ${out.trim().split("\n").slice(-3).join(" ")}`))
+      })))
+    for (const result of results) expect(result).toMatch(/Could not connect to the endpoint URL/)
+    expect(AWS_CALLS.map(([path]) => path).sort()).toEqual(jsonFiles.filter((f) => !f.startsWith("iam/") && !f.startsWith("secrets/")).sort())
+  }, 60_000)
 })
 
 describe("the env scanner (test/support/envScan.ts)", () => {
