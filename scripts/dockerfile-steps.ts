@@ -48,6 +48,14 @@ const allow = contextAllowlist(readFileSync(join(repo, ".dockerignore"), "utf8")
 const work = mkdtempSync("/tmp/tb-dockerfile-steps-")
 chmodSync(work, 0o755) // the unprivileged user must reach the final stage's files
 say(`work directory ${work}${keep ? " (kept)" : ""}`)
+/** Containers still running: stopped (with everything in their namespace) when this script exits, failed or not. */
+const running = new Set<ChildProcess>()
+process.on("exit", () => {
+  for (const child of running) child.kill("SIGKILL")
+})
+// Stopped from outside (Ctrl-C, a test runner's timeout): still stop the containers and clean up.
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(signal, () => process.exit(1))
+
 const cleanup = () => {
   if (!keep) rmSync(work, { recursive: true, force: true })
 }
@@ -241,11 +249,14 @@ delete containerEnv["npm_config_cache"]
 /** `argv` as PID 1 of a new PID namespace (own /proc), as the image's user, in WORKDIR. */
 const startContainer = (argv: ReadonlyArray<string>, env: Record<string, string>, log: string) => {
   const resolved = argv[0] === "node" ? [join(toolchain, "node"), ...argv.slice(1)] : [...argv]
-  const child = spawn("unshare", ["--pid", "--fork", "--mount-proc", "--", "setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups", "--", ...resolved], {
+  // --kill-child: if this script dies, the namespace's PID 1, and with it everything in it, is killed.
+  const child = spawn("unshare", ["--pid", "--fork", "--mount-proc", "--kill-child", "--", "setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups", "--", ...resolved], {
     cwd: appDir,
     env,
     stdio: ["ignore", "pipe", "pipe"]
   })
+  running.add(child)
+  child.once("exit", () => running.delete(child))
   let output = ""
   child.stdout.on("data", (b: Buffer) => (output += b.toString()))
   child.stderr.on("data", (b: Buffer) => (output += b.toString()))

@@ -141,6 +141,7 @@ describe("scripts/healthcheck.mjs", () => {
  * It needs root (setpriv, unshare); elsewhere it is skipped and the script is run by hand.
  */
 const canRunSteps = process.getuid?.() === 0 && spawnSync("unshare", ["--pid", "--fork", "--mount-proc", "true"]).status === 0
+if (!canRunSteps) console.warn("scripts/dockerfile-steps.sh is skipped here: it needs root (setpriv, unshare); run it by hand where it can run")
 describe("scripts/dockerfile-steps.sh", () => {
   it.skipIf(!canRunSteps)("runs the image's steps, and what they make serves, reports healthy and stops cleanly", async () => {
     const result = await new Promise<{ readonly code: number | null; readonly out: string }>((done) => {
