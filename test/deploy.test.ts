@@ -172,6 +172,20 @@ describe("deploy/ files", () => {
     expect(raw.size).toBe(jsonFiles.length)
   })
 
+  it("render.mjs escapes values into JSON strings", () => {
+    const out = mkdtempSync(join(tmpdir(), "tb-deploy-"))
+    try {
+      const tricky = "a \"quoted\" \\ value\nwith a newline"
+      const r = spawnSync(process.execPath, [join(deploy, "render.mjs"), out, join(deploy, "lambda/receipt.json")], {
+        env: { ...SAMPLE, SES_FROM: tricky, PATH: process.env["PATH"] ?? "" }, encoding: "utf8"
+      })
+      expect(r.status, r.stderr).toBe(0)
+      expect(JSON.parse(readFileSync(join(out, "lambda/receipt.json"), "utf8")).Environment.Variables.SES_FROM).toBe(tricky)
+    } finally {
+      rmSync(out, { recursive: true, force: true })
+    }
+  })
+
   it("render.mjs refuses to render with a placeholder's variable unset, naming it", () => {
     const { IMAGE: _, ...withoutImage } = SAMPLE
     const out = mkdtempSync(join(tmpdir(), "tb-deploy-"))
