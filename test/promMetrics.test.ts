@@ -35,6 +35,16 @@ describe("the prom-client recorder", () => {
     expect(makeRouteOf(ROUTES)("/price?asset=BTC")).toBe("/price")
   })
 
+  it("renders cumulative buckets, +Inf, sum and count of each series", async () => {
+    const m = makePromMetrics({ routes: ROUTES, processMetrics: false })
+    for (const latencyUs of [50, 300, 20_000_000]) m.answered(facts({ latencyUs }))
+    const { body } = await m.exposition()
+    const line = (le: string) => body.split("\n").find((l) => l.startsWith("http_server_request_duration_seconds_bucket{") && l.includes(`le="${le}"`))?.split(" ")[1]
+    expect([line("0.0001"), line("0.00025"), line("0.0005"), line("10"), line("+Inf")]).toEqual(["1", "1", "2", "2", "3"])
+    expect(body).toMatch(/^http_server_request_duration_seconds_sum\{[^}]*\} 20\.00035$/m)
+    expect(body).toMatch(/^http_server_request_duration_seconds_count\{[^}]*\} 3$/m)
+  })
+
   it("counts webhook deliveries by transport and outcome, not as served requests", async () => {
     const m = makePromMetrics({ routes: ROUTES, processMetrics: false })
     m.answered(facts({ service: "WEBHOOK", protocol: "http", endpoint: "https://example.com/hook", status: 200 }))

@@ -1,6 +1,6 @@
 import { get } from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { scrape } from "./support/prometheus.ts"
+import { histogramCount, scrape } from "./support/prometheus.ts"
 import { admin, createKey, type RunningServer, startServer } from "./support/server.ts"
 
 /** One request on a connection of its own, so the node's workers take turns answering. */
@@ -51,5 +51,7 @@ describe("LPO_WORKERS > 1 without Valkey", () => {
     const total = s.families.get("tb_price_hits_total")?.metrics[0]?.value
     expect(nodes.size).toBe(2)
     expect(Number(total)).toBeGreaterThanOrEqual(answers.filter((a) => a.status === 200).length + 12)
+    const priced = histogramCount(s, "http_server_request_duration_seconds", { service: "LPO", http_route: "/price", http_response_status_code: "200" })
+    expect(priced).toBeGreaterThanOrEqual(answers.filter((a) => a.status === 200).length + 12)
   }, 30_000)
 })

@@ -3,6 +3,7 @@ import type { ApiRoute } from "../../api/routeTable.ts"
 import { statusOf } from "../../domain/errorCodes.ts"
 import type { UsageFacts } from "../../domain/usageChunk.ts"
 import type { MetricsRecorder, ScrapedFamily, StreamCounts } from "../../services/Metrics.ts"
+import { type HistogramSeries, makeSeriesHistogram } from "./seriesHistogram.ts"
 
 /**
  * OpenTelemetry's recommended buckets for `http.server.request.duration` (seconds), with finer
@@ -57,19 +58,18 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
   if (options.processMetrics !== false) collectDefaultMetrics({ register: registry })
   const routeOf = makeRouteOf(options.routes)
 
-  const httpDuration = new Histogram({
+  // The request path's histograms: a few typed-array additions per request (seriesHistogram.ts).
+  const httpDuration = makeSeriesHistogram({
     name: "http_server_request_duration_seconds",
     help: "Duration of HTTP server requests (OpenTelemetry http.server.request.duration), by service, route and status",
-    labelNames: ["service", "http_route", "http_response_status_code"],
     buckets: DURATION_BUCKETS,
-    registers
+    registry
   })
-  const udpDuration = new Histogram({
+  const udpDuration = makeSeriesHistogram({
     name: "tb_udp_request_duration_seconds",
     help: "Duration of UDP requests, by service, endpoint and status",
-    labelNames: ["service", "endpoint", "status"],
     buckets: DURATION_BUCKETS,
-    registers
+    registry
   })
   const refusals = new Counter({
     name: "tb_key_refusals_total",
@@ -83,12 +83,11 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
     labelNames: ["transport", "outcome"],
     registers
   })
-  const webhookDuration = new Histogram({
+  const webhookDuration = makeSeriesHistogram({
     name: "tb_webhook_delivery_duration_seconds",
     help: "Duration of webhook delivery attempts, by transport",
-    labelNames: ["transport"],
     buckets: DURATION_BUCKETS,
-    registers
+    registry
   })
   const queuedRegisters = options.queuedWriter === true ? registers : []
   const queuedMessages = new Counter({
@@ -111,7 +110,7 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
    * Labelled children in nested maps by label value: the hot path does a few Map lookups and
    * builds no key string (prom-client's own `labels()` hashes the label object on every call).
    */
-  type Child = { observe: (v: number) => void }
+  type Child = HistogramSeries
   const seriesOf = (root: Map<string, Map<string, Map<string | number, Child>>>, a: string, b: string, c: string | number, make: () => Child): Child => {
     let byB = root.get(a)
     if (byB === undefined) root.set(a, byB = new Map())
@@ -132,7 +131,7 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
       const outcome = status >= 200 && status < 300 ? "delivered" : "failed"
       webhookDeliveries.inc({ transport: facts.protocol, outcome })
       let child = webhookSeries.get(facts.protocol)
-      if (child === undefined) webhookSeries.set(facts.protocol, child = webhookDuration.labels({ transport: facts.protocol }))
+      if (child === undefined) webhookSeries.set(facts.protocol, child = webhookDuration.series({ transport: facts.protocol }))
       child.observe(seconds)
       return
     }
@@ -142,13 +141,13 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
     }
     if (facts.protocol === "udp") {
       seriesOf(udpSeries, facts.service, facts.endpoint, facts.code, () =>
-        udpDuration.labels({ service: facts.service, endpoint: facts.endpoint, status: facts.code })).observe(seconds)
+        udpDuration.series({ service: facts.service, endpoint: facts.endpoint, status: facts.code })).observe(seconds)
       return
     }
     if (facts.protocol !== "http" || STREAM_ENDPOINTS.has(facts.endpoint)) return
     const route = routeOf(facts.endpoint)
     seriesOf(httpSeries, facts.service, route, status, () =>
-      httpDuration.labels({ service: facts.service, http_route: route, http_response_status_code: String(status) })).observe(seconds)
+      httpDuration.series({ service: facts.service, http_route: route, http_response_status_code: String(status) })).observe(seconds)
   }
 
   const addScraped = (family: ScrapedFamily) => {
