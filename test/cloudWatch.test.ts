@@ -1,4 +1,5 @@
 import { Effect, Layer } from "effect"
+import { createServer as createNetServer } from "node:net"
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest"
 import { MINUTE_MS } from "../src/domain/minuteFigures.ts"
 import { CloudWatchLive } from "../src/layers/CloudWatchLive.ts"
@@ -31,11 +32,11 @@ const outcomes = (family: ScrapedFamily) => Object.fromEntries(family.read().map
 /** Runs the publisher with `body` in its scope; the scope's end is a shutdown. */
 const withPublisher = <A>(
   book: ReturnType<typeof makeMinuteBook>,
-  options: { readonly intervalMs: number; readonly maxPendingDatums: number },
+  options: { readonly intervalMs: number; readonly maxPendingDatums: number; readonly finalPublishMs?: number },
   body: (family: ScrapedFamily) => Promise<A>
 ) =>
   Effect.runPromise(Effect.scoped(Effect.gen(function*() {
-    const family = yield* runCloudWatchPublisher(book, { prefix: "TB", ...options })
+    const family = yield* runCloudWatchPublisher(book, { prefix: "TB", finalPublishMs: 2_000, ...options })
     return yield* Effect.promise(() => body(family))
   })).pipe(Effect.provide(Layer.fresh(CloudWatchLive))))
 
@@ -103,6 +104,34 @@ describe("CloudWatch publisher (the real SDK against a loopback stand-in)", () =
     expect(stamps.has(lastMinute() / 1000)).toBe(true)
   })
 
+  it("past its bound drops the oldest datums of either namespace, not one namespace first", async () => {
+    standIn.mode = "unavailable"
+    const book = makeMinuteBook()
+    // Two old minutes of LRS, two newer of LPO: 24 datums, room for 12.
+    for (const back of [4, 3]) book.add("LRS", 200, "OK", 40, lastMinute() - (back - 1) * MINUTE_MS)
+    for (const back of [2, 1]) book.add("LPO", 200, "OK", 40, lastMinute() - (back - 1) * MINUTE_MS)
+    await withPublisher(book, { intervalMs: 50, maxPendingDatums: 12 }, async (family) => {
+      const deadline = Date.now() + 5_000
+      while (standIn.requests.length < 1 && Date.now() < deadline) await sleep(20)
+      expect(outcomes(family)).toMatchObject({ dropped: 12 })
+      standIn.mode = "accept"
+      while (outcomes(family)["sent"] === 0 && Date.now() < deadline) await sleep(20)
+    })
+    expect(new Set(standIn.datums.map((d) => d.namespace))).toEqual(new Set(["TB/LPO"]))
+    expect(standIn.datums).toHaveLength(12)
+  })
+
+  it("counts a late request in its own minute, without splitting the minute that has begun", () => {
+    const book = makeMinuteBook()
+    const now = lastMinute() + MINUTE_MS + 1_000
+    book.add("LPO", 200, "OK", 40, now)
+    book.add("LPO", 200, "OK", 40, lastMinute() + 59_000) // answered after a request of the next minute
+    book.add("LPO", 200, "OK", 40, now + 1)
+    const taken = book.take(now, true)
+    expect(taken.map((t) => [t.figures.minute, t.figures.requests])).toEqual([[lastMinute(), 1], [lastMinute() + MINUTE_MS, 2]])
+    expect(book.take(now, true)).toEqual([])
+  })
+
   it("publishes the minute in progress at shutdown", async () => {
     const book = makeMinuteBook()
     book.add("LRS", 200, "OK", 1_000, Date.now())
@@ -125,5 +154,29 @@ describe("CloudWatch publisher (the real SDK against a loopback stand-in)", () =
     }
     const requests = standIn.datums.filter((d) => d.namespace === "TrinityBeast/LPO" && d.name === "Requests").reduce((a, d) => a + (d.value ?? 0), 0)
     expect(requests).toBe(4)
+  }, 90_000)
+
+  it("a CloudWatch that never answers does not hold up shutdown past SHUTDOWN_TIMEOUT_MS", async () => {
+    // Accepts connections and never answers: the last publish can only end by its timeout.
+    const silent = createNetServer(() => {})
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", () => resolve()))
+    const address = silent.address()
+    const port = typeof address === "object" && address !== null ? address.port : 0
+    try {
+      const server = await startServer({
+        SERVER_TYPE: "APP_SERVER",
+        SHUTDOWN_TIMEOUT_MS: "3000",
+        CLOUDWATCH_NAMESPACE_PREFIX: "TrinityBeast",
+        AWS_ENDPOINT_URL_CLOUDWATCH: `http://127.0.0.1:${port}`,
+        ...AWS_TEST_ENV
+      })
+      const { key } = await createKey(server, "partner")
+      await priceWith(server, key)
+      const stoppedAt = Date.now()
+      expect(await server.stop()).toBe(0)
+      expect(Date.now() - stoppedAt).toBeLessThan(3_000)
+    } finally {
+      silent.close()
+    }
   }, 90_000)
 })

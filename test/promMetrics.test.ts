@@ -47,15 +47,17 @@ describe("the prom-client recorder", () => {
 
   it("counts webhook deliveries by transport and outcome, not as served requests", async () => {
     const m = makePromMetrics({ routes: ROUTES, processMetrics: false })
-    m.answered(facts({ service: "WEBHOOK", protocol: "http", endpoint: "https://example.com/hook", status: 200 }))
-    m.answered(facts({ service: "WEBHOOK", protocol: "http", endpoint: "https://example.com/hook", code: "SYSTEM_BUSY", status: 500 }))
-    m.answered(facts({ service: "WEBHOOK", protocol: "udp", endpoint: "udp", status: 200 }))
+    m.answered(facts({ service: "WEBHOOK", protocol: "http", endpoint: "price.update", status: 200 }))
+    m.answered(facts({ service: "WEBHOOK", protocol: "http", endpoint: "webhook.verify", code: "SYSTEM_BUSY", status: 500 }))
+    m.answered(facts({ service: "WEBHOOK", protocol: "udp", endpoint: "price.update", status: 200 }))
+    // A subscriber's call to the webhook API is a served request, not a delivery.
+    m.answered(facts({ service: "WEBHOOK", protocol: "http", endpoint: "/webhook/6f1c2a7e-0000-4000-8000-000000000001", status: 200 }))
     const s = await scrapeOf(m)
     expect(valueOf(s, "tb_webhook_deliveries_total", { transport: "http", outcome: "delivered" })).toBe(1)
     expect(valueOf(s, "tb_webhook_deliveries_total", { transport: "http", outcome: "failed" })).toBe(1)
     expect(valueOf(s, "tb_webhook_deliveries_total", { transport: "udp", outcome: "delivered" })).toBe(1)
     expect(histogramCount(s, "tb_webhook_delivery_duration_seconds", { transport: "http" })).toBe(2)
-    expect(s.text).not.toContain("http_server_request_duration_seconds_count")
+    expect(histogramCount(s, "http_server_request_duration_seconds", { service: "WEBHOOK", http_route: "unmatched", http_response_status_code: "200" })).toBe(1)
   })
 
   it("reads the stream's counts at each scrape, summed over hubs; stream rows are not request durations", async () => {

@@ -9,32 +9,38 @@ type Published = (typeof PUBLISHED_SERVICES)[number]
 const isPublished = (service: string): service is Published => service === "LPO" || service === "LRS"
 
 /**
- * The minutes being counted, per service. `add` is what the request path pays: a map lookup and a
- * few increments. A minute is closed (and published) once a later one has begun.
+ * The minutes being counted, per service. `add` is what the request path pays: a comparison with
+ * the service's current minute (a map lookup for a late request of an earlier minute) and a few
+ * increments. A minute is taken (and published) once it has ended.
  */
 export const makeMinuteBook = () => {
-  const open = new Map<Published, MinuteFigures>()
-  const closed: Array<{ readonly service: Published; readonly figures: MinuteFigures }> = []
+  const open = new Map<Published, Map<number, MinuteFigures>>(PUBLISHED_SERVICES.map((s) => [s, new Map()]))
+  const current = new Map<Published, MinuteFigures>()
   return {
     add: (service: string, status: number, code: string, latencyUs: number, at: number) => {
       if (!isPublished(service)) return
       const minute = at - (at % MINUTE_MS)
-      let m = open.get(service)
+      let m = current.get(service)
       if (m === undefined || m.minute !== minute) {
-        if (m !== undefined) closed.push({ service, figures: m })
-        open.set(service, m = emptyMinute(minute))
+        const minutes = open.get(service)!
+        m = minutes.get(minute)
+        if (m === undefined) minutes.set(minute, m = emptyMinute(minute))
+        if (minute >= (current.get(service)?.minute ?? 0)) current.set(service, m)
       }
       addRequest(m, status, code, latencyUs)
     },
-    /** Minutes that ended before `now` (every minute when `all`), oldest first. */
+    /** Minutes that ended by `now` (every minute when `all`), oldest first. */
     take: (now: number, all: boolean) => {
-      for (const [service, m] of open) {
-        if (all || m.minute + MINUTE_MS <= now) {
-          closed.push({ service, figures: m })
-          open.delete(service)
+      const taken: Array<{ readonly service: Published; readonly figures: MinuteFigures }> = []
+      for (const [service, minutes] of open) {
+        for (const [minute, figures] of minutes) {
+          if (!all && minute + MINUTE_MS > now) continue
+          taken.push({ service, figures })
+          minutes.delete(minute)
+          if (current.get(service) === figures) current.delete(service)
         }
       }
-      return closed.splice(0, closed.length)
+      return taken.sort((a, b) => a.figures.minute - b.figures.minute)
     }
   }
 }
@@ -46,6 +52,8 @@ export interface CloudWatchPublisherOptions {
   readonly intervalMs: number
   /** Datums kept for a later try while CloudWatch fails; past it the oldest are dropped (and counted). */
   readonly maxPendingDatums: number
+  /** The longest the last publish may take at shutdown: part of SHUTDOWN_TIMEOUT_MS. */
+  readonly finalPublishMs: number
 }
 
 /**
@@ -53,7 +61,7 @@ export interface CloudWatchPublisherOptions {
  * PutMetricData calls (one per namespace, up to 1,000 datums each), off the request path. What
  * CloudWatch refuses is dropped and counted; what fails otherwise is kept for the next try, up to
  * `maxPendingDatums`, past which the oldest is dropped and counted: memory never grows without
- * bound. At shutdown the minute in progress is published too (one try). Returns the counts as a
+ * bound. At shutdown the minute in progress is published too (one try, within `finalPublishMs`). Returns the counts as a
  * scraped family for /metrics.
  */
 export const runCloudWatchPublisher = (book: MinuteBook, options: CloudWatchPublisherOptions) =>
@@ -62,17 +70,19 @@ export const runCloudWatchPublisher = (book: MinuteBook, options: CloudWatchPubl
     const pending = new Map<Published, Array<Datum>>(PUBLISHED_SERVICES.map((s) => [s, []]))
     const counts = { sent: 0, refused: 0, dropped: 0, failedCalls: 0 }
 
+    /** Past the bound, the oldest datums go first, whichever namespace they belong to. */
     const bound = () => {
       let total = 0
       for (const d of pending.values()) total += d.length
-      for (const service of PUBLISHED_SERVICES) {
-        const datums = pending.get(service)!
-        while (total > options.maxPendingDatums && datums.length > 0) {
-          const excess = Math.min(total - options.maxPendingDatums, datums.length)
-          datums.splice(0, excess)
-          counts.dropped += excess
-          total -= excess
+      while (total > options.maxPendingDatums) {
+        let oldest: Array<Datum> | undefined
+        for (const datums of pending.values()) {
+          if (datums.length > 0 && (oldest === undefined || datums[0]!.Timestamp < oldest[0]!.Timestamp)) oldest = datums
         }
+        if (oldest === undefined) return
+        oldest.shift()
+        counts.dropped++
+        total--
       }
     }
 
@@ -102,7 +112,7 @@ export const runCloudWatchPublisher = (book: MinuteBook, options: CloudWatchPubl
         for (const service of PUBLISHED_SERVICES) yield* sendOne(service)
       })
 
-    yield* Effect.addFinalizer(() => publish(true).pipe(Effect.timeout(Duration.seconds(5)), Effect.ignore))
+    yield* Effect.addFinalizer(() => publish(true).pipe(Effect.timeout(Duration.millis(options.finalPublishMs)), Effect.ignore))
     yield* publish(false).pipe(Effect.repeat(Schedule.spaced(Duration.millis(options.intervalMs))), Effect.forkScoped)
 
     const family: ScrapedFamily = {

@@ -127,7 +127,8 @@ export const makePromMetrics = (options: PromMetricsOptions): MetricsRecorder & 
   const answered = (facts: UsageFacts) => {
     const status = facts.status ?? statusOf(facts.code)
     const seconds = facts.latencyUs / 1e6
-    if (facts.service === "WEBHOOK") {
+    // A delivery's row names the event (`price.update`, `webhook.verify`); calls to the /webhook API name their path.
+    if (facts.service === "WEBHOOK" && !facts.endpoint.startsWith("/")) {
       const outcome = status >= 200 && status < 300 ? "delivered" : "failed"
       webhookDeliveries.inc({ transport: facts.protocol, outcome })
       let child = webhookSeries.get(facts.protocol)

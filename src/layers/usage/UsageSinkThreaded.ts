@@ -134,8 +134,19 @@ export const UsageSinkThreaded = Layer.effect(UsageSink, Effect.gen(function*() 
   }
 
   const anonymousRows = makeAnonymousRowGate({ maxAddresses: MAX_ANONYMOUS_ADDRESSES_PER_SECOND })
+  /** Metrics come second to the row: a failure there is logged once and never reaches the request. */
+  let metricsFailed = false
+  const countInMetrics = (facts: UsageFacts) => {
+    try {
+      metrics.answered(facts)
+    } catch (e) {
+      if (metricsFailed) return
+      metricsFailed = true
+      runDetachedLog(Effect.logError("recording a request in the metrics failed (logged once)", messageOf(e)).pipe(withModule("metrics")))
+    }
+  }
   const record = (facts: UsageFacts) => {
-    metrics.answered(facts)
+    countInMetrics(facts)
     if (
       // Only a served admin call (its token checked) is exempt: a refused one is as anonymous as any.
       facts.apiKeyId === undefined && !(facts.service === "ADMIN" && facts.code === "OK") &&

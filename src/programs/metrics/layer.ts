@@ -40,9 +40,14 @@ export const metricsLayer = (options: { readonly queuedWriter: boolean }) => Lay
   })
   if (book !== undefined && Option.isSome(config.cloudwatchNamespacePrefix)) {
     const prefix = config.cloudwatchNamespacePrefix.value
-    metrics.addScraped(yield* runCloudWatchPublisher(book, { prefix, intervalMs: CLOUDWATCH_INTERVAL_MS, maxPendingDatums: CLOUDWATCH_MAX_PENDING_DATUMS }).pipe(
-      Effect.provide(CloudWatchLive)
-    ))
+    // Built in this layer's scope: the client lives until the last minute is published at shutdown.
+    const cloudWatch = yield* Layer.build(CloudWatchLive)
+    metrics.addScraped(yield* runCloudWatchPublisher(book, {
+      prefix,
+      intervalMs: CLOUDWATCH_INTERVAL_MS,
+      maxPendingDatums: CLOUDWATCH_MAX_PENDING_DATUMS,
+      finalPublishMs: Math.min(5_000, Math.floor(config.shutdownTimeoutMs / 10))
+    }).pipe(Effect.provideContext(cloudWatch)))
     yield* Effect.logInfo(`publishing to CloudWatch ${prefix}/LPO and ${prefix}/LRS once a minute`).pipe(withModule("metrics"))
   }
   // A worker of LPO_WORKERS > 1 answers its primary's scrape over cluster IPC instead (clusterMetrics).
@@ -106,8 +111,15 @@ export const ServeMetricsLive = Layer.effectDiscard(Effect.gen(function*() {
     })
   })
   const spool = usageSpoolDir(config.dataDir)
-  metrics.addScraped({ name: "tb_usage_spool_files", help: "Usage spool files waiting to be replayed", type: "gauge", labelNames: [], read: () => [{ labels: {}, value: spoolSize(spool).files }] })
-  metrics.addScraped({ name: "tb_usage_spool_bytes", help: "Bytes of usage spool files waiting to be replayed", type: "gauge", labelNames: [], read: () => [{ labels: {}, value: spoolSize(spool).bytes }] })
+  // Workers share DATA_DIR, so they all see the one spool: its size is not summed over them.
+  metrics.addScraped({
+    name: "tb_usage_spool_files", help: "Usage spool files waiting to be replayed", type: "gauge", labelNames: [], acrossWorkers: "max",
+    read: () => [{ labels: {}, value: spoolSize(spool).files }]
+  })
+  metrics.addScraped({
+    name: "tb_usage_spool_bytes", help: "Bytes of usage spool files waiting to be replayed", type: "gauge", labelNames: [], acrossWorkers: "max",
+    read: () => [{ labels: {}, value: spoolSize(spool).bytes }]
+  })
 
   const feeds = yield* Effect.serviceOption(FeedStatus)
   if (Option.isNone(feeds)) return
