@@ -482,7 +482,13 @@ export const streamStep = async (ctx: DemoContext, key: string): Promise<StepRes
   const first = messages[0]
   if (first?.type === "response" && first["status"] === "error") {
     const code = String(first["code"])
-    return result("stream", started, tryIt, { status: "failed", summary: `subscribe refused: ${String(first["message"])} (${code})`, code, next: nextFor(ctx, code, null), data: messages })
+    // The tier's answer may also come inside the socket: then it is the same skip as a 403 at the upgrade.
+    const skipped = code === "STREAM_NOT_ENABLED"
+    return result("stream", started, tryIt, {
+      status: skipped ? "skipped" : "failed",
+      summary: skipped ? `${String(first["message"])} (${code})` : `subscribe refused: ${String(first["message"])} (${code})`,
+      code, next: nextFor(ctx, code, null), data: messages
+    })
   }
   const updates = messages.filter((m) => m.type === "price_update")
   const latest = new Map<string, StreamMessage>()
