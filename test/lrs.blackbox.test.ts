@@ -11,6 +11,7 @@ import { connect } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { histogramCount, scrape, valueOf } from "./support/prometheus.ts"
 import { freePort, udpRequest } from "./support/server.ts"
 import { dropDatabase, freshDatabase, freshRedis, REDIS_HOST, REDIS_PORT } from "./support/services.ts"
 
@@ -63,7 +64,8 @@ beforeAll(async () => {
     LRS_HTTP_PORT: String(await freePort()),
     LRS_UDP_PORT: String(await freePort()),
     LPO_HTTP_PORT: String(await freePort()),
-    LPO_UDP_PORT: String(await freePort())
+    LPO_UDP_PORT: String(await freePort()),
+    METRICS_PORT: String(await freePort())
   }
   cli(["migrate"])
   // A tier whose monthly report limit this test can exhaust (limits are data).
@@ -243,6 +245,14 @@ describe("tb serve --mode REPORT_SERVER", () => {
     expect(Date.parse(info["month_resets_at"] as string)).toBeGreaterThan(Date.now())
   })
 
+  it("/metrics on METRICS_PORT: the report routes' durations, and the quota refusals of the key by its id", async () => {
+    const metrics = await scrape(`http://127.0.0.1:${env["METRICS_PORT"]}/metrics`)
+    expect(histogramCount(metrics, "http_server_request_duration_seconds", { service: "LRS", http_route: "/reports/summary", http_response_status_code: "200" }))
+      .toBeGreaterThanOrEqual(QUOTA_TIER_LIMIT)
+    expect(valueOf(metrics, "tb_key_refusals_total", { key_id: keys.quota.key_id, reason: "quota_exceeded" })).toBe(1)
+    expect(metrics.text).not.toContain(keys.quota.key)
+  })
+
   it("every report request is a usage row of the caller, service LRS (report-on-report), seen only by its key", async () => {
     const res = await get("/reports/key", keys.b.key, { headers: { "x-request-id": "report-on-report-1" } })
     expect(res.status).toBe(200)
@@ -289,5 +299,7 @@ describe("tb serve --mode REPORT_SERVER", () => {
     child.kill("SIGTERM")
     expect(await exited).toBe(0)
     expect(psql(`SELECT count(*) FROM usage_logs WHERE request_id = 'last-before-stop' AND service = 'LRS' AND api_key_id = '${keys.b.key_id}'`)).toBe("1")
+    // Its listeners are closed with it, the metrics one included.
+    expect(await fetch(`http://127.0.0.1:${env["METRICS_PORT"]}/metrics`).catch(() => undefined)).toBeUndefined()
   }, 30_000)
 })
