@@ -493,6 +493,10 @@ describe("IAM (deploy/iam)", () => {
     for (const { def } of tasks) for (const arn of [def.taskRoleArn, def.executionRoleArn]) expect(trustOf(roleName(arn))).toBe("ecs-tasks.amazonaws.com")
     for (const { fn } of lambdaFunctions) expect(trustOf(roleName(fn.Role))).toBe("lambda.amazonaws.com")
     expect(trustOf(roleName(file("scheduler/nightly-sync.json").Target.RoleArn))).toBe("scheduler.amazonaws.com")
+    // Every trust is limited to this account (the confused-deputy guard).
+    for (const trust of new Set(Object.values(roles).map((r) => r.trust))) {
+      expect(file(`iam/${trust}`).Statement[0].Condition?.StringEquals?.["aws:SourceAccount"], trust).toBe(SAMPLE["ACCOUNT_ID"])
+    }
     const usedRoles = new Set([
       ...tasks.flatMap((t) => [roleName(t.def.taskRoleArn), roleName(t.def.executionRoleArn)]),
       ...lambdaFunctions.map((l) => roleName(l.fn.Role)),
