@@ -34,3 +34,9 @@ export const allowedMethods = (routes: ReadonlyArray<ApiRoute>): ((path: string)
     return [...methods]
   }
 }
+
+/** The route template (`/webhooks/:id`) a path is served by, or undefined for a path no route serves. */
+export const routeTemplate = (routes: ReadonlyArray<ApiRoute>): ((path: string) => string | undefined) => {
+  const patterns = routes.map((r) => ({ route: r.path, pattern: pathPattern(r.path) }))
+  return (path) => patterns.find((p) => p.pattern.test(path))?.route
+}

@@ -30,7 +30,8 @@ export const STAND_IN_AWS_ENV = {
   AWS_EC2_METADATA_DISABLED: "true"
 } as const
 
-const readBody = (req: IncomingMessage): Promise<string> =>
+/** A request's whole body as UTF-8 text (every loopback stand-in reads its requests this way). */
+export const readBody = (req: IncomingMessage): Promise<string> =>
   new Promise((resolve, reject) => {
     const chunks: Array<Buffer> = []
     req.on("data", (c: Buffer) => chunks.push(c))

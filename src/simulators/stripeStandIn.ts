@@ -1,6 +1,6 @@
 import { createHmac, randomBytes } from "node:crypto"
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http"
-import { closeServer, listenLoopback } from "./awsJsonProtocol.ts"
+import { closeServer, listenLoopback, readBody } from "./awsJsonProtocol.ts"
 
 /**
  * A loopback stand-in for the part of the Stripe API the receipt processor uses, speaking
@@ -104,14 +104,6 @@ const replyObject = (res: ServerResponse, body: unknown): void => {
   res.writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(text), "request-id": `req_${randomBytes(7).toString("hex")}` })
   res.end(text)
 }
-
-const readBody = (req: IncomingMessage): Promise<string> =>
-  new Promise((resolve, reject) => {
-    const chunks: Array<Buffer> = []
-    req.on("data", (c: Buffer) => chunks.push(c))
-    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")))
-    req.on("error", reject)
-  })
 
 /** `line_items[0][price]=x` style form fields into a session request. */
 const newSessionFromForm = (form: URLSearchParams): NewSession => {

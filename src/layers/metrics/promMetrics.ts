@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client"
-import type { ApiRoute } from "../../api/routeTable.ts"
+import { type ApiRoute, routeTemplate } from "../../api/routeTable.ts"
 import { statusOf } from "../../domain/errorCodes.ts"
 import type { UsageFacts } from "../../domain/usageChunk.ts"
 import type { MetricsRecorder, ScrapedFamily, StreamCounts } from "../../services/Metrics.ts"
@@ -16,18 +16,14 @@ const DURATION_BUCKETS = [
 /** Distinct request paths remembered with their route; past it the memo starts again. */
 const ROUTE_MEMO_MAX = 4_096
 
-/** Path → the route template that serves it (`/webhooks/:id`), `unmatched` for none. */
+/** Path → the route template that serves it (`/webhooks/:id`), `unmatched` for none; remembered per path. */
 export const makeRouteOf = (routes: ReadonlyArray<ApiRoute>): ((path: string) => string) => {
-  const patterns = routes.map((r) => ({
-    route: r.path,
-    pattern: new RegExp(`^${r.path.split("/").map((s) => (s.startsWith(":") ? "[^/]+" : s.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))).join("/")}$`)
-  }))
+  const templateOf = routeTemplate(routes)
   const memo = new Map<string, string>()
   return (path) => {
     const known = memo.get(path)
     if (known !== undefined) return known
-    const bare = path.split("?")[0] ?? path
-    const route = patterns.find((p) => p.pattern.test(bare))?.route ?? "unmatched"
+    const route = templateOf(path.split("?")[0] ?? path) ?? "unmatched"
     if (memo.size >= ROUTE_MEMO_MAX) memo.clear()
     memo.set(path, route)
     return route

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs"
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs"
 import { join } from "node:path"
 import { threadId } from "node:worker_threads"
 
@@ -30,6 +30,8 @@ export interface UsageSpool {
   readonly quarantine: (file: string) => void
   /** Writes bodies the destination refused straight to a `.bad` file. */
   readonly putRefused: (bodies: ReadonlyArray<string>) => void
+  /** Files waiting to be replayed, and their bytes (the metrics' spool gauges). */
+  readonly backlog: () => { readonly files: number; readonly bytes: number }
 }
 
 export const makeUsageSpool = (dir: string): UsageSpool => {
@@ -40,13 +42,20 @@ export const makeUsageSpool = (dir: string): UsageSpool => {
     writeFileSync(join(dir, `${name}.tmp`), bodies.join("\n") + "\n")
     renameSync(join(dir, `${name}.tmp`), join(dir, name))
   }
-  return {
+  const spool: UsageSpool = {
     dir,
     put: (bodies) => write(bodies, SPOOL_SUFFIX),
     files: () => (existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith(SPOOL_SUFFIX)).sort() : []),
     read: (file) => readFileSync(join(dir, file), "utf8").split("\n").filter((line) => line !== ""),
     remove: (file) => unlinkSync(join(dir, file)),
     quarantine: (file) => renameSync(join(dir, file), join(dir, `${file}.bad`)),
-    putRefused: (bodies) => write(bodies, `${SPOOL_SUFFIX}.bad`)
+    putRefused: (bodies) => write(bodies, `${SPOOL_SUFFIX}.bad`),
+    backlog: () => {
+      const files = spool.files()
+      let bytes = 0
+      for (const f of files) bytes += statSync(join(dir, f), { throwIfNoEntry: false })?.size ?? 0
+      return { files: files.length, bytes }
+    }
   }
+  return spool
 }

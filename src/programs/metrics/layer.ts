@@ -1,8 +1,6 @@
 import { Effect, Layer, Option } from "effect"
 import cluster from "node:cluster"
-import { existsSync, readdirSync, statSync } from "node:fs"
 import { AggregatorRegistry } from "prom-client"
-import { join } from "node:path"
 import { routesOf } from "../../api/routeTable.ts"
 import { TrinityApi } from "../../api/TrinityApi.ts"
 import { AppConfig } from "../../config/AppConfig.ts"
@@ -12,7 +10,7 @@ import { withModule } from "../../layers/Logging.ts"
 import { makeMinuteBook, runCloudWatchPublisher } from "../../layers/metrics/cloudWatchPublisher.ts"
 import { serveMetrics } from "../../layers/metrics/metricsListener.ts"
 import { makePromMetrics } from "../../layers/metrics/promMetrics.ts"
-import { usageSpoolDir } from "../../layers/usage/spool.ts"
+import { makeUsageSpool, usageSpoolDir } from "../../layers/usage/spool.ts"
 import { FeedStatus } from "../../services/FeedStatus.ts"
 import { Metrics } from "../../services/Metrics.ts"
 import type { RateLimiter } from "../../services/RateLimiter.ts"
@@ -72,18 +70,6 @@ export const serveClusterMetrics = Effect.gen(function*() {
 /** `tb serve`'s metrics. */
 export const MetricsLive = metricsLayer({ queuedWriter: false })
 
-const spoolSize = (dir: string) => {
-  if (!existsSync(dir)) return { files: 0, bytes: 0 }
-  let files = 0
-  let bytes = 0
-  for (const name of readdirSync(dir)) {
-    if (!name.endsWith(".ndjson")) continue
-    files++
-    bytes += statSync(join(dir, name), { throwIfNoEntry: false })?.size ?? 0
-  }
-  return { files, bytes }
-}
-
 /**
  * What `tb serve` exposes at each scrape: the 25 runtime counters (`tb_<name>_total`, the levels
  * as gauges), the usage backlog and spool, and each exchange feed's health.
@@ -110,15 +96,15 @@ export const ServeMetricsLive = Layer.effectDiscard(Effect.gen(function*() {
       read: () => [{ labels: {}, value: counters()[name] }]
     })
   })
-  const spool = usageSpoolDir(config.dataDir)
+  const spool = makeUsageSpool(usageSpoolDir(config.dataDir))
   // Workers share DATA_DIR, so they all see the one spool: its size is not summed over them.
   metrics.addScraped({
     name: "tb_usage_spool_files", help: "Usage spool files waiting to be replayed", type: "gauge", labelNames: [], acrossWorkers: "max",
-    read: () => [{ labels: {}, value: spoolSize(spool).files }]
+    read: () => [{ labels: {}, value: spool.backlog().files }]
   })
   metrics.addScraped({
     name: "tb_usage_spool_bytes", help: "Bytes of usage spool files waiting to be replayed", type: "gauge", labelNames: [], acrossWorkers: "max",
-    read: () => [{ labels: {}, value: spoolSize(spool).bytes }]
+    read: () => [{ labels: {}, value: spool.backlog().bytes }]
   })
 
   const feeds = yield* Effect.serviceOption(FeedStatus)
