@@ -3,12 +3,11 @@
  * (default 10) per client address per second; past that they are only counted. Black box: a
  * flood of keyless and random-key requests from one address against `tb serve`.
  */
-import { execFileSync } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { createSocket } from "node:dgram"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { admin, call, type RunningServer, startServer } from "./support/server.ts"
-import { dropDatabase, freshDatabase } from "./support/services.ts"
+import { dropDatabase, freshDatabase, psqlLines } from "./support/services.ts"
 
 let server: RunningServer
 let dbUrl: string
@@ -23,8 +22,7 @@ afterAll(async () => {
   dropDatabase(dbUrl)
 })
 
-const psqlRows = (sql: string) =>
-  execFileSync("psql", [dbUrl, "-v", "ON_ERROR_STOP=1", "-qAt", "-F", " ", "-c", sql], { encoding: "utf8" }).trim().split("\n").filter((l) => l !== "")
+const psqlRows = (sql: string) => psqlLines(dbUrl, sql)
 
 /** A well-formed key nobody holds: each one costs the server a database lookup. */
 const randomKey = () => `tb_${randomBytes(32).toString("base64url")}`

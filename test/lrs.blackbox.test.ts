@@ -13,7 +13,7 @@ import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { histogramCount, scrape, valueOf } from "./support/prometheus.ts"
 import { freePort, udpRequest } from "./support/server.ts"
-import { dropDatabase, freshDatabase, freshRedis, REDIS_HOST, REDIS_PORT } from "./support/services.ts"
+import { dropDatabase, freshDatabase, freshRedis, psqlText, REDIS_HOST, REDIS_PORT } from "./support/services.ts"
 
 const ROOT = join(import.meta.dirname, "..")
 /** The built CLI (`npm test` builds first); TB_CLI points a local run at another build. */
@@ -32,7 +32,7 @@ let dbUrl = ""
 const keys: Record<"a" | "b" | "noLrs" | "quota", { key: string; key_id: string }> = {} as never
 
 const cli = (args: ReadonlyArray<string>) => execFileSync(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, encoding: "utf8" })
-const psql = (sql: string) => execFileSync("psql", [dbUrl, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], { encoding: "utf8" }).trim()
+const psql = (sql: string) => psqlText(dbUrl, sql)
 
 /** `n` LPO rows of a key over the last `days` days (3 rows per millisecond used, so ties on created_at). */
 const insertRows = (keyId: string, n: number, from: number, span: number) =>

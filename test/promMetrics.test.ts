@@ -1,8 +1,7 @@
-import parsePrometheusTextFormat from "parse-prometheus-text-format"
 import { describe, expect, it } from "vitest"
 import type { UsageFacts } from "../src/domain/usageChunk.ts"
 import { makePromMetrics, makeRouteOf } from "../src/layers/metrics/promMetrics.ts"
-import { histogramCount, type Scrape, valueOf } from "./support/prometheus.ts"
+import { histogramCount, parseScrape, type Scrape, valueOf } from "./support/prometheus.ts"
 
 const ROUTES = [
   { method: "GET", path: "/price" },
@@ -17,7 +16,7 @@ const facts = (over: Partial<UsageFacts>): UsageFacts => ({
 
 const scrapeOf = async (m: ReturnType<typeof makePromMetrics>): Promise<Scrape> => {
   const { body, contentType } = await m.exposition()
-  return { text: body, contentType, families: new Map(parsePrometheusTextFormat(body).map((f) => [f.name, f])) }
+  return parseScrape(body, contentType)
 }
 
 describe("the prom-client recorder", () => {

@@ -1,6 +1,6 @@
 import { ConfigProvider, Effect, Layer, ManagedRuntime } from "effect"
 import { SqlClient } from "effect/sql"
-import { mkdtempSync, readdirSync, readFileSync } from "node:fs"
+import { mkdtempSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -11,7 +11,10 @@ import { ReceiptProcessor, ReceiptProcessorLive } from "../src/programs/receipt/
 import { ApiKeys } from "../src/services/ApiKeys.ts"
 import { Payments } from "../src/services/Payments.ts"
 import { checkoutEvent, signStripePayload, type StripeStandIn, startStripeStandIn } from "../src/simulators/stripeStandIn.ts"
+import { mailsTo as mailsIn } from "./support/outbox.ts"
 import { dropDatabase, ensureServices, freshDatabase } from "./support/services.ts"
+
+const mailsTo = (to: string) => mailsIn(dataDir, to)
 
 /**
  * The receipt processor's fulfilment against the real PostgreSQL and the Stripe stand-in: the three
@@ -62,21 +65,6 @@ const rows = <A extends object>(text: string, params: ReadonlyArray<unknown> = [
   runtime.runPromise(Effect.gen(function*() {
     return yield* (yield* SqlClient.SqlClient).unsafe<A>(text, params as Array<unknown>)
   }))
-
-/** The text parts of the .eml files sent to `to`. */
-const mailsTo = (to: string): Array<string> => {
-  const dir = join(dataDir, "outbox")
-  let files: Array<string> = []
-  try {
-    files = readdirSync(dir)
-  } catch {
-    return []
-  }
-  return files.map((f) => readFileSync(join(dir, f), "utf8")).filter((m) => m.includes(`\r\nTo: ${to}\r\n`)).map((m) => {
-    const part = m.split("Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")[1] ?? ""
-    return part.split("\r\n--tb-")[0] ?? ""
-  })
-}
 
 describe("subscription", () => {
   it("webhook and receipt endpoint, concurrently and repeatedly: one user, one key, one transaction, one e-mail, a key that works", async () => {

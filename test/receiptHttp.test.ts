@@ -5,13 +5,11 @@
  * the e-mailed key answering a price at once; /checkout; the report server's port answering 404.
  * Runs the built CLI (`npm run build`).
  */
-import { execFileSync } from "node:child_process"
-import { readdirSync, readFileSync } from "node:fs"
-import { join } from "node:path"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { checkoutEvent, signStripePayload, type StripeStandIn, startStripeStandIn } from "../src/simulators/stripeStandIn.ts"
 import { admin, call, freePort, priceWith, type RunningServer, startServer } from "./support/server.ts"
-import { dropDatabase, freshDatabase } from "./support/services.ts"
+import { mailsTo as mailsIn } from "./support/outbox.ts"
+import { dropDatabase, freshDatabase, psqlText } from "./support/services.ts"
 
 const WEBHOOK_SECRET = "whsec_receipt_http"
 let standIn: StripeStandIn
@@ -50,21 +48,8 @@ const webhook = async (raw: string, signature: string | undefined) => {
   return { status: res.status, body: await res.json() as { service: string; code: string; data: Record<string, unknown> | null } }
 }
 
-const mailsTo = (to: string): Array<string> => {
-  const dir = join(server.dataDir, "outbox")
-  let files: Array<string> = []
-  try {
-    files = readdirSync(dir)
-  } catch {
-    return []
-  }
-  return files.map((f) => readFileSync(join(dir, f), "utf8")).filter((m) => m.includes(`\r\nTo: ${to}\r\n`)).map((m) => {
-    const part = m.split("Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")[1] ?? ""
-    return part.split("\r\n--tb-")[0] ?? ""
-  })
-}
-
-const psql = (sql: string) => execFileSync("psql", [dbUrl, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], { encoding: "utf8" }).trim()
+const psql = (sql: string) => psqlText(dbUrl, sql)
+const mailsTo = (to: string) => mailsIn(server.dataDir, to)
 
 describe("a subscription bought through Stripe", () => {
   it("webhook and /receipt concurrently and repeatedly: one user, one key, one transaction, one e-mail; the key answers a price at once", async () => {

@@ -3,12 +3,11 @@
  * of /ws (fast path → node:http upgrade) and /stream, keys from the database, prices from the
  * simulators, usage rows in usage_logs, and a RECONNECT notice on SIGTERM.
  */
-import { execFileSync } from "node:child_process"
 import { get as httpGet } from "node:http"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { WebSocket } from "ws"
 import { createKey, type RunningServer, startServer } from "./support/server.ts"
-import { dropDatabase, freshDatabase } from "./support/services.ts"
+import { dropDatabase, freshDatabase, psqlLines } from "./support/services.ts"
 
 let server: RunningServer
 let dbUrl: string
@@ -23,8 +22,7 @@ afterAll(async () => {
   dropDatabase(dbUrl)
 })
 
-const psqlRows = (sql: string) =>
-  execFileSync("psql", [dbUrl, "-v", "ON_ERROR_STOP=1", "-qAt", "-F", " ", "-c", sql], { encoding: "utf8" }).trim().split("\n").filter((l) => l !== "")
+const psqlRows = (sql: string) => psqlLines(dbUrl, sql)
 
 const wsUrl = () => `${server.baseUrl.replace("http", "ws")}/ws`
 

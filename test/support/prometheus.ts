@@ -7,11 +7,15 @@ export interface Scrape {
   readonly families: ReadonlyMap<string, ParsedFamily>
 }
 
+/** An exposition's text, parsed. */
+export const parseScrape = (text: string, contentType: string): Scrape => ({
+  text, contentType, families: new Map(parsePrometheusTextFormat(text).map((f) => [f.name, f]))
+})
+
 export const scrape = async (url: string): Promise<Scrape> => {
   const res = await fetch(url)
   if (res.status !== 200) throw new Error(`scrape ${url}: ${res.status}`)
-  const text = await res.text()
-  return { text, contentType: res.headers.get("content-type") ?? "", families: new Map(parsePrometheusTextFormat(text).map((f) => [f.name, f])) }
+  return parseScrape(await res.text(), res.headers.get("content-type") ?? "")
 }
 
 /** The value of a counter or gauge series whose labels include `labels`; undefined when there is none. */

@@ -67,3 +67,11 @@ export const freshRedis = (index: number): string => {
   execFileSync("redis-cli", ["-h", REDIS_HOST, "-p", String(REDIS_PORT), "-n", String(index), "FLUSHDB"])
   return `redis://${REDIS_HOST}:${REDIS_PORT}/${index}`
 }
+
+/** One SQL statement through psql (stops on the first error): its output, trimmed. */
+export const psqlText = (url: string, sql: string): string =>
+  execFileSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql], { encoding: "utf8" }).trim()
+
+/** One SQL statement through psql: each row a line, its fields separated by one space. */
+export const psqlLines = (url: string, sql: string): Array<string> =>
+  execFileSync("psql", [url, "-v", "ON_ERROR_STOP=1", "-qAt", "-F", " ", "-c", sql], { encoding: "utf8" }).trim().split("\n").filter((l) => l !== "")
